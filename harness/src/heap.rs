@@ -1,0 +1,381 @@
+//! One heap counter for Rust and C.
+//!
+//! With the default `hooks` feature, the libc allocation functions of the process are
+//! interposed (crate `avsoak-hooks`), so [`Snapshot::now`] sees every block that libx264,
+//! FFmpeg, libheif, libstdc++ and Rust's allocator hold. Counters are process-wide:
+//! assertions on them belong one per process (the test suite runs under nextest, which
+//! gives every test its own process; the soak runner gives every variant its own child).
+//!
+//! ```
+//! use avsoak_harness::heap::Snapshot;
+//!
+//! let before = Snapshot::now();
+//! let kept = std::hint::black_box(vec![0u8; 4096]);
+//! let delta = Snapshot::now().since(&before);
+//! if avsoak_harness::heap::check().is_ok() {
+//!     assert!(delta.live_bytes >= 4096);
+//!     assert!(delta.allocs >= 1);
+//! }
+//! drop(kept);
+//! ```
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CStr, CString};
+
+use serde::{Deserialize, Serialize};
+
+/// Why the heap counters cannot be trusted in this process.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeapError {
+    /// Built without the `hooks` feature.
+    #[error("heap instrumentation is off: avsoak-harness was built without its `hooks` feature")]
+    NotBuiltIn,
+    /// The hook crate is linked but its constructor never ran.
+    #[error("heap instrumentation is not active: the avsoak-hooks constructor did not run")]
+    NotConstructed,
+    /// The dynamic linker resolves an allocation function to another object.
+    #[error(
+        "another allocator owns `{symbol}`: it resolves to {owner} instead of avsoak's hook \
+         (a sanitizer, jemalloc/tcmalloc/mimalloc in unprefixed mode, or a preloaded allocator); \
+         avsoak refuses to judge heap growth it cannot see"
+    )]
+    ForeignAllocator {
+        /// The allocation function.
+        symbol: String,
+        /// The object it resolves to.
+        owner: String,
+    },
+    /// `LD_PRELOAD` brings in a library that defines its own allocator.
+    #[error(
+        "LD_PRELOAD library {library} defines `malloc`; avsoak refuses to judge heap growth \
+         next to another allocator (unset LD_PRELOAD to run the soak)"
+    )]
+    Preloaded {
+        /// The preloaded object.
+        library: String,
+    },
+    /// A test allocation through the resolved `malloc` was not counted.
+    #[error("a test allocation through `malloc` was not counted: the hooks are bypassed")]
+    NotCounting,
+}
+
+/// A reading of the process-wide heap counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Usable bytes of live blocks (glibc's `malloc_usable_size`).
+    pub live_bytes: i64,
+    /// Live blocks.
+    pub live_blocks: i64,
+    /// Highest live bytes since start or since [`reset_peak`].
+    pub peak_live_bytes: i64,
+    /// Allocations so far (reallocations included).
+    pub allocs: u64,
+    /// Frees so far.
+    pub frees: u64,
+    /// Usable bytes allocated so far.
+    pub bytes_allocated: u64,
+}
+
+/// The change between two snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Delta {
+    /// Change in live bytes (negative when more was freed than allocated).
+    pub live_bytes: i64,
+    /// Change in live blocks.
+    pub live_blocks: i64,
+    /// Allocations made in between.
+    pub allocs: u64,
+    /// Frees made in between.
+    pub frees: u64,
+    /// Bytes allocated in between.
+    pub bytes_allocated: u64,
+}
+
+impl Snapshot {
+    /// Reads the counters now (all zero when the hooks are not built in).
+    pub fn now() -> Self {
+        #[cfg(feature = "hooks")]
+        {
+            let c = avsoak_hooks::counters();
+            Snapshot {
+                live_bytes: c.live_bytes,
+                live_blocks: c.live_blocks,
+                peak_live_bytes: c.peak_live_bytes,
+                allocs: c.allocs,
+                frees: c.frees,
+                bytes_allocated: c.bytes_allocated,
+            }
+        }
+        #[cfg(not(feature = "hooks"))]
+        Snapshot::default()
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Snapshot) -> Delta {
+        Delta {
+            live_bytes: self.live_bytes - earlier.live_bytes,
+            live_blocks: self.live_blocks - earlier.live_blocks,
+            allocs: self.allocs.wrapping_sub(earlier.allocs),
+            frees: self.frees.wrapping_sub(earlier.frees),
+            bytes_allocated: self.bytes_allocated.wrapping_sub(earlier.bytes_allocated),
+        }
+    }
+}
+
+/// Starts a new peak window at the current live bytes.
+pub fn reset_peak() {
+    #[cfg(feature = "hooks")]
+    avsoak_hooks::reset_peak();
+}
+
+/// Whether the hooks are compiled into this binary.
+pub const fn built_in() -> bool {
+    cfg!(feature = "hooks")
+}
+
+/// Verifies that the counters see every allocation of the process: the hooks are built
+/// in, their constructor ran, every allocation symbol resolves to them, no preloaded
+/// library brings its own `malloc`, and a test allocation through the resolved `malloc`
+/// is counted.
+pub fn check() -> Result<(), HeapError> {
+    #[cfg(not(feature = "hooks"))]
+    return Err(HeapError::NotBuiltIn);
+    #[cfg(feature = "hooks")]
+    {
+        if !avsoak_hooks::constructed() {
+            return Err(HeapError::NotConstructed);
+        }
+        check_preload()?;
+        for (symbol, ours) in avsoak_hooks::hook_addresses() {
+            let resolved = resolve_default(symbol);
+            if resolved != ours {
+                return Err(HeapError::ForeignAllocator {
+                    symbol: symbol.to_owned(),
+                    owner: object_of(resolved).unwrap_or_else(|| "an unknown object".into()),
+                });
+            }
+        }
+        let malloc_addr = resolve_default("malloc");
+        // SAFETY: `malloc_addr` is the address the dynamic linker gives for `malloc`,
+        // which we just checked is our hook, whose signature is malloc(3)'s.
+        let malloc_fn: unsafe extern "C" fn(usize) -> *mut c_void =
+            unsafe { std::mem::transmute::<usize, _>(malloc_addr) };
+        let before = avsoak_hooks::counters().allocs;
+        // SAFETY: malloc(3) with a positive size; the block is freed right below.
+        let block = unsafe { malloc_fn(4096) };
+        let after = avsoak_hooks::counters().allocs;
+        // SAFETY: `block` came from malloc above and is freed once.
+        unsafe { libc::free(block) };
+        if block.is_null() || after == before {
+            return Err(HeapError::NotCounting);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "hooks")]
+fn resolve_default(symbol: &str) -> usize {
+    let name = CString::new(symbol).expect("symbol names have no NUL");
+    // SAFETY: RTLD_DEFAULT lookup of a NUL-terminated name; the result is only compared.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
+}
+
+/// The file name of the object that holds `addr`, through `dladdr`.
+fn object_of(addr: usize) -> Option<String> {
+    if addr == 0 {
+        return None;
+    }
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only writes `info`; any address is allowed.
+    let found = unsafe { libc::dladdr(addr as *const c_void, info.as_mut_ptr()) };
+    if found == 0 {
+        return None;
+    }
+    // SAFETY: dladdr returned non-zero, so `info` is filled in.
+    let info = unsafe { info.assume_init() };
+    if info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
+    Some(
+        unsafe { CStr::from_ptr(info.dli_fname) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+#[cfg(feature = "hooks")]
+fn check_preload() -> Result<(), HeapError> {
+    let Ok(preload) = std::env::var("LD_PRELOAD") else {
+        return Ok(());
+    };
+    let executable = object_of(avsoak_hooks::hook_addresses()[0].1);
+    for library in preload.split([':', ' ']).filter(|s| !s.is_empty()) {
+        let Ok(name) = CString::new(library) else {
+            continue;
+        };
+        // SAFETY: RTLD_NOLOAD only returns a handle to an object already loaded; it
+        // loads nothing. The handle is closed below.
+        let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
+        if handle.is_null() {
+            continue;
+        }
+        // Both the default version and the base one: glibc's own debugging allocator
+        // exports `malloc@GLIBC_2.2.5` only, which a plain dlsym passes over.
+        // SAFETY: `handle` is valid and the names are NUL-terminated.
+        let found = unsafe {
+            [
+                libc::dlsym(handle, c"malloc".as_ptr()) as usize,
+                libc::dlvsym(handle, c"malloc".as_ptr(), c"GLIBC_2.2.5".as_ptr()) as usize,
+            ]
+        };
+        // SAFETY: balances the dlopen above.
+        unsafe { libc::dlclose(handle) };
+        for addr in found.into_iter().filter(|&a| a != 0) {
+            let owner = object_of(addr);
+            let is_libc = owner.as_deref().is_some_and(|o| {
+                o.rsplit('/')
+                    .next()
+                    .is_some_and(|f| f.starts_with("libc.so"))
+            });
+            if !is_libc && owner != executable {
+                return Err(HeapError::Preloaded {
+                    library: library.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// glibc's own view of the heap (`mallinfo2`: `uordblks + hblkhd`), independent of the
+/// hooks: a cross-check for the counters. Includes allocator overhead and moves with
+/// glibc's mmap threshold, so compare growth, not absolutes.
+pub fn glibc_in_use_bytes() -> u64 {
+    // SAFETY: mallinfo2 takes no arguments and returns a plain struct.
+    let info = unsafe { libc::mallinfo2() };
+    (info.uordblks + info.hblkhd) as u64
+}
+
+/// Sets the mean sampling interval in bytes (0 turns stack sampling off).
+pub fn set_sample_interval(bytes: u64) {
+    #[cfg(feature = "hooks")]
+    avsoak_hooks::set_sample_interval(bytes);
+    #[cfg(not(feature = "hooks"))]
+    let _ = bytes;
+}
+
+/// The mean sampling interval in bytes (0: off).
+pub fn sample_interval() -> u64 {
+    #[cfg(feature = "hooks")]
+    return avsoak_hooks::sample_interval();
+    #[cfg(not(feature = "hooks"))]
+    0
+}
+
+/// Tags allocations sampled from now on with `epoch` (the soak runner's iteration).
+pub fn set_epoch(epoch: u64) {
+    #[cfg(feature = "hooks")]
+    avsoak_hooks::set_epoch(epoch);
+    #[cfg(not(feature = "hooks"))]
+    let _ = epoch;
+}
+
+/// A group of sampled live allocations that share one stack, with estimated totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suspect {
+    /// Estimated live bytes from this stack (sampled estimate).
+    pub bytes: u64,
+    /// Estimated live blocks from this stack (sampled estimate).
+    pub blocks: u64,
+    /// Samples behind the estimate.
+    pub samples: u64,
+    /// Function names, allocation function first, outermost last; `??` where the
+    /// library is stripped (the object follows in brackets).
+    pub frames: Vec<String>,
+}
+
+/// The sampled allocations still live that were made at `min_epoch` or later, grouped by
+/// stack, largest estimated bytes first, at most `top` of them. Symbolizes now, which is
+/// slow and allocates: call it after measuring.
+pub fn suspects(min_epoch: u64, top: usize) -> Vec<Suspect> {
+    #[cfg(not(feature = "hooks"))]
+    {
+        let _ = (min_epoch, top);
+        Vec::new()
+    }
+    #[cfg(feature = "hooks")]
+    {
+        let interval = avsoak_hooks::sample_interval();
+        if interval == 0 {
+            return Vec::new();
+        }
+        let mut groups: HashMap<Vec<usize>, (f64, f64, u64)> = HashMap::new();
+        for sample in avsoak_hooks::live_samples(min_epoch) {
+            let probability = 1.0 - (-(sample.size as f64) / interval as f64).exp();
+            let entry = groups.entry(sample.frames).or_default();
+            entry.0 += sample.size as f64 / probability;
+            entry.1 += 1.0 / probability;
+            entry.2 += 1;
+        }
+        let mut ranked: Vec<_> = groups.into_iter().collect();
+        ranked.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        ranked.truncate(top);
+        ranked
+            .into_iter()
+            .map(|(frames, (bytes, blocks, samples))| Suspect {
+                bytes: bytes.round() as u64,
+                blocks: blocks.round() as u64,
+                samples,
+                frames: symbolize(&frames),
+            })
+            .collect()
+    }
+}
+
+/// Frames kept per suspect after the harness's own frames are dropped.
+const SHOWN_FRAMES: usize = 24;
+
+/// Names for raw return addresses, innermost first: drops the sampler's own frames, keeps
+/// the allocation function, stops at the runtime's entry frames.
+fn symbolize(ips: &[usize]) -> Vec<String> {
+    let mut names = Vec::new();
+    for (i, &ip) in ips.iter().enumerate() {
+        // Return addresses point after the call; look up the call itself.
+        let lookup = if i == 0 { ip } else { ip.saturating_sub(1) };
+        let mut here = Vec::new();
+        backtrace::resolve(lookup as *mut c_void, |symbol| {
+            if let Some(name) = symbol.name() {
+                here.push(format!("{name:#}"));
+            }
+        });
+        if here.is_empty() {
+            let object = object_of(lookup)
+                .map(|path| path.rsplit('/').next().unwrap_or(&path).to_owned())
+                .unwrap_or_else(|| "?".into());
+            here.push(format!("?? [{object}]"));
+        }
+        // backtrace reports inlined frames innermost first, like the stack itself.
+        names.extend(here);
+    }
+    let start = names
+        .iter()
+        .position(|n| !(n.starts_with("backtrace::") || n.starts_with("avsoak_hooks::")))
+        .unwrap_or(0);
+    let mut kept: Vec<String> = Vec::new();
+    for name in names.into_iter().skip(start) {
+        if name.starts_with("std::rt::lang_start")
+            || name.contains("__rust_begin_short_backtrace")
+            || name == "main"
+            || name.starts_with("__libc_start")
+        {
+            break;
+        }
+        kept.push(name);
+        if kept.len() == SHOWN_FRAMES {
+            break;
+        }
+    }
+    kept
+}

@@ -1,0 +1,35 @@
+//! avsoak-harness: measures the heap of a video pipeline, judges its trend, and reports.
+//!
+//! - [`heap`]: one counter for Rust and C allocations (the libc functions are interposed
+//!   by the `avsoak-hooks` crate, re-exported here as [`hooks`]), snapshots, deltas and
+//!   sampled stacks.
+//! - [`stats`]: pure functions from a series of samples to a trend (Theil–Sen slope,
+//!   Mann–Kendall test, bounded-growth check).
+//! - [`scenario`]: what a scenario provides: cases with expectations, and a workload.
+//! - [`soak`]: runs each case in its own child process under a watchdog and a heap cap,
+//!   and turns the samples into a verdict.
+//! - [`report`]: `report.json` (schema `avsoak.report/1`), `summary.md`, series CSV.
+//!
+//! Counting the heap in a test:
+//!
+//! ```
+//! use avsoak_harness::heap::{self, Snapshot};
+//!
+//! let before = Snapshot::now();
+//! let buffer = std::hint::black_box(Vec::<u8>::with_capacity(1 << 20));
+//! let grown = Snapshot::now().since(&before);
+//! if heap::check().is_ok() {
+//!     assert!(grown.live_bytes >= 1 << 20);
+//! }
+//! drop(buffer);
+//! ```
+
+pub mod heap;
+pub mod report;
+pub mod scenario;
+pub mod soak;
+pub mod stats;
+
+/// The allocation hooks themselves (low level; prefer [`heap`]).
+#[cfg(feature = "hooks")]
+pub use avsoak_hooks as hooks;

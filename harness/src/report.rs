@@ -1,0 +1,458 @@
+//! Results and the files a run leaves behind: `report.json` (schema `avsoak.report/1`),
+//! `summary.md`, and `series/<case>.csv` with one row per iteration.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::heap::Suspect;
+use crate::scenario::Expect;
+
+/// The schema tag of `report.json`.
+pub const SCHEMA: &str = "avsoak.report/1";
+
+/// What the harness concluded about one case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Live heap grows through the window (or hit the cap).
+    Leak,
+    /// No growth beyond the budget.
+    Clean,
+    /// Grew, then stopped growing within the window.
+    Bounded,
+    /// Setup or an iteration failed, or the instrument refused to judge.
+    Error,
+    /// The watchdog stopped the child.
+    Hang,
+    /// The child died on a signal.
+    Crash,
+}
+
+impl Verdict {
+    /// The lower-case name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Leak => "leak",
+            Verdict::Clean => "clean",
+            Verdict::Bounded => "bounded",
+            Verdict::Error => "error",
+            Verdict::Hang => "hang",
+            Verdict::Crash => "crash",
+        }
+    }
+}
+
+/// Whether the verdict matched what the case expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Verdict as expected.
+    Pass,
+    /// Anything else.
+    Fail,
+}
+
+/// Heap figures of one case; slopes are over the judged (post-warm-up) window.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct HeapFigures {
+    /// Theil–Sen slope of live bytes, bytes per iteration.
+    pub leak_bytes_per_iter: f64,
+    /// Theil–Sen slope of live blocks, blocks per iteration.
+    pub leak_blocks_per_iter: f64,
+    /// One-sided Mann–Kendall p-value for increasing live bytes.
+    pub trend_p: f64,
+    /// The same for live blocks.
+    pub trend_blocks_p: f64,
+    /// Slope of live bytes over the second half of the window (bytes per iteration).
+    pub late_bytes_per_iter: f64,
+    /// Process-wide peak of live bytes.
+    pub peak_live_bytes: i64,
+    /// Live bytes after the last iteration.
+    pub end_live_bytes: i64,
+    /// Live bytes after the workload was dropped (absent when the child did not finish).
+    pub teardown_live_bytes: Option<i64>,
+    /// Mean allocations per judged iteration.
+    pub allocs_per_iter: f64,
+    /// Mean bytes allocated per judged iteration.
+    pub alloc_bytes_per_iter: f64,
+}
+
+/// Throughput over the judged iterations (time inside the workload only).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Iterations per second.
+    pub iters_per_s: f64,
+    /// Frames per second.
+    pub frames_per_s: f64,
+    /// Output bytes per second.
+    pub bytes_per_s: f64,
+}
+
+/// One case's result: a row of `results` in `report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseResult {
+    /// Unique id, `scenario/variant/params…`.
+    pub id: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// Variant name (several cases may share it, with different `params`).
+    pub variant: String,
+    /// Parameters of this case.
+    pub params: BTreeMap<String, String>,
+    /// What was expected.
+    pub expect: Expect,
+    /// What was found.
+    pub verdict: Verdict,
+    /// Pass when the verdict matches the expectation.
+    pub outcome: Outcome,
+    /// Iterations completed, warm-up included.
+    pub iterations: u64,
+    /// Warm-up iterations among them.
+    pub warmup_iterations: u64,
+    /// Heap figures.
+    pub heap: HeapFigures,
+    /// Throughput figures.
+    pub throughput: Throughput,
+    /// Largest sampled stacks still live that were allocated after warm-up.
+    pub suspects: Vec<Suspect>,
+    /// Why a case did not finish normally, or why a leak was cut short.
+    pub error: Option<String>,
+    /// Wall-clock seconds of the child, start-up and symbolization included.
+    pub wall_s: f64,
+    /// What the variant does.
+    pub about: String,
+    /// Live bytes and blocks after each iteration (written to `series/`, not the JSON).
+    #[serde(skip)]
+    pub samples: Vec<(i64, i64)>,
+}
+
+/// Where and with what a run was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `git rev-parse --short HEAD`, with `-dirty` when the tree had changes.
+    pub git_rev: String,
+    /// Host name.
+    pub host: String,
+    /// Logical CPUs available.
+    pub cpus: usize,
+    /// `rustc --version` of the build.
+    pub rustc: String,
+    /// Codec library versions, by library.
+    pub libs: BTreeMap<String, String>,
+    /// UTC start time, RFC 3339.
+    pub started_at: String,
+    /// Units of the figures in `results`.
+    pub units: BTreeMap<String, String>,
+}
+
+impl Provenance {
+    /// Provenance for now on this host; `git_rev`, `rustc` and `libs` come from the caller.
+    pub fn here(git_rev: String, rustc: String, libs: BTreeMap<String, String>) -> Self {
+        let units = [
+            ("leak_bytes_per_iter", "bytes/iteration"),
+            ("leak_blocks_per_iter", "blocks/iteration"),
+            ("late_bytes_per_iter", "bytes/iteration"),
+            ("peak_live_bytes", "bytes"),
+            ("end_live_bytes", "bytes"),
+            ("teardown_live_bytes", "bytes"),
+            ("allocs_per_iter", "allocations/iteration"),
+            ("alloc_bytes_per_iter", "bytes/iteration"),
+            ("iters_per_s", "iterations/s"),
+            ("frames_per_s", "frames/s"),
+            ("bytes_per_s", "output bytes/s"),
+            ("wall_s", "s"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        Provenance {
+            git_rev,
+            host: hostname(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            rustc,
+            libs,
+            started_at: rfc3339_utc(std::time::SystemTime::now()),
+            units,
+        }
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Formats a time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339_utc(time: std::time::SystemTime) -> String {
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// Where and with what.
+    pub provenance: Provenance,
+    /// One row per case.
+    pub results: Vec<CaseResult>,
+}
+
+/// Errors writing a report; each names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// A file or folder could not be written.
+    #[error("cannot write {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Report {
+    /// A report with no results yet.
+    pub fn new(provenance: Provenance) -> Self {
+        Report {
+            schema: SCHEMA.to_owned(),
+            provenance,
+            results: Vec::new(),
+        }
+    }
+
+    /// True when every outcome passed (and there was at least one case).
+    pub fn passed(&self) -> bool {
+        !self.results.is_empty() && self.results.iter().all(|r| r.outcome == Outcome::Pass)
+    }
+
+    /// Writes `report.json`, `summary.md` and `series/*.csv` into `dir`, creating it.
+    pub fn write(&self, dir: &Path) -> Result<(), ReportError> {
+        let series = dir.join("series");
+        fs::create_dir_all(&series).map_err(|source| ReportError::Write {
+            path: series.clone(),
+            source,
+        })?;
+        let json = serde_json::to_string_pretty(self).expect("reports serialize");
+        write_file(&dir.join("report.json"), json.as_bytes())?;
+        write_file(&dir.join("summary.md"), self.markdown().as_bytes())?;
+        for result in &self.results {
+            let mut csv = String::from("iteration,live_bytes,live_blocks,judged\n");
+            for (i, (bytes, blocks)) in result.samples.iter().enumerate() {
+                let judged = (i as u64) >= result.warmup_iterations;
+                let _ = writeln!(csv, "{i},{bytes},{blocks},{}", u8::from(judged));
+            }
+            write_file(
+                &series.join(format!("{}.csv", file_stem(&result.id))),
+                csv.as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The summary as Markdown: provenance, then the result table, then suspects.
+    pub fn markdown(&self) -> String {
+        let p = &self.provenance;
+        let mut md = String::new();
+        let _ = writeln!(md, "# avsoak run {} at {}\n", p.git_rev, p.started_at);
+        let libs: Vec<String> = p.libs.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            md,
+            "host `{}`, {} CPUs, {}; {}\n",
+            p.host,
+            p.cpus,
+            p.rustc,
+            libs.join(", ")
+        );
+        let passed = self
+            .results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Pass)
+            .count();
+        let _ = writeln!(md, "**{passed} of {} cases passed.**\n", self.results.len());
+        md.push_str(&self.table(true));
+        let mut any = false;
+        for r in self
+            .results
+            .iter()
+            .filter(|r| r.error.is_some() || !r.suspects.is_empty())
+        {
+            if !any {
+                md.push_str("\n## Details\n");
+                any = true;
+            }
+            let _ = writeln!(md, "\n### {}\n", r.id);
+            if let Some(error) = &r.error {
+                let _ = writeln!(md, "- {}", error);
+            }
+            for s in r.suspects.iter().take(3) {
+                let _ = writeln!(
+                    md,
+                    "- ~{} in ~{} blocks (sampled, {} samples): `{}`",
+                    human_bytes(s.bytes as f64),
+                    s.blocks,
+                    s.samples,
+                    s.frames
+                        .iter()
+                        .take(6)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" ← ")
+                );
+            }
+        }
+        md
+    }
+
+    /// The result table, as Markdown (`markdown = true`) or aligned plain text.
+    pub fn table(&self, markdown: bool) -> String {
+        let header = [
+            "case",
+            "expect",
+            "verdict",
+            "outcome",
+            "leak/iter",
+            "blocks/iter",
+            "p",
+            "allocs/iter",
+            "peak live",
+            "frames/s",
+        ];
+        let rows: Vec<Vec<String>> = self
+            .results
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.clone(),
+                    r.expect.to_string(),
+                    r.verdict.as_str().to_owned(),
+                    match r.outcome {
+                        Outcome::Pass => "pass".into(),
+                        Outcome::Fail => "FAIL".into(),
+                    },
+                    format!("{}/it", human_bytes(r.heap.leak_bytes_per_iter)),
+                    format!("{:.2}", r.heap.leak_blocks_per_iter),
+                    format!("{:.1e}", r.heap.trend_p),
+                    format!("{:.1}", r.heap.allocs_per_iter),
+                    human_bytes(r.heap.peak_live_bytes as f64),
+                    format!("{:.0}", r.throughput.frames_per_s),
+                ]
+            })
+            .collect();
+        render_table(&header, &rows, markdown)
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    fs::write(path, bytes).map_err(|source| ReportError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A case id as a file name: `/` becomes `.`.
+pub fn file_stem(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '.'
+            }
+        })
+        .collect()
+}
+
+fn render_table(header: &[&str], rows: &[Vec<String>], markdown: bool) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<String>, out: &mut String| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, &w))| {
+                if i == 0 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        if markdown {
+            let _ = writeln!(out, "| {} |", padded.join(" | "));
+        } else {
+            let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+        }
+    };
+    line(header.iter().map(|h| h.to_string()).collect(), &mut out);
+    if markdown {
+        let rule: Vec<String> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                if i == 0 {
+                    "-".repeat(w)
+                } else {
+                    format!("{}:", "-".repeat(w - 1))
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "| {} |", rule.join(" | "));
+    }
+    for row in rows {
+        line(row.clone(), &mut out);
+    }
+    out
+}
+
+/// Bytes with a binary unit, signed: `-1.5 KiB`, `450.0 KiB`, `12 B`.
+pub fn human_bytes(bytes: f64) -> String {
+    let magnitude = bytes.abs();
+    let (value, unit) = if magnitude >= (1u64 << 30) as f64 {
+        (bytes / (1u64 << 30) as f64, "GiB")
+    } else if magnitude >= (1 << 20) as f64 {
+        (bytes / (1 << 20) as f64, "MiB")
+    } else if magnitude >= 1024.0 {
+        (bytes / 1024.0, "KiB")
+    } else {
+        return format!("{bytes:.0} B");
+    };
+    format!("{value:.1} {unit}")
+}

@@ -1,0 +1,98 @@
+//! What a scenario gives the harness: named variants, each with an expectation, and a
+//! workload that runs one iteration at a time and returns at a quiescent point.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What a variant is expected to do. A positive control expects `Leak` (or `Crash`) and
+/// proves, on every run, that the instrument still sees what it is there to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// No growth (bounded growth is accepted too: it is not a leak).
+    Clean,
+    /// Live heap grows through the window.
+    Leak,
+    /// The child dies on a signal, reproducing a memory-safety bug; the suite goes on.
+    Crash,
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Expect::Clean => "clean",
+            Expect::Leak => "leak",
+            Expect::Crash => "crash",
+        })
+    }
+}
+
+/// One runnable (scenario, variant, parameters) case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Case {
+    /// Scenario name, e.g. `picture-pool`.
+    pub scenario: String,
+    /// Variant name, e.g. `per-frame-alloc-leak`.
+    pub variant: String,
+    /// Parameters that distinguish cases of the same variant, e.g. `size = 640x480`.
+    pub params: BTreeMap<String, String>,
+    /// What the variant must do for the outcome to pass.
+    pub expect: Expect,
+    /// Frames pushed through the pipeline per iteration (for frames/s).
+    pub frames_per_iter: u64,
+    /// One line on what the variant does.
+    pub about: String,
+}
+
+impl Case {
+    /// The unique id: `scenario/variant` followed by `/value` per parameter, in key order.
+    pub fn id(&self) -> String {
+        let mut id = format!("{}/{}", self.scenario, self.variant);
+        for value in self.params.values() {
+            id.push('/');
+            id.push_str(value);
+        }
+        id
+    }
+}
+
+/// What one iteration pushed through the pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Work {
+    /// Frames the iteration handled.
+    pub frames: u64,
+    /// Bytes the iteration produced (encoded output, muxed bytes, …).
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for Work {
+    fn add_assign(&mut self, other: Work) {
+        self.frames += other.frames;
+        self.bytes += other.bytes;
+    }
+}
+
+/// An error from a scenario's setup or iteration, reported as verdict `error`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A running case: one call to [`Workload::iterate`] per iteration. When it returns, the
+/// pipeline must be at a quiescent point (threads idle, queues drained as the scenario
+/// defines) because the harness reads the live heap right after.
+pub trait Workload {
+    /// Runs one iteration.
+    fn iterate(&mut self) -> Result<Work, BoxError>;
+}
+
+/// A scenario: a family of cases built from one incident.
+pub trait Scenario: Sync {
+    /// Name used on the command line and in reports.
+    fn name(&self) -> &'static str;
+    /// One line on what the scenario proves.
+    fn about(&self) -> &'static str;
+    /// Every case, controls included.
+    fn cases(&self) -> Vec<Case>;
+    /// Builds the workload for `case` (one of [`Scenario::cases`]).
+    fn start(&self, case: &Case) -> Result<Box<dyn Workload>, BoxError>;
+}

@@ -1,0 +1,602 @@
+//! The soak: every case in its own child process, samples after every iteration, a trend
+//! and a verdict at the end.
+//!
+//! The child side ([`run_child`]) runs the workload, reads the live heap after each
+//! iteration and writes one JSON message per line to its stdout, prefixed with
+//! [`MESSAGE_PREFIX`] (anything else a codec prints there is ignored). The parent side
+//! ([`supervise`]) reads those lines under a watchdog, and turns what it got — all of it,
+//! or what arrived before a crash or a hang — into a [`CaseResult`]. A crash, hang, or
+//! runaway heap in one child never touches another case's numbers, and the suite goes on.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::heap::{self, Snapshot, Suspect};
+use crate::report::{CaseResult, HeapFigures, Outcome, Throughput, Verdict};
+use crate::scenario::{Case, Expect, Scenario, Work};
+use crate::stats::{self, Budget, Trend};
+
+/// Prefix of every protocol line a child writes to stdout.
+pub const MESSAGE_PREFIX: &str = "@avsoak ";
+
+/// Exit code of a child that refused to run or whose workload failed.
+pub const EXIT_ERROR: i32 = 3;
+
+/// How long one case runs and what it may use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Iterations in all, warm-up included.
+    pub iterations: u64,
+    /// Leading iterations whose memory is not judged.
+    pub warmup: u64,
+    /// Live heap bytes at which the child stops itself and reports `leak: cap reached`.
+    pub heap_cap: u64,
+    /// Suspect stacks to report.
+    pub suspects: usize,
+}
+
+/// Errors in a plan's numbers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// Too few judged iterations for the statistics.
+    #[error(
+        "{iterations} iterations with {warmup} of warm-up leave {judged} to judge \
+         (expected at least {min})"
+    )]
+    TooShort {
+        /// Iterations asked for.
+        iterations: u64,
+        /// Warm-up asked for.
+        warmup: u64,
+        /// What is left.
+        judged: u64,
+        /// The minimum.
+        min: u64,
+    },
+}
+
+impl Plan {
+    /// The default warm-up for `iterations`: max(20, 10 %).
+    pub fn default_warmup(iterations: u64) -> u64 {
+        (iterations / 10).max(20)
+    }
+
+    /// A plan of `iterations` with the default warm-up, a 2 GiB heap cap and 5 suspects.
+    pub fn new(iterations: u64) -> Self {
+        Plan {
+            iterations,
+            warmup: Self::default_warmup(iterations),
+            heap_cap: 2 << 30,
+            suspects: 5,
+        }
+    }
+
+    /// Checks that enough iterations remain after warm-up to judge a trend.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        let judged = self.iterations.saturating_sub(self.warmup);
+        let min = 2 * stats::MIN_POINTS as u64;
+        if judged < min {
+            return Err(PlanError::TooShort {
+                iterations: self.iterations,
+                warmup: self.warmup,
+                judged,
+                min,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One line of the child protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Message {
+    /// The workload is built and the heap instrument checked.
+    Start {
+        /// Iterations planned.
+        iterations: u64,
+        /// Warm-up iterations.
+        warmup: u64,
+    },
+    /// The heap after one iteration, and what the iteration itself cost.
+    Sample(Sample),
+    /// Live bytes passed the cap; the child stopped.
+    Cap {
+        /// Iteration after which the cap was passed.
+        iteration: u64,
+        /// Live bytes then.
+        live_bytes: i64,
+    },
+    /// Setup or an iteration failed, or the instrument refused to judge.
+    Error {
+        /// The iteration that failed, if it was one.
+        iteration: Option<u64>,
+        /// The whole error chain.
+        message: String,
+    },
+    /// The run ended normally.
+    Done {
+        /// Process-wide peak of live bytes.
+        peak_live_bytes: i64,
+        /// Live bytes at the end, workload still alive.
+        end_live_bytes: i64,
+        /// Live bytes after the workload was dropped.
+        teardown_live_bytes: i64,
+        /// Sampled stacks still live that were allocated after warm-up.
+        suspects: Vec<Suspect>,
+        /// Samples taken and dropped by the stack sampler.
+        samples_taken: u64,
+        /// Samples lost to a full table.
+        samples_dropped: u64,
+    },
+}
+
+/// The heap after one iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Iteration number, from 0.
+    pub i: u64,
+    /// Live bytes after the iteration.
+    pub live_bytes: i64,
+    /// Live blocks after the iteration.
+    pub live_blocks: i64,
+    /// Allocations made during the iteration.
+    pub allocs: u64,
+    /// Bytes allocated during the iteration.
+    pub alloc_bytes: u64,
+    /// Frames handled.
+    pub frames: u64,
+    /// Bytes produced.
+    pub bytes: u64,
+    /// Wall-clock nanoseconds the iteration took.
+    pub ns: u64,
+}
+
+struct Emitter<'a> {
+    out: &'a mut dyn Write,
+    line: Vec<u8>,
+}
+
+impl Emitter<'_> {
+    /// Writes one message. Reuses its line buffer so steady-state sampling allocates
+    /// nothing that the next iteration's counters could see.
+    fn send(&mut self, message: &Message) {
+        self.line.clear();
+        self.line.extend_from_slice(MESSAGE_PREFIX.as_bytes());
+        serde_json::to_writer(&mut self.line, message).expect("messages serialize");
+        self.line.push(b'\n');
+        // A parent that went away is not the child's problem: it just stops being heard.
+        let _ = self.out.write_all(&self.line);
+        let _ = self.out.flush();
+    }
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// Runs `case` of `scenario` in this process according to `plan`, writing protocol lines
+/// to `out`. Returns the process exit code. Meant for a child process: the heap counters
+/// are process-wide, so nothing else may run in the process meanwhile.
+pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dyn Write) -> i32 {
+    disable_core_dumps();
+    let mut emit = Emitter {
+        out,
+        line: Vec::with_capacity(4096),
+    };
+    if let Err(refusal) = heap::check() {
+        emit.send(&Message::Error {
+            iteration: None,
+            message: refusal.to_string(),
+        });
+        return EXIT_ERROR;
+    }
+    heap::set_epoch(0);
+    let mut workload = match scenario.start(case) {
+        Ok(w) => w,
+        Err(e) => {
+            emit.send(&Message::Error {
+                iteration: None,
+                message: error_chain(e.as_ref()),
+            });
+            return EXIT_ERROR;
+        }
+    };
+    emit.send(&Message::Start {
+        iterations: plan.iterations,
+        warmup: plan.warmup,
+    });
+    for i in 0..plan.iterations {
+        heap::set_epoch(i);
+        let before = Snapshot::now();
+        let started = Instant::now();
+        let result = workload.iterate();
+        let ns = started.elapsed().as_nanos() as u64;
+        let after = Snapshot::now();
+        let work: Work = match result {
+            Ok(work) => work,
+            Err(e) => {
+                emit.send(&Message::Error {
+                    iteration: Some(i),
+                    message: error_chain(e.as_ref()),
+                });
+                return EXIT_ERROR;
+            }
+        };
+        let delta = after.since(&before);
+        emit.send(&Message::Sample(Sample {
+            i,
+            live_bytes: after.live_bytes,
+            live_blocks: after.live_blocks,
+            allocs: delta.allocs,
+            alloc_bytes: delta.bytes_allocated,
+            frames: work.frames,
+            bytes: work.bytes,
+            ns,
+        }));
+        if after.live_bytes > 0 && after.live_bytes as u64 > plan.heap_cap {
+            emit.send(&Message::Cap {
+                iteration: i,
+                live_bytes: after.live_bytes,
+            });
+            return 0;
+        }
+    }
+    let end = Snapshot::now();
+    heap::set_epoch(plan.iterations);
+    let suspects = heap::suspects(plan.warmup, plan.suspects);
+    drop(workload);
+    let teardown = Snapshot::now();
+    let sampling = sampling_counts();
+    emit.send(&Message::Done {
+        peak_live_bytes: end.peak_live_bytes,
+        end_live_bytes: end.live_bytes,
+        teardown_live_bytes: teardown.live_bytes,
+        suspects,
+        samples_taken: sampling.0,
+        samples_dropped: sampling.1,
+    });
+    0
+}
+
+fn sampling_counts() -> (u64, u64) {
+    #[cfg(feature = "hooks")]
+    {
+        let s = avsoak_hooks::sampling_stats();
+        (s.taken, s.dropped)
+    }
+    #[cfg(not(feature = "hooks"))]
+    (0, 0)
+}
+
+/// A crashing child should die fast, not write a core file of a leaked heap.
+fn disable_core_dumps() {
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the struct we pass; lowering RLIMIT_CORE needs no privilege.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+}
+
+/// Wall-clock limits on one child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watchdog {
+    /// Longest silence (no protocol line) before the child is declared hung.
+    pub stall: Duration,
+    /// Longest run in all.
+    pub total: Duration,
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        Watchdog {
+            stall: Duration::from_secs(60),
+            total: Duration::from_secs(900),
+        }
+    }
+}
+
+/// What the parent collected from one child.
+#[derive(Debug, Default)]
+struct Collected {
+    samples: Vec<Sample>,
+    started: bool,
+    cap: Option<(u64, i64)>,
+    error: Option<String>,
+    done: Option<Message>,
+    hang: Option<String>,
+    status: Option<ExitStatus>,
+    stderr_tail: String,
+}
+
+enum Event {
+    Line(Message),
+    Eof,
+}
+
+/// Runs one case in the child started by `command` (which must end up calling
+/// [`run_child`]), under `watchdog`; `progress` is told each iteration reached.
+pub fn supervise(
+    mut command: Command,
+    case: &Case,
+    plan: &Plan,
+    watchdog: Watchdog,
+    progress: &mut dyn FnMut(u64),
+) -> CaseResult {
+    let started = Instant::now();
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let collected = Collected {
+                error: Some(format!(
+                    "cannot start child {:?}: {e}",
+                    command.get_program()
+                )),
+                ..Collected::default()
+            };
+            return conclude(case, plan, collected, started.elapsed());
+        }
+    };
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(json) = line.strip_prefix(MESSAGE_PREFIX) {
+                if let Ok(message) = serde_json::from_str::<Message>(json) {
+                    if tx.send(Event::Line(message)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Event::Eof);
+    });
+    let stderr_reader = std::thread::spawn(move || tail_of(stderr, 8 * 1024));
+
+    let mut collected = Collected::default();
+    let mut last_heard = Instant::now();
+    loop {
+        let now = Instant::now();
+        let stall_left = watchdog.stall.saturating_sub(now - last_heard);
+        let total_left = watchdog.total.saturating_sub(now - started);
+        let wait = stall_left.min(total_left);
+        match rx.recv_timeout(wait) {
+            Ok(Event::Line(message)) => {
+                last_heard = Instant::now();
+                match message {
+                    Message::Start { .. } => collected.started = true,
+                    Message::Sample(sample) => {
+                        progress(sample.i + 1);
+                        collected.samples.push(sample);
+                    }
+                    Message::Cap {
+                        iteration,
+                        live_bytes,
+                    } => collected.cap = Some((iteration, live_bytes)),
+                    Message::Error { iteration, message } => {
+                        collected.error = Some(match iteration {
+                            Some(i) => format!("iteration {i}: {message}"),
+                            None => message,
+                        })
+                    }
+                    done @ Message::Done { .. } => collected.done = Some(done),
+                }
+            }
+            Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let reached = collected.samples.last().map_or(0, |s| s.i + 1);
+                let why = if Instant::now() - started >= watchdog.total {
+                    format!("ran past the {}s limit", watchdog.total.as_secs())
+                } else {
+                    format!("no progress for {}s", watchdog.stall.as_secs())
+                };
+                collected.hang = Some(format!(
+                    "{why}; last iteration reached {reached} of {}",
+                    plan.iterations
+                ));
+                let _ = child.kill();
+                break;
+            }
+        }
+    }
+    collected.status = child.wait().ok();
+    let _ = reader.join();
+    collected.stderr_tail = stderr_reader.join().unwrap_or_default();
+    conclude(case, plan, collected, started.elapsed())
+}
+
+fn tail_of(mut stream: impl Read, keep: usize) -> String {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&chunk[..n]);
+                if tail.len() > 2 * keep {
+                    tail.drain(..tail.len() - keep);
+                }
+            }
+        }
+    }
+    if tail.len() > keep {
+        tail.drain(..tail.len() - keep);
+    }
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
+/// The conventional name of a signal number.
+pub fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGSYS => "SIGSYS",
+        other => return format!("signal {other}"),
+    };
+    name.to_owned()
+}
+
+fn last_line(text: &str) -> Option<&str> {
+    text.lines().rev().map(str::trim).find(|l| !l.is_empty())
+}
+
+/// Turns what a child delivered into a verdict. Worst first: crash, hang, error, cap,
+/// then the trend of the judged window.
+fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResult {
+    use std::os::unix::process::ExitStatusExt;
+
+    let judged: Vec<&Sample> = c.samples.iter().filter(|s| s.i >= plan.warmup).collect();
+    let bytes: Vec<f64> = judged.iter().map(|s| s.live_bytes as f64).collect();
+    let blocks: Vec<f64> = judged.iter().map(|s| s.live_blocks as f64).collect();
+    let judgement = stats::judge(&bytes, &blocks, &Budget::bytes(), &Budget::blocks());
+
+    let n = judged.len().max(1) as f64;
+    let ns: u64 = judged.iter().map(|s| s.ns).sum();
+    let seconds = ns as f64 / 1e9;
+    let per_second = |total: f64| if seconds > 0.0 { total / seconds } else { 0.0 };
+    let throughput = Throughput {
+        iters_per_s: per_second(judged.len() as f64),
+        frames_per_s: per_second(judged.iter().map(|s| s.frames as f64).sum()),
+        bytes_per_s: per_second(judged.iter().map(|s| s.bytes as f64).sum()),
+    };
+
+    let (peak, end, teardown, suspects) = match &c.done {
+        Some(Message::Done {
+            peak_live_bytes,
+            end_live_bytes,
+            teardown_live_bytes,
+            suspects,
+            ..
+        }) => (
+            *peak_live_bytes,
+            *end_live_bytes,
+            Some(*teardown_live_bytes),
+            suspects.clone(),
+        ),
+        _ => {
+            let last = c.samples.last().map_or(0, |s| s.live_bytes);
+            let peak = c.samples.iter().map(|s| s.live_bytes).max().unwrap_or(0);
+            (peak, last, None, Vec::new())
+        }
+    };
+    let heap = HeapFigures {
+        leak_bytes_per_iter: judgement.bytes.slope,
+        leak_blocks_per_iter: judgement.blocks.slope,
+        trend_p: judgement.bytes.p,
+        trend_blocks_p: judgement.blocks.p,
+        late_bytes_per_iter: judgement.bytes.late_slope,
+        peak_live_bytes: peak,
+        end_live_bytes: end,
+        teardown_live_bytes: teardown,
+        allocs_per_iter: judged.iter().map(|s| s.allocs as f64).sum::<f64>() / n,
+        alloc_bytes_per_iter: judged.iter().map(|s| s.alloc_bytes as f64).sum::<f64>() / n,
+    };
+
+    let signal = c.status.and_then(|s| s.signal());
+    let stderr_hint = last_line(&c.stderr_tail)
+        .map(|l| format!(" (stderr: {l})"))
+        .unwrap_or_default();
+    let reached = c.samples.last().map_or(0, |s| s.i + 1);
+    let (verdict, error) = if let Some(signal) = signal.filter(|_| c.hang.is_none()) {
+        (
+            Verdict::Crash,
+            Some(format!(
+                "killed by {} after {reached} of {} iterations{stderr_hint}",
+                signal_name(signal),
+                plan.iterations
+            )),
+        )
+    } else if let Some(hang) = c.hang {
+        (Verdict::Hang, Some(hang))
+    } else if let Some(error) = c.error {
+        (Verdict::Error, Some(error))
+    } else if let Some((iteration, live)) = c.cap {
+        (
+            Verdict::Leak,
+            Some(format!(
+                "leak: cap reached ({live} live bytes > cap {} at iteration {iteration})",
+                plan.heap_cap
+            )),
+        )
+    } else if c.done.is_none() {
+        let code = c.status.and_then(|s| s.code());
+        (
+            Verdict::Error,
+            Some(format!(
+                "child ended without a result (exit code {}) after {reached} of {} iterations{stderr_hint}",
+                code.map_or("none".into(), |c| c.to_string()),
+                plan.iterations
+            )),
+        )
+    } else {
+        let verdict = match judgement.trend {
+            Trend::Flat => Verdict::Clean,
+            Trend::Bounded => Verdict::Bounded,
+            Trend::Growing => Verdict::Leak,
+        };
+        (verdict, None)
+    };
+    let outcome = if matches!(
+        (case.expect, verdict),
+        (Expect::Clean, Verdict::Clean | Verdict::Bounded)
+            | (Expect::Leak, Verdict::Leak)
+            | (Expect::Crash, Verdict::Crash)
+    ) {
+        Outcome::Pass
+    } else {
+        Outcome::Fail
+    };
+    CaseResult {
+        id: case.id(),
+        scenario: case.scenario.clone(),
+        variant: case.variant.clone(),
+        params: case.params.clone(),
+        expect: case.expect,
+        verdict,
+        outcome,
+        iterations: reached,
+        warmup_iterations: plan.warmup.min(reached),
+        heap,
+        throughput,
+        suspects,
+        error,
+        wall_s: wall.as_secs_f64(),
+        about: case.about.clone(),
+        samples: c
+            .samples
+            .iter()
+            .map(|s| (s.live_bytes, s.live_blocks))
+            .collect(),
+    }
+}

@@ -1,0 +1,237 @@
+//! The counters see Rust and C allocations in a test binary.
+//!
+//! Heap counters are process-wide: run these under nextest (`cargo xtask test`), which
+//! gives each test its own process, or with `--test-threads=1`.
+
+use std::ffi::c_void;
+use std::hint::black_box;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use avsoak_harness::heap::{self, HeapError, Snapshot};
+
+#[test]
+fn instrumentation_is_active_in_test_binaries() {
+    heap::check().expect("hooks must be active in every binary that links the harness");
+}
+
+#[test]
+fn rust_allocations_are_counted_and_released() {
+    let before = Snapshot::now();
+    let buffer: Vec<u8> = black_box(Vec::with_capacity(1 << 20));
+    let held = Snapshot::now().since(&before);
+    assert_eq!(held.live_blocks, 1, "{held:?}");
+    assert_eq!(held.allocs, 1, "{held:?}");
+    assert!(
+        (1 << 20..(1 << 20) + 8192).contains(&held.live_bytes),
+        "{held:?}"
+    );
+    drop(buffer);
+    let after = Snapshot::now().since(&before);
+    assert_eq!(
+        (after.live_blocks, after.live_bytes, after.frees),
+        (0, 0, 1),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn libc_allocation_functions_are_counted() {
+    let before = Snapshot::now();
+    // SAFETY: plain libc allocation calls; every block is freed below.
+    unsafe {
+        let a = black_box(libc::malloc(1000));
+        let b = black_box(libc::calloc(10, 100));
+        let mut c: *mut c_void = std::ptr::null_mut();
+        assert_eq!(libc::posix_memalign(&mut c, 64, 5000), 0);
+        let d = black_box(libc::memalign(4096, 300_000));
+        let e = black_box(libc::aligned_alloc(32, 64));
+        let f = black_box(libc::strdup(c"reached malloc through the PLT".as_ptr()));
+        let held = Snapshot::now().since(&before);
+        assert_eq!(held.live_blocks, 6, "{held:?}");
+        assert!(
+            held.live_bytes >= 1000 + 1000 + 5000 + 300_000 + 64 + 31,
+            "{held:?}"
+        );
+        for p in [a, b, c, d, e, f.cast()] {
+            libc::free(p);
+        }
+    }
+    let after = Snapshot::now().since(&before);
+    assert_eq!((after.live_blocks, after.live_bytes), (0, 0), "{after:?}");
+    assert_eq!(after.allocs, after.frees);
+}
+
+#[test]
+fn realloc_keeps_the_books_balanced() {
+    let before = Snapshot::now();
+    // SAFETY: a realloc chain on one block, freed at the end.
+    unsafe {
+        let mut p = black_box(libc::malloc(16));
+        for size in [64, 4096, 1 << 20, 32, 3 << 20] {
+            p = black_box(libc::realloc(p, size));
+            assert!(!p.is_null());
+            let held = Snapshot::now().since(&before);
+            assert_eq!(held.live_blocks, 1, "after realloc to {size}: {held:?}");
+            assert!(
+                held.live_bytes as usize >= size,
+                "after realloc to {size}: {held:?}"
+            );
+        }
+        libc::free(p);
+    }
+    let after = Snapshot::now().since(&before);
+    assert_eq!((after.live_blocks, after.live_bytes), (0, 0), "{after:?}");
+}
+
+#[inline(never)]
+fn leak_megabytes(count: usize) -> Vec<Vec<u8>> {
+    (0..count).map(|_| black_box(vec![1u8; 1 << 20])).collect()
+}
+
+#[test]
+fn sampled_stacks_estimate_live_bytes_and_name_the_allocating_function() {
+    heap::set_sample_interval(64 * 1024);
+    heap::set_epoch(7);
+    let kept = leak_megabytes(64);
+    let suspects = heap::suspects(7, 5);
+    let top = suspects
+        .first()
+        .expect("64 MiB at a 64 KiB interval must be sampled");
+    let estimate = top.bytes as f64 / (64u64 << 20) as f64;
+    assert!(
+        (0.9..1.1).contains(&estimate),
+        "estimate {estimate}: {top:?}"
+    );
+    assert!(
+        top.frames.iter().any(|f| f.contains("leak_megabytes")),
+        "frames: {:?}",
+        top.frames
+    );
+    assert!(
+        top.frames[0].contains("malloc") || top.frames[0].contains("alloc"),
+        "{:?}",
+        top.frames
+    );
+    // Freed blocks leave the table, and older epochs are filtered out.
+    drop(kept);
+    assert!(heap::suspects(7, 5)
+        .iter()
+        .all(|s| !s.frames.iter().any(|f| f.contains("leak_megabytes"))));
+}
+
+#[test]
+fn fork_while_other_threads_sample_does_not_hang_the_child() {
+    heap::set_sample_interval(1024);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    black_box(vec![0u8; 4096]);
+                }
+            })
+        })
+        .collect();
+    for _ in 0..50 {
+        // SAFETY: the child only calls malloc/free (which must not deadlock: that is what
+        // this test checks) and `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: in the forked child: allocate through the hooks, then leave.
+            unsafe {
+                for _ in 0..100 {
+                    libc::free(black_box(libc::malloc(4096)));
+                }
+                libc::_exit(0);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if done == pid {
+                assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+                break;
+            }
+            if Instant::now() > deadline {
+                // SAFETY: killing our own hung child before failing.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("a forked child hung in the allocator");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+}
+
+/// Run by `refuses_to_judge_next_to_a_preloaded_allocator` in a child process.
+#[test]
+fn preload_probe() {
+    if std::env::var_os("AVSOAK_PRELOAD_PROBE").is_none() {
+        return;
+    }
+    match heap::check() {
+        Ok(()) => println!("probe: ok"),
+        Err(e) => println!("probe: refused: {e}"),
+    }
+}
+
+#[test]
+fn refuses_to_judge_next_to_a_preloaded_allocator() {
+    let library = "libc_malloc_debug.so.0";
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "preload_probe",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AVSOAK_PRELOAD_PROBE", "1")
+        .env("LD_PRELOAD", library)
+        .output()
+        .expect("re-running the test binary");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let expected = HeapError::Preloaded {
+        library: library.into(),
+    }
+    .to_string();
+    assert!(
+        stdout.contains(&format!("probe: refused: {expected}")),
+        "stdout: {stdout}"
+    );
+
+    // The positive twin: the same probe without LD_PRELOAD is accepted.
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "preload_probe",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AVSOAK_PRELOAD_PROBE", "1")
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("re-running the test binary");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("probe: ok"));
+}
+
+#[test]
+fn mallinfo_cross_check_moves_with_the_counters() {
+    let before_glibc = heap::glibc_in_use_bytes();
+    let before = Snapshot::now();
+    let kept = leak_megabytes(16);
+    let counted = Snapshot::now().since(&before).live_bytes as f64;
+    let glibc = (heap::glibc_in_use_bytes() - before_glibc) as f64;
+    assert!(
+        (glibc / counted - 1.0).abs() < 0.05,
+        "hooks {counted} vs mallinfo2 {glibc}"
+    );
+    drop(kept);
+}
