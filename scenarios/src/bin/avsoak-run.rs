@@ -1,0 +1,292 @@
+//! avsoak-run: soaks scenarios, each case in a child process of its own.
+//!
+//! `avsoak-run soak` is what `cargo xtask soak` runs; `avsoak-run child` is the child it
+//! starts for every case (not meant to be called by hand).
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use avsoak_harness::report::{Provenance, Report};
+use avsoak_harness::scenario::Case;
+use avsoak_harness::soak::{self, Plan, Watchdog};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "avsoak-run",
+    about = "Soak video pipelines for leaks and throughput",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List scenarios and their cases.
+    List,
+    /// Soak the selected cases, each in its own child process, and write a report.
+    Soak(SoakArgs),
+    /// Run one case in this process (the child side of `soak`).
+    #[command(hide = true)]
+    Child(ChildArgs),
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// Iterations per case, warm-up included.
+    #[arg(long, default_value_t = 120)]
+    iterations: u64,
+    /// Warm-up iterations, not judged [default: max(20, 10 % of iterations)].
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// Live heap bytes at which a child stops itself and reports `leak: cap reached`.
+    #[arg(long, default_value_t = 2 << 30)]
+    heap_cap: u64,
+    /// Suspect stacks to report per case.
+    #[arg(long, default_value_t = 5)]
+    suspects: usize,
+}
+
+impl PlanArgs {
+    fn plan(&self) -> Result<Plan> {
+        let plan = Plan {
+            iterations: self.iterations,
+            warmup: self
+                .warmup
+                .unwrap_or_else(|| Plan::default_warmup(self.iterations)),
+            heap_cap: self.heap_cap,
+            suspects: self.suspects,
+        };
+        plan.validate()?;
+        Ok(plan)
+    }
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// Scenarios to run, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<String>,
+    /// Variants to run, comma-separated [default: all of the selected scenarios].
+    #[arg(long, value_delimiter = ',')]
+    variant: Vec<String>,
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Report folder [default: reports/runs/<stamp>-<rev>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Mean bytes between sampled allocation stacks (0 turns sampling off).
+    #[arg(long, default_value_t = 512 * 1024)]
+    sample_interval: u64,
+    /// Seconds without progress before a child is declared hung.
+    #[arg(long, default_value_t = 60)]
+    stall_timeout: u64,
+    /// Seconds a child may run in all.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Revision recorded in the report [default: from git, if available].
+    #[arg(long)]
+    git_rev: Option<String>,
+}
+
+#[derive(Args)]
+struct ChildArgs {
+    /// The case id (`scenario/variant/params…`).
+    #[arg(long)]
+    case: String,
+    #[command(flatten)]
+    plan: PlanArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::List => list(),
+        Cmd::Soak(args) => soak(args),
+        Cmd::Child(args) => return child(args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("avsoak-run: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn list() -> Result<bool> {
+    for scenario in avsoak_scenarios::all() {
+        println!("{}: {}", scenario.name(), scenario.about());
+        for case in scenario.cases() {
+            println!(
+                "  {:<48} expect {:<5}  {}",
+                case.id(),
+                case.expect.to_string(),
+                case.about
+            );
+        }
+    }
+    Ok(true)
+}
+
+fn all_cases() -> Vec<Case> {
+    avsoak_scenarios::all()
+        .into_iter()
+        .flat_map(|s| s.cases())
+        .collect()
+}
+
+fn select(scenarios: &[String], variants: &[String]) -> Result<Vec<Case>> {
+    let known: Vec<&str> = avsoak_scenarios::all().iter().map(|s| s.name()).collect();
+    for name in scenarios {
+        if !known.contains(&name.as_str()) {
+            bail!(
+                "unknown scenario {name:?} (expected one of: {})",
+                known.join(", ")
+            );
+        }
+    }
+    let cases: Vec<Case> = all_cases()
+        .into_iter()
+        .filter(|c| scenarios.is_empty() || scenarios.contains(&c.scenario))
+        .collect();
+    for variant in variants {
+        if !cases.iter().any(|c| &c.variant == variant) {
+            let mut names: Vec<&str> = cases.iter().map(|c| c.variant.as_str()).collect();
+            names.dedup();
+            bail!(
+                "unknown variant {variant:?} (expected one of: {})",
+                names.join(", ")
+            );
+        }
+    }
+    Ok(cases
+        .into_iter()
+        .filter(|c| variants.is_empty() || variants.contains(&c.variant))
+        .collect())
+}
+
+fn git_rev() -> String {
+    let run = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match run(&["rev-parse", "--short", "HEAD"]) {
+        Some(rev) => {
+            let dirty = run(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{rev}-dirty")
+            } else {
+                rev
+            }
+        }
+        None => "unknown".into(),
+    }
+}
+
+fn soak(args: SoakArgs) -> Result<bool> {
+    let plan = args.plan.plan()?;
+    let cases = select(&args.scenario, &args.variant)?;
+    let rev = args.git_rev.clone().unwrap_or_else(git_rev);
+    let provenance = Provenance::here(
+        rev.clone(),
+        avsoak_scenarios::RUSTC_VERSION.to_owned(),
+        avsoak_scenarios::library_versions(),
+    );
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stamp = provenance.started_at.replace(['-', ':'], "");
+        PathBuf::from("reports/runs").join(format!("{stamp}-{rev}"))
+    });
+    let exe = std::env::current_exe().context("cannot find the avsoak-run executable")?;
+    let watchdog = Watchdog {
+        stall: Duration::from_secs(args.stall_timeout),
+        total: Duration::from_secs(args.timeout),
+    };
+
+    let mut report = Report::new(provenance);
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} it {msg}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    let total = cases.len();
+    for (n, case) in cases.iter().enumerate() {
+        let bar = ProgressBar::new(plan.iterations).with_style(style.clone());
+        bar.set_prefix(format!("[{}/{total}] {}", n + 1, case.id()));
+        let mut command = Command::new(&exe);
+        command
+            .args(["child", "--case", &case.id()])
+            .args(["--iterations", &plan.iterations.to_string()])
+            .args(["--warmup", &plan.warmup.to_string()])
+            .args(["--heap-cap", &plan.heap_cap.to_string()])
+            .args(["--suspects", &plan.suspects.to_string()])
+            .env("AVSOAK_SAMPLE_INTERVAL", args.sample_interval.to_string())
+            .current_dir(std::env::current_dir()?);
+        let result = soak::supervise(command, case, &plan, watchdog, &mut |i| bar.set_position(i));
+        bar.finish_and_clear();
+        eprintln!(
+            "[{}/{total}] {:<44} expect {:<5} verdict {:<7} {}{}",
+            n + 1,
+            case.id(),
+            case.expect.to_string(),
+            result.verdict.as_str(),
+            if result.outcome == avsoak_harness::report::Outcome::Pass {
+                "pass"
+            } else {
+                "FAIL"
+            },
+            result
+                .error
+                .as_deref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
+        report.results.push(result);
+    }
+    report
+        .write(&out)
+        .with_context(|| format!("writing the report to {}", out.display()))?;
+    println!("\n{}", report.table(false));
+    let passed = report
+        .results
+        .iter()
+        .filter(|r| r.outcome == avsoak_harness::report::Outcome::Pass)
+        .count();
+    println!(
+        "{passed} of {} cases passed; report: {}",
+        report.results.len(),
+        out.join("report.json").display()
+    );
+    Ok(report.passed())
+}
+
+fn child(args: ChildArgs) -> ExitCode {
+    let plan = match args.plan.plan() {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("avsoak-run child: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(case) = all_cases().into_iter().find(|c| c.id() == args.case) else {
+        eprintln!(
+            "avsoak-run child: unknown case {:?} (see `avsoak-run list`)",
+            args.case
+        );
+        return ExitCode::from(2);
+    };
+    let scenario =
+        avsoak_scenarios::find(&case.scenario).expect("cases come from registered scenarios");
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let code = soak::run_child(scenario, &case, &plan, &mut out);
+    ExitCode::from(code as u8)
+}

@@ -1,0 +1,55 @@
+//! avsoak-scenarios: real incidents, replayed against real codecs.
+//!
+//! Each module is one scenario (see `seeds/` for the incident behind it); [`all`] is the
+//! registry the runner and the tests use. The `avsoak-run` binary of this crate soaks
+//! every case in a child process of its own (`avsoak-run soak`) and is that child too
+//! (`avsoak-run child`).
+//!
+//! ```no_run
+//! use avsoak_harness::scenario::Scenario;
+//!
+//! for scenario in avsoak_scenarios::all() {
+//!     for case in scenario.cases() {
+//!         println!("{} expects {}", case.id(), case.expect);
+//!     }
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+
+use avsoak_harness::scenario::Scenario;
+
+pub mod picture_pool;
+pub mod x264_ffi;
+
+/// Every registered scenario, in report order.
+pub fn all() -> Vec<&'static dyn Scenario> {
+    vec![&picture_pool::PicturePool]
+}
+
+/// The scenario called `name`.
+pub fn find(name: &str) -> Option<&'static dyn Scenario> {
+    all().into_iter().find(|s| s.name() == name)
+}
+
+/// Versions of the codec libraries this build runs against, for report provenance.
+pub fn library_versions() -> BTreeMap<String, String> {
+    let mut libs = BTreeMap::new();
+    libs.insert("x264".to_owned(), format!("build {}", x264_ffi::build()));
+    let version = |v: u32| format!("{}.{}.{}", v >> 16, (v >> 8) & 0xff, v & 0xff);
+    // SAFETY: the *_version functions only return a constant.
+    let (avcodec, avformat, avutil) = unsafe {
+        (
+            ffmpeg_next::ffi::avcodec_version(),
+            ffmpeg_next::ffi::avformat_version(),
+            ffmpeg_next::ffi::avutil_version(),
+        )
+    };
+    libs.insert("libavcodec".to_owned(), version(avcodec));
+    libs.insert("libavformat".to_owned(), version(avformat));
+    libs.insert("libavutil".to_owned(), version(avutil));
+    libs
+}
+
+/// `rustc --version` of the compiler that built this crate.
+pub const RUSTC_VERSION: &str = env!("AVSOAK_RUSTC_VERSION");
