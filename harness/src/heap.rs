@@ -296,26 +296,40 @@ pub struct Suspect {
     pub frames: Vec<String>,
 }
 
-/// The sampled allocations still live that were made at `min_epoch` or later, grouped by
-/// stack, largest estimated bytes first, at most `top` of them. Symbolizes now, which is
-/// slow and allocates: call it after measuring.
-pub fn suspects(min_epoch: u64, top: usize) -> Vec<Suspect> {
+/// Sampled allocations still live, copied out of the sampler but not yet symbolized.
+#[derive(Debug, Clone, Default)]
+pub struct LiveSamples {
+    interval: u64,
+    samples: Vec<(usize, Vec<usize>)>,
+}
+
+/// Copies the sampled allocations still live that were made at `min_epoch` or later.
+/// Cheap and small: take it before tearing a workload down, symbolize after.
+pub fn live_samples(min_epoch: u64) -> LiveSamples {
     #[cfg(not(feature = "hooks"))]
     {
-        let _ = (min_epoch, top);
-        Vec::new()
+        let _ = min_epoch;
+        LiveSamples::default()
     }
     #[cfg(feature = "hooks")]
-    {
-        let interval = avsoak_hooks::sample_interval();
-        if interval == 0 {
+    LiveSamples {
+        interval: avsoak_hooks::sample_interval(),
+        samples: avsoak_hooks::live_samples(min_epoch).into_iter().map(|s| (s.size, s.frames)).collect(),
+    }
+}
+
+impl LiveSamples {
+    /// Groups the samples by stack, estimates each group's live bytes and blocks, and
+    /// returns the `top` largest, symbolized (slow, allocates: call after measuring).
+    pub fn suspects(self, top: usize) -> Vec<Suspect> {
+        if self.interval == 0 {
             return Vec::new();
         }
         let mut groups: HashMap<Vec<usize>, (f64, f64, u64)> = HashMap::new();
-        for sample in avsoak_hooks::live_samples(min_epoch) {
-            let probability = 1.0 - (-(sample.size as f64) / interval as f64).exp();
-            let entry = groups.entry(sample.frames).or_default();
-            entry.0 += sample.size as f64 / probability;
+        for (size, frames) in self.samples {
+            let probability = 1.0 - (-(size as f64) / self.interval as f64).exp();
+            let entry = groups.entry(frames).or_default();
+            entry.0 += size as f64 / probability;
             entry.1 += 1.0 / probability;
             entry.2 += 1;
         }
@@ -332,6 +346,13 @@ pub fn suspects(min_epoch: u64, top: usize) -> Vec<Suspect> {
             })
             .collect()
     }
+}
+
+/// The sampled allocations still live that were made at `min_epoch` or later, grouped by
+/// stack, largest estimated bytes first, at most `top` of them: `live_samples(min_epoch)
+/// .suspects(top)`.
+pub fn suspects(min_epoch: u64, top: usize) -> Vec<Suspect> {
+    live_samples(min_epoch).suspects(top)
 }
 
 /// Frames kept per suspect after the harness's own frames are dropped.

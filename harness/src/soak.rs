@@ -256,9 +256,10 @@ pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dy
     }
     let end = Snapshot::now();
     heap::set_epoch(plan.iterations);
-    let suspects = heap::suspects(plan.warmup, plan.suspects);
+    let live = heap::live_samples(plan.warmup);
     drop(workload);
     let teardown = Snapshot::now();
+    let suspects = live.suspects(plan.suspects);
     let sampling = sampling_counts();
     emit.send(&Message::Done {
         peak_live_bytes: end.peak_live_bytes,
@@ -336,11 +337,16 @@ pub fn supervise(
     watchdog: Watchdog,
     progress: &mut dyn FnMut(u64),
 ) -> CaseResult {
+    use std::os::unix::process::CommandExt;
+
     let started = Instant::now();
+    // Its own process group, so the watchdog can stop the child together with anything it
+    // started (a helper holding our pipes open would otherwise keep the readers waiting).
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -413,15 +419,23 @@ pub fn supervise(
                     "{why}; last iteration reached {reached} of {}",
                     plan.iterations
                 ));
-                let _ = child.kill();
+                kill_group(child.id());
                 break;
             }
         }
     }
     collected.status = child.wait().ok();
+    // Whatever the child left running in its group goes with it.
+    kill_group(child.id());
     let _ = reader.join();
     collected.stderr_tail = stderr_reader.join().unwrap_or_default();
     conclude(case, plan, collected, started.elapsed())
+}
+
+fn kill_group(pid: u32) {
+    // SAFETY: signals the process group led by our own child (its pgid is its pid, set
+    // by `process_group(0)`); ESRCH when the group is already gone is harmless.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
 }
 
 fn tail_of(mut stream: impl Read, keep: usize) -> String {
@@ -487,8 +501,8 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
     let per_second = |total: f64| if seconds > 0.0 { total / seconds } else { 0.0 };
     let throughput = Throughput {
         iters_per_s: per_second(judged.len() as f64),
-        frames_per_s: per_second(judged.iter().map(|s| s.frames as f64).sum()),
-        bytes_per_s: per_second(judged.iter().map(|s| s.bytes as f64).sum()),
+        frames_per_s: per_second(judged.iter().map(|s| s.frames).sum::<u64>() as f64),
+        bytes_per_s: per_second(judged.iter().map(|s| s.bytes).sum::<u64>() as f64),
     };
 
     let (peak, end, teardown, suspects) = match &c.done {
@@ -519,8 +533,8 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
         peak_live_bytes: peak,
         end_live_bytes: end,
         teardown_live_bytes: teardown,
-        allocs_per_iter: judged.iter().map(|s| s.allocs as f64).sum::<f64>() / n,
-        alloc_bytes_per_iter: judged.iter().map(|s| s.alloc_bytes as f64).sum::<f64>() / n,
+        allocs_per_iter: judged.iter().map(|s| s.allocs).sum::<u64>() as f64 / n,
+        alloc_bytes_per_iter: judged.iter().map(|s| s.alloc_bytes).sum::<u64>() as f64 / n,
     };
 
     let signal = c.status.and_then(|s| s.signal());
