@@ -314,7 +314,10 @@ pub fn live_samples(min_epoch: u64) -> LiveSamples {
     #[cfg(feature = "hooks")]
     LiveSamples {
         interval: avsoak_hooks::sample_interval(),
-        samples: avsoak_hooks::live_samples(min_epoch).into_iter().map(|s| (s.size, s.frames)).collect(),
+        samples: avsoak_hooks::live_samples(min_epoch)
+            .into_iter()
+            .map(|s| (s.size, s.frames))
+            .collect(),
     }
 }
 

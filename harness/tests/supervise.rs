@@ -21,11 +21,19 @@ fn case(expect: Expect) -> Case {
 }
 
 fn plan() -> Plan {
-    Plan { iterations: 60, warmup: 20, heap_cap: 1 << 30, suspects: 5 }
+    Plan {
+        iterations: 60,
+        warmup: 20,
+        heap_cap: 1 << 30,
+        suspects: 5,
+    }
 }
 
 fn line(message: &Message) -> String {
-    format!("{MESSAGE_PREFIX}{}", serde_json::to_string(message).unwrap())
+    format!(
+        "{MESSAGE_PREFIX}{}",
+        serde_json::to_string(message).unwrap()
+    )
 }
 
 fn samples(n: u64, live: impl Fn(u64) -> i64) -> Vec<String> {
@@ -69,11 +77,17 @@ fn script(lines: &[String], tail: &str) -> Command {
 }
 
 fn start() -> String {
-    line(&Message::Start { iterations: 60, warmup: 20 })
+    line(&Message::Start {
+        iterations: 60,
+        warmup: 20,
+    })
 }
 
 fn quick() -> Watchdog {
-    Watchdog { stall: Duration::from_secs(2), total: Duration::from_secs(20) }
+    Watchdog {
+        stall: Duration::from_secs(2),
+        total: Duration::from_secs(20),
+    }
 }
 
 #[test]
@@ -82,8 +96,18 @@ fn a_flat_run_is_clean() {
     lines.extend(samples(60, |_| 5_000_000));
     lines.push(done());
     let mut reached = 0;
-    let r = supervise(script(&lines, ""), &case(Expect::Clean), &plan(), quick(), &mut |i| reached = i);
-    assert_eq!((r.verdict, r.outcome), (Verdict::Clean, Outcome::Pass), "{r:?}");
+    let r = supervise(
+        script(&lines, ""),
+        &case(Expect::Clean),
+        &plan(),
+        quick(),
+        &mut |i| reached = i,
+    );
+    assert_eq!(
+        (r.verdict, r.outcome),
+        (Verdict::Clean, Outcome::Pass),
+        "{r:?}"
+    );
     assert_eq!(reached, 60);
     assert_eq!(r.iterations, 60);
     assert_eq!(r.heap.allocs_per_iter, 3.0);
@@ -96,8 +120,18 @@ fn a_growing_run_is_a_leak_and_fails_a_clean_expectation() {
     let mut lines = vec![start()];
     lines.extend(samples(60, |i| 5_000_000 + 4096 * i as i64));
     lines.push(done());
-    let r = supervise(script(&lines, ""), &case(Expect::Clean), &plan(), quick(), &mut |_| {});
-    assert_eq!((r.verdict, r.outcome), (Verdict::Leak, Outcome::Fail), "{r:?}");
+    let r = supervise(
+        script(&lines, ""),
+        &case(Expect::Clean),
+        &plan(),
+        quick(),
+        &mut |_| {},
+    );
+    assert_eq!(
+        (r.verdict, r.outcome),
+        (Verdict::Leak, Outcome::Fail),
+        "{r:?}"
+    );
     assert_eq!(r.heap.leak_bytes_per_iter, 4096.0);
 }
 
@@ -106,10 +140,23 @@ fn a_signal_is_a_crash_with_its_name() {
     let mut lines = vec![start()];
     lines.extend(samples(7, |_| 1000));
     let tail = "echo 'free(): invalid pointer' >&2\nkill -ABRT $$\n";
-    let r = supervise(script(&lines, tail), &case(Expect::Crash), &plan(), quick(), &mut |_| {});
-    assert_eq!((r.verdict, r.outcome), (Verdict::Crash, Outcome::Pass), "{r:?}");
+    let r = supervise(
+        script(&lines, tail),
+        &case(Expect::Crash),
+        &plan(),
+        quick(),
+        &mut |_| {},
+    );
+    assert_eq!(
+        (r.verdict, r.outcome),
+        (Verdict::Crash, Outcome::Pass),
+        "{r:?}"
+    );
     let error = r.error.unwrap();
-    assert!(error.starts_with("killed by SIGABRT after 7 of 60 iterations"), "{error}");
+    assert!(
+        error.starts_with("killed by SIGABRT after 7 of 60 iterations"),
+        "{error}"
+    );
     assert!(error.contains("free(): invalid pointer"), "{error}");
 }
 
@@ -118,35 +165,78 @@ fn silence_is_a_hang_with_the_last_iteration_reached() {
     let mut lines = vec![start()];
     lines.extend(samples(12, |_| 1000));
     let started = std::time::Instant::now();
-    let r = supervise(script(&lines, "sleep 60\n"), &case(Expect::Clean), &plan(), quick(), &mut |_| {});
-    assert!(started.elapsed() < Duration::from_secs(15), "the watchdog must stop the child");
-    assert_eq!((r.verdict, r.outcome), (Verdict::Hang, Outcome::Fail), "{r:?}");
-    assert_eq!(r.error.unwrap(), "no progress for 2s; last iteration reached 12 of 60");
+    let r = supervise(
+        script(&lines, "sleep 60\n"),
+        &case(Expect::Clean),
+        &plan(),
+        quick(),
+        &mut |_| {},
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the watchdog must stop the child"
+    );
+    assert_eq!(
+        (r.verdict, r.outcome),
+        (Verdict::Hang, Outcome::Fail),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.error.unwrap(),
+        "no progress for 2s; last iteration reached 12 of 60"
+    );
 }
 
 #[test]
 fn a_reported_error_is_an_error() {
     let lines = vec![
         start(),
-        line(&Message::Error { iteration: Some(3), message: "x264_encoder_encode failed on frame 3".into() }),
+        line(&Message::Error {
+            iteration: Some(3),
+            message: "x264_encoder_encode failed on frame 3".into(),
+        }),
     ];
-    let r = supervise(script(&lines, "exit 3\n"), &case(Expect::Clean), &plan(), quick(), &mut |_| {});
+    let r = supervise(
+        script(&lines, "exit 3\n"),
+        &case(Expect::Clean),
+        &plan(),
+        quick(),
+        &mut |_| {},
+    );
     assert_eq!(r.verdict, Verdict::Error);
-    assert_eq!(r.error.unwrap(), "iteration 3: x264_encoder_encode failed on frame 3");
+    assert_eq!(
+        r.error.unwrap(),
+        "iteration 3: x264_encoder_encode failed on frame 3"
+    );
 }
 
 #[test]
 fn a_silent_exit_is_an_error_that_says_so() {
-    let r = supervise(script(&[start()], "echo 'gone' >&2\nexit 0\n"), &case(Expect::Clean), &plan(), quick(), &mut |_| {});
+    let r = supervise(
+        script(&[start()], "echo 'gone' >&2\nexit 0\n"),
+        &case(Expect::Clean),
+        &plan(),
+        quick(),
+        &mut |_| {},
+    );
     assert_eq!(r.verdict, Verdict::Error);
     let error = r.error.unwrap();
-    assert!(error.starts_with("child ended without a result (exit code 0) after 0 of 60"), "{error}");
+    assert!(
+        error.starts_with("child ended without a result (exit code 0) after 0 of 60"),
+        "{error}"
+    );
     assert!(error.contains("gone"));
 }
 
 #[test]
 fn a_missing_program_is_an_error() {
-    let r = supervise(Command::new("/nonexistent/avsoak-child"), &case(Expect::Clean), &plan(), quick(), &mut |_| {});
+    let r = supervise(
+        Command::new("/nonexistent/avsoak-child"),
+        &case(Expect::Clean),
+        &plan(),
+        quick(),
+        &mut |_| {},
+    );
     assert_eq!(r.verdict, Verdict::Error);
     assert!(r.error.unwrap().contains("cannot start child"));
 }
@@ -155,8 +245,24 @@ fn a_missing_program_is_an_error() {
 fn the_heap_cap_is_a_leak() {
     let mut lines = vec![start()];
     lines.extend(samples(30, |i| 1_000_000 * i as i64));
-    lines.push(line(&Message::Cap { iteration: 29, live_bytes: 29_000_000 }));
-    let r = supervise(script(&lines, ""), &case(Expect::Leak), &plan(), quick(), &mut |_| {});
-    assert_eq!((r.verdict, r.outcome), (Verdict::Leak, Outcome::Pass), "{r:?}");
-    assert!(r.error.unwrap().starts_with("leak: cap reached (29000000 live bytes"));
+    lines.push(line(&Message::Cap {
+        iteration: 29,
+        live_bytes: 29_000_000,
+    }));
+    let r = supervise(
+        script(&lines, ""),
+        &case(Expect::Leak),
+        &plan(),
+        quick(),
+        &mut |_| {},
+    );
+    assert_eq!(
+        (r.verdict, r.outcome),
+        (Verdict::Leak, Outcome::Pass),
+        "{r:?}"
+    );
+    assert!(r
+        .error
+        .unwrap()
+        .starts_with("leak: cap reached (29000000 live bytes"));
 }

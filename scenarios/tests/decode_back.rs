@@ -14,9 +14,17 @@ fn decode(stream: &[u8], name: &str) -> Vec<(u32, u32)> {
     let path = dir.join(format!("{name}.h264"));
     std::fs::write(&path, stream).unwrap();
     let mut input = ffmpeg::format::input(&path).unwrap();
-    let stream_index = input.streams().best(ffmpeg::media::Type::Video).unwrap().index();
+    let stream_index = input
+        .streams()
+        .best(ffmpeg::media::Type::Video)
+        .unwrap()
+        .index();
     let parameters = input.stream(stream_index).unwrap().parameters();
-    let mut decoder = ffmpeg::codec::Context::from_parameters(parameters).unwrap().decoder().video().unwrap();
+    let mut decoder = ffmpeg::codec::Context::from_parameters(parameters)
+        .unwrap()
+        .decoder()
+        .video()
+        .unwrap();
     let mut sizes = Vec::new();
     let mut frame = ffmpeg::frame::Video::empty();
     for (stream, packet) in input.packets() {
@@ -45,7 +53,12 @@ fn encode(mode: Mode, iterations: u64) -> Sink {
 
 #[test]
 fn every_clean_mode_decodes_frame_exact() {
-    for mode in [Mode::Pooled, Mode::PerFrameAllocClean, Mode::BorrowedPlanes, Mode::PerFrameAllocLeak] {
+    for mode in [
+        Mode::Pooled,
+        Mode::PerFrameAllocClean,
+        Mode::BorrowedPlanes,
+        Mode::PerFrameAllocLeak,
+    ] {
         let sink = encode(mode, 45);
         assert_eq!(sink.frames, 45, "{mode:?}");
         assert!(sink.nals >= 45, "{mode:?}: {} NAL units", sink.nals);
@@ -54,7 +67,10 @@ fn every_clean_mode_decodes_frame_exact() {
         assert_eq!(&stream[..4], &[0, 0, 0, 1], "{mode:?}: Annex B start code");
         let sizes = decode(&stream, mode.name());
         assert_eq!(sizes.len(), 45, "{mode:?}");
-        assert!(sizes.iter().all(|&s| s == (320, 240)), "{mode:?}: {sizes:?}");
+        assert!(
+            sizes.iter().all(|&s| s == (320, 240)),
+            "{mode:?}: {sizes:?}"
+        );
     }
 }
 
@@ -64,7 +80,14 @@ fn a_resolution_switch_decodes_at_both_sizes() {
     let sizes = decode(&sink.kept.unwrap(), "resolution-switch");
     let n = SEGMENT_FRAMES as usize;
     assert_eq!(sizes.len(), 4 * n);
-    let expected: Vec<(u32, u32)> =
-        (0..4 * n).map(|i| if (i / n) % 2 == 0 { (320, 240) } else { (160, 120) }).collect();
+    let expected: Vec<(u32, u32)> = (0..4 * n)
+        .map(|i| {
+            if (i / n) % 2 == 0 {
+                (320, 240)
+            } else {
+                (160, 120)
+            }
+        })
+        .collect();
     assert_eq!(sizes, expected);
 }

@@ -17,67 +17,131 @@ fn out_dir(name: &str) -> PathBuf {
 }
 
 fn result<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["results"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("no {id}"))
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no {id}"))
 }
 
 #[test]
 fn picture_pool_controls_are_flagged_and_clean_twins_pass() {
     let out = out_dir("e2e-picture-pool");
     let status = runner()
-        .args(["soak", "--scenario", "picture-pool", "--iterations", "60", "--warmup", "20"])
-        .args(["--variant", "pooled,per-frame-alloc-clean,per-frame-alloc-leak,clean-after-repoint"])
+        .args([
+            "soak",
+            "--scenario",
+            "picture-pool",
+            "--iterations",
+            "60",
+            "--warmup",
+            "20",
+        ])
+        .args([
+            "--variant",
+            "pooled,per-frame-alloc-clean,per-frame-alloc-leak,clean-after-repoint",
+        ])
         .arg("--out")
         .arg(&out)
         .status()
         .unwrap();
     assert!(status.success(), "every outcome must pass: {status}");
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["schema"], "avsoak.report/1");
-    assert!(report["provenance"]["libs"]["x264"].as_str().unwrap().contains("164") || report["provenance"]["libs"]["x264"].is_string());
+    assert!(
+        report["provenance"]["libs"]["x264"]
+            .as_str()
+            .unwrap()
+            .contains("164")
+            || report["provenance"]["libs"]["x264"].is_string()
+    );
 
     for (w, h) in [(640u32, 480u32), (1280, 720)] {
-        let leak = result(&report, &format!("picture-pool/per-frame-alloc-leak/{w}x{h}"));
+        let leak = result(
+            &report,
+            &format!("picture-pool/per-frame-alloc-leak/{w}x{h}"),
+        );
         assert_eq!(leak["verdict"], "leak");
         let per_iter = leak["heap"]["leak_bytes_per_iter"].as_f64().unwrap();
         let expected = f64::from(w * h) * 1.5;
-        assert!((per_iter / expected - 1.0).abs() < 0.05, "{w}x{h}: {per_iter} B/iteration vs {expected}");
+        assert!(
+            (per_iter / expected - 1.0).abs() < 0.05,
+            "{w}x{h}: {per_iter} B/iteration vs {expected}"
+        );
         let blocks = leak["heap"]["leak_blocks_per_iter"].as_f64().unwrap();
         assert!((blocks - 1.0).abs() < 0.01, "{blocks} blocks/iteration");
-        let frames: Vec<&str> =
-            leak["suspects"][0]["frames"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
-        assert!(frames.contains(&"x264_picture_alloc"), "first suspect: {frames:?}");
+        let frames: Vec<&str> = leak["suspects"][0]["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        assert!(
+            frames.contains(&"x264_picture_alloc"),
+            "first suspect: {frames:?}"
+        );
 
-        let crash = result(&report, &format!("picture-pool/clean-after-repoint/{w}x{h}"));
+        let crash = result(
+            &report,
+            &format!("picture-pool/clean-after-repoint/{w}x{h}"),
+        );
         assert_eq!(crash["verdict"], "crash");
-        assert!(crash["error"].as_str().unwrap().contains("killed by SIG"), "{}", crash["error"]);
+        assert!(
+            crash["error"].as_str().unwrap().contains("killed by SIG"),
+            "{}",
+            crash["error"]
+        );
 
         for clean in ["pooled", "per-frame-alloc-clean"] {
             let r = result(&report, &format!("picture-pool/{clean}/{w}x{h}"));
             assert_eq!(r["verdict"], "clean", "{clean}");
-            assert!(r["heap"]["leak_bytes_per_iter"].as_f64().unwrap().abs() < 64.0, "{clean}");
+            assert!(
+                r["heap"]["leak_bytes_per_iter"].as_f64().unwrap().abs() < 64.0,
+                "{clean}"
+            );
         }
         let pooled = result(&report, &format!("picture-pool/pooled/{w}x{h}"));
         assert!(pooled["heap"]["allocs_per_iter"].as_f64().unwrap() < 1.0);
         assert!(pooled["throughput"]["frames_per_s"].as_f64().unwrap() > 0.0);
     }
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(summary.contains("| picture-pool/per-frame-alloc-leak/640x480"), "{summary}");
+    assert!(
+        summary.contains("| picture-pool/per-frame-alloc-leak/640x480"),
+        "{summary}"
+    );
     assert!(out.join("series/picture-pool.pooled.640x480.csv").is_file());
 }
 
 #[test]
 fn bad_arguments_name_the_value() {
-    let output = runner().args(["soak", "--scenario", "no-such-thing"]).output().unwrap();
+    let output = runner()
+        .args(["soak", "--scenario", "no-such-thing"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("unknown scenario \"no-such-thing\" (expected one of: picture-pool"), "{stderr}");
+    assert!(
+        stderr.contains("unknown scenario \"no-such-thing\" (expected one of: picture-pool"),
+        "{stderr}"
+    );
 
-    let output = runner().args(["soak", "--iterations", "25"]).output().unwrap();
+    let output = runner()
+        .args(["soak", "--iterations", "25"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("25 iterations with 20 of warm-up leave 5 to judge (expected at least 20)"), "{stderr}");
+    assert!(
+        stderr.contains("25 iterations with 20 of warm-up leave 5 to judge (expected at least 20)"),
+        "{stderr}"
+    );
 
-    let output = runner().args(["soak", "--variant", "pooled,nope"]).output().unwrap();
+    let output = runner()
+        .args(["soak", "--variant", "pooled,nope"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown variant \"nope\""));
 }
@@ -94,10 +158,22 @@ fn an_uninstrumentable_child_is_an_error_not_a_verdict() {
         .env("LD_PRELOAD", "libc_malloc_debug.so.0")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1), "a refused case fails the run");
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a refused case fails the run"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     for r in report["results"].as_array().unwrap() {
         assert_eq!(r["verdict"], "error");
-        assert!(r["error"].as_str().unwrap().contains("LD_PRELOAD library libc_malloc_debug.so.0"), "{}", r["error"]);
+        assert!(
+            r["error"]
+                .as_str()
+                .unwrap()
+                .contains("LD_PRELOAD library libc_malloc_debug.so.0"),
+            "{}",
+            r["error"]
+        );
     }
 }

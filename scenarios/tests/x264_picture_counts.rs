@@ -21,7 +21,11 @@ fn picture_block(width: u32, height: u32) {
     );
     drop(picture);
     let after = Snapshot::now().since(&before);
-    assert_eq!((after.live_blocks, after.live_bytes), (0, 0), "{width}x{height}: {after:?}");
+    assert_eq!(
+        (after.live_blocks, after.live_bytes),
+        (0, 0),
+        "{width}x{height}: {after:?}"
+    );
 }
 
 #[test]

@@ -59,11 +59,15 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 #[derive(clap::Args)]
@@ -77,11 +81,15 @@ impl Deps {
     fn run(self, sh: &Shell) -> Result<()> {
         let missing = missing_packages(sh)?;
         if missing.is_empty() {
-            eprintln!("xtask deps: all {} system packages are installed", PACKAGES.len());
+            eprintln!(
+                "xtask deps: all {} system packages are installed",
+                PACKAGES.len()
+            );
             return Ok(());
         }
         let list = missing.join(" ");
-        let command = format!("apt-get update && apt-get install -y --no-install-recommends {list}");
+        let command =
+            format!("apt-get update && apt-get install -y --no-install-recommends {list}");
         if self.check {
             bail!("missing system packages: {list}\ninstall them with: sudo sh -c '{command}'");
         }
@@ -93,7 +101,12 @@ impl Deps {
         }
         let sudo = if is_root() {
             false
-        } else if cmd!(sh, "sudo -n true").quiet().ignore_stderr().run().is_ok() {
+        } else if cmd!(sh, "sudo -n true")
+            .quiet()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+        {
             true
         } else {
             bail!(
@@ -113,7 +126,8 @@ impl Deps {
         apt_get(&["update", "-qq"]).context("apt-get update failed")?;
         let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
         install.extend(&missing);
-        apt_get(&install).with_context(|| format!("apt-get install failed; to retry by hand: {command}"))?;
+        apt_get(&install)
+            .with_context(|| format!("apt-get install failed; to retry by hand: {command}"))?;
         let still = missing_packages(sh)?;
         if !still.is_empty() {
             bail!("still missing after apt-get install: {}", still.join(" "));
@@ -149,7 +163,11 @@ fn missing_packages(sh: &Shell) -> Result<Vec<&'static str>> {
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -171,7 +189,11 @@ struct Soak {
 impl Soak {
     fn run(self, sh: &Shell) -> Result<()> {
         Deps { check: false }.run(sh)?;
-        cmd!(sh, "cargo build --release --package avsoak-scenarios --bin avsoak-run").run()?;
+        cmd!(
+            sh,
+            "cargo build --release --package avsoak-scenarios --bin avsoak-run"
+        )
+        .run()?;
         let runner = target_dir().join("release/avsoak-run");
         let args = self.args;
         let status = std::process::Command::new(&runner)
@@ -200,15 +222,33 @@ impl Test {
         let args = self.args;
         // Release profile: the soak runner the tests start is the one `soak` uses, and
         // one build serves both.
-        if cmd!(sh, "cargo nextest --version").quiet().ignore_stdout().ignore_stderr().run().is_ok() {
-            cmd!(sh, "cargo nextest run --workspace --release --no-fail-fast {args...}").run()?;
+        if cmd!(sh, "cargo nextest --version")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+        {
+            cmd!(
+                sh,
+                "cargo nextest run --workspace --release --no-fail-fast {args...}"
+            )
+            .run()?;
         } else {
             eprintln!("xtask test: cargo-nextest not found; running cargo test one test at a time");
-            cmd!(sh, "cargo test --workspace --release --no-fail-fast {args...} -- --test-threads=1").run()?;
+            cmd!(
+                sh,
+                "cargo test --workspace --release --no-fail-fast {args...} -- --test-threads=1"
+            )
+            .run()?;
         }
         cmd!(sh, "cargo test --workspace --release --doc").run()?;
         // The uninstrumented build must keep compiling.
-        cmd!(sh, "cargo check --package avsoak-scenarios --no-default-features").run()?;
+        cmd!(
+            sh,
+            "cargo check --package avsoak-scenarios --no-default-features"
+        )
+        .run()?;
         Ok(())
     }
 }
