@@ -222,7 +222,10 @@ pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dy
         heap::set_epoch(i);
         let before = Snapshot::now();
         let started = Instant::now();
-        let result = workload.iterate();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| workload.iterate()))
+            .unwrap_or_else(|panic| {
+                Err(format!("panicked: {}", panic_message(panic.as_ref())).into())
+            });
         let ns = started.elapsed().as_nanos() as u64;
         let after = Snapshot::now();
         let work: Work = match result {
@@ -270,6 +273,16 @@ pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dy
         samples_dropped: sampling.1,
     });
     0
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
 }
 
 fn sampling_counts() -> (u64, u64) {

@@ -82,7 +82,7 @@ fn a_resolution_switch_decodes_at_both_sizes() {
     assert_eq!(sizes.len(), 4 * n);
     let expected: Vec<(u32, u32)> = (0..4 * n)
         .map(|i| {
-            if (i / n) % 2 == 0 {
+            if (i / n).is_multiple_of(2) {
                 (320, 240)
             } else {
                 (160, 120)

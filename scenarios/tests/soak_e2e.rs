@@ -115,6 +115,39 @@ fn picture_pool_controls_are_flagged_and_clean_twins_pass() {
 }
 
 #[test]
+fn the_heap_cap_stops_a_runaway_leak() {
+    let out = out_dir("e2e-cap");
+    let status = runner()
+        .args([
+            "soak",
+            "--variant",
+            "per-frame-alloc-leak",
+            "--iterations",
+            "400",
+            "--heap-cap",
+            "150000000",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "a capped leak control still passes: {status}"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let capped = result(&report, "picture-pool/per-frame-alloc-leak/1280x720");
+    assert_eq!(capped["verdict"], "leak");
+    let error = capped["error"].as_str().unwrap();
+    assert!(error.starts_with("leak: cap reached ("), "{error}");
+    assert!(
+        capped["iterations"].as_u64().unwrap() < 400,
+        "the child stopped itself early"
+    );
+}
+
+#[test]
 fn bad_arguments_name_the_value() {
     let output = runner()
         .args(["soak", "--scenario", "no-such-thing"])

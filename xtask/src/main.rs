@@ -180,6 +180,7 @@ fn which(program: &str) -> Option<PathBuf> {
 }
 
 #[derive(clap::Args)]
+#[command(disable_help_flag = true)]
 struct Soak {
     /// Arguments for `avsoak-run soak` (e.g. `--scenario picture-pool --out DIR`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -1,0 +1,176 @@
+//! The child side of a soak with fake workloads: samples per iteration, allocation counts
+//! measured inside the iteration only, a Rust leak visible in the samples, and panics and
+//! errors turned into protocol messages. One case per test (process-wide counters).
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
+use avsoak_harness::soak::{run_child, Message, Plan, Sample, EXIT_ERROR, MESSAGE_PREFIX};
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Clean,
+    Leak,
+    Panic,
+    Fail,
+}
+
+struct Fake(Kind);
+
+struct FakeWorkload {
+    kind: Kind,
+    i: u64,
+    kept: Vec<Box<[u8]>>,
+}
+
+impl Workload for FakeWorkload {
+    fn iterate(&mut self) -> Result<Work, BoxError> {
+        self.i += 1;
+        match self.kind {
+            Kind::Clean => {
+                black_box(vec![7u8; 1000]);
+            }
+            Kind::Leak => self
+                .kept
+                .push(black_box(vec![7u8; 4000].into_boxed_slice())),
+            Kind::Panic if self.i == 4 => panic!("queue invariant broken at {}", self.i),
+            Kind::Fail if self.i == 3 => return Err("sink refused the packet".into()),
+            _ => {}
+        }
+        Ok(Work {
+            frames: 2,
+            bytes: 10,
+        })
+    }
+}
+
+impl Scenario for Fake {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    fn about(&self) -> &'static str {
+        "in-process fake"
+    }
+    fn cases(&self) -> Vec<Case> {
+        vec![case()]
+    }
+    fn start(&self, _: &Case) -> Result<Box<dyn Workload>, BoxError> {
+        Ok(Box::new(FakeWorkload {
+            kind: self.0,
+            i: 0,
+            kept: Vec::new(),
+        }))
+    }
+}
+
+fn case() -> Case {
+    Case {
+        scenario: "fake".into(),
+        variant: "v".into(),
+        params: BTreeMap::new(),
+        expect: Expect::Clean,
+        frames_per_iter: 2,
+        about: String::new(),
+    }
+}
+
+fn run(kind: Kind) -> (i32, Vec<Message>) {
+    // Sized up front: a growing sink would itself show as growth in the samples.
+    let mut out = Vec::with_capacity(1 << 20);
+    let plan = Plan {
+        iterations: 40,
+        warmup: 20,
+        heap_cap: 1 << 30,
+        suspects: 3,
+    };
+    let code = run_child(&Fake(kind), &case(), &plan, &mut out);
+    let messages = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l.strip_prefix(MESSAGE_PREFIX).expect("prefixed")).unwrap())
+        .collect();
+    (code, messages)
+}
+
+fn samples(messages: &[Message]) -> Vec<Sample> {
+    messages
+        .iter()
+        .filter_map(|m| {
+            if let Message::Sample(s) = m {
+                Some(*s)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_clean_workload_samples_every_iteration_and_counts_only_its_own_allocations() {
+    let (code, messages) = run(Kind::Clean);
+    assert_eq!(code, 0);
+    assert!(matches!(
+        messages[0],
+        Message::Start {
+            iterations: 40,
+            warmup: 20
+        }
+    ));
+    let samples = samples(&messages);
+    assert_eq!(samples.len(), 40);
+    for s in &samples[1..] {
+        assert_eq!((s.allocs, s.frames, s.bytes), (1, 2, 10), "{s:?}");
+        assert_eq!(
+            s.live_bytes, samples[1].live_bytes,
+            "nothing is kept: {s:?}"
+        );
+    }
+    assert!(matches!(messages.last(), Some(Message::Done { .. })));
+}
+
+#[test]
+fn a_rust_leak_shows_in_the_samples_and_the_suspects() {
+    let (code, messages) = run(Kind::Leak);
+    assert_eq!(code, 0);
+    let samples = samples(&messages);
+    let growth = samples[39].live_bytes - samples[20].live_bytes;
+    // 19 boxes of 4000 bytes, plus the vector of pointers growing.
+    assert!(growth >= 19 * 4000, "{growth}");
+    let Some(Message::Done {
+        teardown_live_bytes,
+        end_live_bytes,
+        ..
+    }) = messages.last()
+    else {
+        panic!("no done message")
+    };
+    assert!(
+        teardown_live_bytes < end_live_bytes,
+        "dropping the workload frees what it kept"
+    );
+}
+
+#[test]
+fn a_panic_becomes_an_error_message_with_its_iteration() {
+    let (code, messages) = run(Kind::Panic);
+    assert_eq!(code, EXIT_ERROR);
+    let Some(Message::Error { iteration, message }) = messages.last() else {
+        panic!("{messages:?}")
+    };
+    assert_eq!(*iteration, Some(3));
+    assert_eq!(message, "panicked: queue invariant broken at 4");
+}
+
+#[test]
+fn an_error_becomes_an_error_message_with_its_iteration() {
+    let (code, messages) = run(Kind::Fail);
+    assert_eq!(code, EXIT_ERROR);
+    let Some(Message::Error { iteration, message }) = messages.last() else {
+        panic!("{messages:?}")
+    };
+    assert_eq!(
+        (*iteration, message.as_str()),
+        (Some(2), "sink refused the packet")
+    );
+}
