@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use avsoak_harness::report::{Outcome, Verdict};
+use avsoak_harness::report::{CaseResult, Outcome, Verdict};
 use avsoak_harness::scenario::{Case, Expect};
 use avsoak_harness::soak::{supervise, Message, Plan, Sample, Watchdog, MESSAGE_PREFIX};
 
@@ -83,6 +83,17 @@ fn start() -> String {
     })
 }
 
+/// Supervises a script child for a case expecting `expect`, with the quick watchdog.
+fn supervise_script(lines: &[String], tail: &str, expect: Expect) -> CaseResult {
+    supervise(
+        script(lines, tail),
+        &case(expect),
+        &plan(),
+        quick(),
+        &mut |_| {},
+    )
+}
+
 fn quick() -> Watchdog {
     Watchdog {
         stall: Duration::from_secs(2),
@@ -120,13 +131,7 @@ fn a_growing_run_is_a_leak_and_fails_a_clean_expectation() {
     let mut lines = vec![start()];
     lines.extend(samples(60, |i| 5_000_000 + 4096 * i as i64));
     lines.push(done());
-    let r = supervise(
-        script(&lines, ""),
-        &case(Expect::Clean),
-        &plan(),
-        quick(),
-        &mut |_| {},
-    );
+    let r = supervise_script(&lines, "", Expect::Clean);
     assert_eq!(
         (r.verdict, r.outcome),
         (Verdict::Leak, Outcome::Fail),
@@ -140,13 +145,7 @@ fn a_signal_is_a_crash_with_its_name() {
     let mut lines = vec![start()];
     lines.extend(samples(7, |_| 1000));
     let tail = "echo 'free(): invalid pointer' >&2\nkill -ABRT $$\n";
-    let r = supervise(
-        script(&lines, tail),
-        &case(Expect::Crash),
-        &plan(),
-        quick(),
-        &mut |_| {},
-    );
+    let r = supervise_script(&lines, tail, Expect::Crash);
     assert_eq!(
         (r.verdict, r.outcome),
         (Verdict::Crash, Outcome::Pass),
@@ -165,13 +164,7 @@ fn silence_is_a_hang_with_the_last_iteration_reached() {
     let mut lines = vec![start()];
     lines.extend(samples(12, |_| 1000));
     let started = std::time::Instant::now();
-    let r = supervise(
-        script(&lines, "sleep 60\n"),
-        &case(Expect::Clean),
-        &plan(),
-        quick(),
-        &mut |_| {},
-    );
+    let r = supervise_script(&lines, "sleep 60\n", Expect::Clean);
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "the watchdog must stop the child"
@@ -196,13 +189,7 @@ fn a_reported_error_is_an_error() {
             message: "x264_encoder_encode failed on frame 3".into(),
         }),
     ];
-    let r = supervise(
-        script(&lines, "exit 3\n"),
-        &case(Expect::Clean),
-        &plan(),
-        quick(),
-        &mut |_| {},
-    );
+    let r = supervise_script(&lines, "exit 3\n", Expect::Clean);
     assert_eq!(r.verdict, Verdict::Error);
     assert_eq!(
         r.error.unwrap(),
@@ -212,13 +199,7 @@ fn a_reported_error_is_an_error() {
 
 #[test]
 fn a_silent_exit_is_an_error_that_says_so() {
-    let r = supervise(
-        script(&[start()], "echo 'gone' >&2\nexit 0\n"),
-        &case(Expect::Clean),
-        &plan(),
-        quick(),
-        &mut |_| {},
-    );
+    let r = supervise_script(&[start()], "echo 'gone' >&2\nexit 0\n", Expect::Clean);
     assert_eq!(r.verdict, Verdict::Error);
     let error = r.error.unwrap();
     assert!(
@@ -249,13 +230,7 @@ fn the_heap_cap_is_a_leak() {
         iteration: 29,
         live_bytes: 29_000_000,
     }));
-    let r = supervise(
-        script(&lines, ""),
-        &case(Expect::Leak),
-        &plan(),
-        quick(),
-        &mut |_| {},
-    );
+    let r = supervise_script(&lines, "", Expect::Leak);
     assert_eq!(
         (r.verdict, r.outcome),
         (Verdict::Leak, Outcome::Pass),

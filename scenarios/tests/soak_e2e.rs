@@ -147,36 +147,27 @@ fn the_heap_cap_stops_a_runaway_leak() {
     );
 }
 
+/// Runs the runner with `args`, expects a usage error (exit 2), returns its stderr.
+fn usage_error(args: &[&str]) -> String {
+    let output = runner().args(args).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{args:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn bad_arguments_name_the_value() {
-    let output = runner()
-        .args(["soak", "--scenario", "no-such-thing"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = usage_error(&["soak", "--scenario", "no-such-thing"]);
     assert!(
         stderr.contains("unknown scenario \"no-such-thing\" (expected one of: picture-pool"),
         "{stderr}"
     );
-
-    let output = runner()
-        .args(["soak", "--iterations", "25"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = usage_error(&["soak", "--iterations", "25"]);
     assert!(
         stderr.contains("25 iterations with 20 of warm-up leave 5 to judge (expected at least 20)"),
         "{stderr}"
     );
-
-    let output = runner()
-        .args(["soak", "--variant", "pooled,nope"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown variant \"nope\""));
+    let stderr = usage_error(&["soak", "--variant", "pooled,nope"]);
+    assert!(stderr.contains("unknown variant \"nope\""), "{stderr}");
 }
 
 #[test]
