@@ -56,7 +56,10 @@ pub enum HeapError {
         library: String,
     },
     /// A test allocation through the resolved `malloc` was not counted.
-    #[error("a test allocation through `malloc` was not counted: the hooks are bypassed")]
+    #[error(
+        "a test allocation through `malloc` was not counted: the hooks are bypassed \
+         (valgrind and similar tools replace malloc themselves; run the soak without them)"
+    )]
     NotCounting,
 }
 
