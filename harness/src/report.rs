@@ -92,6 +92,18 @@ pub struct Throughput {
     pub bytes_per_s: f64,
 }
 
+/// The stack sampler's settings and counts for one case. Suspects are estimates from
+/// these samples, not exact counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// Mean bytes between samples (0: sampling was off).
+    pub interval_bytes: u64,
+    /// Samples recorded over the whole child.
+    pub taken: u64,
+    /// Samples lost to a full table (non-zero means suspects under-count).
+    pub dropped: u64,
+}
+
 /// One case's result: a row of `results` in `report.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseResult {
@@ -119,6 +131,9 @@ pub struct CaseResult {
     pub throughput: Throughput,
     /// Largest sampled stacks still live that were allocated after warm-up.
     pub suspects: Vec<Suspect>,
+    /// How the stacks behind `suspects` were sampled (absent when the child did not
+    /// finish).
+    pub sampling: Option<Sampling>,
     /// Why a case did not finish normally, or why a leak was cut short.
     pub error: Option<String>,
     /// Wall-clock seconds of the child, start-up and symbolization included.

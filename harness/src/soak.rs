@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::heap::{self, Snapshot, Suspect};
-use crate::report::{CaseResult, HeapFigures, Outcome, Throughput, Verdict};
+use crate::report::{CaseResult, HeapFigures, Outcome, Sampling, Throughput, Verdict};
 use crate::scenario::{Case, Expect, Scenario, Work};
 use crate::stats::{self, Budget, Trend};
 
@@ -26,13 +26,24 @@ pub const MESSAGE_PREFIX: &str = "@avsoak ";
 /// Exit code of a child that refused to run or whose workload failed.
 pub const EXIT_ERROR: i32 = 3;
 
+/// Exit code of a child whose parent stopped listening (its stdout pipe broke): the
+/// child stops instead of soaking on unheard.
+pub const EXIT_ORPHANED: i32 = 4;
+
+/// Judged iterations a plan must leave after warm-up.
+pub const MIN_JUDGED: u64 = 2 * stats::MIN_POINTS as u64;
+
 /// How long one case runs and what it may use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
-    /// Iterations in all, warm-up included.
+    /// Iterations in all, warm-up included (with `duration`: the most to run).
     pub iterations: u64,
-    /// Leading iterations whose memory is not judged.
+    /// Leading iterations whose memory is not judged (with `duration`: at least this
+    /// many, and at least the first tenth of the duration).
     pub warmup: u64,
+    /// Run for this long instead of a fixed count (and never fewer than `warmup` +
+    /// [`MIN_JUDGED`] iterations).
+    pub duration: Option<Duration>,
     /// Live heap bytes at which the child stops itself and reports `leak: cap reached`.
     pub heap_cap: u64,
     /// Suspect stacks to report.
@@ -43,6 +54,9 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
+    /// A zero duration.
+    #[error("invalid duration 0s (expected a positive duration, e.g. 90s, 30m, 2h)")]
+    ZeroDuration,
     /// Too few judged iterations for the statistics.
     #[error(
         "{iterations} iterations with {warmup} of warm-up leave {judged} to judge \
@@ -73,13 +87,17 @@ impl Plan {
             warmup: Self::default_warmup(iterations),
             heap_cap: 2 << 30,
             suspects: 5,
+            duration: None,
         }
     }
 
     /// Checks that enough iterations remain after warm-up to judge a trend.
     pub fn validate(&self) -> Result<(), PlanError> {
+        if self.duration == Some(Duration::ZERO) {
+            return Err(PlanError::ZeroDuration);
+        }
         let judged = self.iterations.saturating_sub(self.warmup);
-        let min = 2 * stats::MIN_POINTS as u64;
+        let min = MIN_JUDGED;
         if judged < min {
             return Err(PlanError::TooShort {
                 iterations: self.iterations,
@@ -102,6 +120,11 @@ pub enum Message {
         iterations: u64,
         /// Warm-up iterations.
         warmup: u64,
+    },
+    /// Warm-up is over: iterations from this one on are judged.
+    Warmup {
+        /// The first judged iteration.
+        iterations: u64,
     },
     /// The heap after one iteration, and what the iteration itself cost.
     Sample(Sample),
@@ -133,6 +156,8 @@ pub enum Message {
         samples_taken: u64,
         /// Samples lost to a full table.
         samples_dropped: u64,
+        /// Mean sampling interval in bytes (0: sampling off).
+        sample_interval: u64,
     },
 }
 
@@ -164,15 +189,18 @@ struct Emitter<'a> {
 
 impl Emitter<'_> {
     /// Writes one message. Reuses its line buffer so steady-state sampling allocates
-    /// nothing that the next iteration's counters could see.
-    fn send(&mut self, message: &Message) {
+    /// nothing that the next iteration's counters could see. False when the parent is
+    /// gone (Rust ignores SIGPIPE, so a broken pipe is an error here, not a signal).
+    #[must_use]
+    fn send(&mut self, message: &Message) -> bool {
         self.line.clear();
         self.line.extend_from_slice(MESSAGE_PREFIX.as_bytes());
         serde_json::to_writer(&mut self.line, message).expect("messages serialize");
         self.line.push(b'\n');
-        // A parent that went away is not the child's problem: it just stops being heard.
-        let _ = self.out.write_all(&self.line);
-        let _ = self.out.flush();
+        self.out
+            .write_all(&self.line)
+            .and_then(|()| self.out.flush())
+            .is_ok()
     }
 }
 
@@ -196,10 +224,18 @@ pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dy
         out,
         line: Vec::with_capacity(4096),
     };
+    // Sends a message; leaves with EXIT_ORPHANED when nobody listens any more.
+    macro_rules! send {
+        ($message:expr) => {
+            if !emit.send(&$message) {
+                return EXIT_ORPHANED;
+            }
+        };
+    }
     if let Err(refusal) = heap::check() {
-        emit.send(&Message::Error {
+        send!(Message::Error {
             iteration: None,
-            message: refusal.to_string(),
+            message: refusal.to_string()
         });
         return EXIT_ERROR;
     }
@@ -207,18 +243,34 @@ pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dy
     let mut workload = match scenario.start(case) {
         Ok(w) => w,
         Err(e) => {
-            emit.send(&Message::Error {
+            send!(Message::Error {
                 iteration: None,
-                message: error_chain(e.as_ref()),
+                message: error_chain(e.as_ref())
             });
             return EXIT_ERROR;
         }
     };
-    emit.send(&Message::Start {
+    send!(Message::Start {
         iterations: plan.iterations,
-        warmup: plan.warmup,
+        warmup: plan.warmup
     });
-    for i in 0..plan.iterations {
+    let soak_started = Instant::now();
+    let mut warmup_end: Option<u64> = None;
+    let mut i = 0;
+    while i < plan.iterations {
+        let elapsed = soak_started.elapsed();
+        if warmup_end.is_none()
+            && i >= plan.warmup
+            && plan.duration.is_none_or(|d| elapsed >= d / 10)
+        {
+            warmup_end = Some(i);
+            send!(Message::Warmup { iterations: i });
+        }
+        if let (Some(duration), Some(judged_from)) = (plan.duration, warmup_end) {
+            if elapsed >= duration && i >= judged_from + MIN_JUDGED {
+                break;
+            }
+        }
         heap::set_epoch(i);
         let before = Snapshot::now();
         let started = Instant::now();
@@ -231,15 +283,15 @@ pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dy
         let work: Work = match result {
             Ok(work) => work,
             Err(e) => {
-                emit.send(&Message::Error {
+                send!(Message::Error {
                     iteration: Some(i),
-                    message: error_chain(e.as_ref()),
+                    message: error_chain(e.as_ref())
                 });
                 return EXIT_ERROR;
             }
         };
         let delta = after.since(&before);
-        emit.send(&Message::Sample(Sample {
+        send!(Message::Sample(Sample {
             i,
             live_bytes: after.live_bytes,
             live_blocks: after.live_blocks,
@@ -250,27 +302,29 @@ pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dy
             ns,
         }));
         if after.live_bytes > 0 && after.live_bytes as u64 > plan.heap_cap {
-            emit.send(&Message::Cap {
+            send!(Message::Cap {
                 iteration: i,
-                live_bytes: after.live_bytes,
+                live_bytes: after.live_bytes
             });
             return 0;
         }
+        i += 1;
     }
     let end = Snapshot::now();
-    heap::set_epoch(plan.iterations);
-    let live = heap::live_samples(plan.warmup);
+    heap::set_epoch(i);
+    let live = heap::live_samples(warmup_end.unwrap_or(plan.warmup));
     drop(workload);
     let teardown = Snapshot::now();
     let suspects = live.suspects(plan.suspects);
-    let sampling = sampling_counts();
-    emit.send(&Message::Done {
+    let (samples_taken, samples_dropped) = sampling_counts();
+    send!(Message::Done {
         peak_live_bytes: end.peak_live_bytes,
         end_live_bytes: end.live_bytes,
         teardown_live_bytes: teardown.live_bytes,
         suspects,
-        samples_taken: sampling.0,
-        samples_dropped: sampling.1,
+        samples_taken,
+        samples_dropped,
+        sample_interval: heap::sample_interval(),
     });
     0
 }
@@ -328,6 +382,7 @@ impl Default for Watchdog {
 struct Collected {
     samples: Vec<Sample>,
     started: bool,
+    warmup: Option<u64>,
     cap: Option<(u64, i64)>,
     error: Option<String>,
     done: Option<Message>,
@@ -403,6 +458,7 @@ pub fn supervise(
                 last_heard = Instant::now();
                 match message {
                     Message::Start { .. } => collected.started = true,
+                    Message::Warmup { iterations } => collected.warmup = Some(iterations),
                     Message::Sample(sample) => {
                         progress(sample.i + 1);
                         collected.samples.push(sample);
@@ -503,7 +559,8 @@ fn last_line(text: &str) -> Option<&str> {
 fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResult {
     use std::os::unix::process::ExitStatusExt;
 
-    let judged: Vec<&Sample> = c.samples.iter().filter(|s| s.i >= plan.warmup).collect();
+    let warmup = c.warmup.unwrap_or(plan.warmup);
+    let judged: Vec<&Sample> = c.samples.iter().filter(|s| s.i >= warmup).collect();
     let bytes: Vec<f64> = judged.iter().map(|s| s.live_bytes as f64).collect();
     let blocks: Vec<f64> = judged.iter().map(|s| s.live_blocks as f64).collect();
     let judgement = stats::judge(&bytes, &blocks, &Budget::bytes(), &Budget::blocks());
@@ -518,23 +575,30 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
         bytes_per_s: per_second(judged.iter().map(|s| s.bytes).sum::<u64>() as f64),
     };
 
-    let (peak, end, teardown, suspects) = match &c.done {
+    let (peak, end, teardown, suspects, sampling) = match &c.done {
         Some(Message::Done {
             peak_live_bytes,
             end_live_bytes,
             teardown_live_bytes,
             suspects,
-            ..
+            samples_taken,
+            samples_dropped,
+            sample_interval,
         }) => (
             *peak_live_bytes,
             *end_live_bytes,
             Some(*teardown_live_bytes),
             suspects.clone(),
+            Some(Sampling {
+                interval_bytes: *sample_interval,
+                taken: *samples_taken,
+                dropped: *samples_dropped,
+            }),
         ),
         _ => {
             let last = c.samples.last().map_or(0, |s| s.live_bytes);
             let peak = c.samples.iter().map(|s| s.live_bytes).max().unwrap_or(0);
-            (peak, last, None, Vec::new())
+            (peak, last, None, Vec::new(), None)
         }
     };
     let heap = HeapFigures {
@@ -613,10 +677,11 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
         verdict,
         outcome,
         iterations: reached,
-        warmup_iterations: plan.warmup.min(reached),
+        warmup_iterations: warmup.min(reached),
         heap,
         throughput,
         suspects,
+        sampling,
         error,
         wall_s: wall.as_secs_f64(),
         about: case.about.clone(),

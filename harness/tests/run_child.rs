@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
-use avsoak_harness::soak::{run_child, Message, Plan, Sample, EXIT_ERROR, MESSAGE_PREFIX};
+use avsoak_harness::soak::{
+    run_child, Message, Plan, Sample, EXIT_ERROR, EXIT_ORPHANED, MESSAGE_PREFIX,
+};
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -76,14 +78,21 @@ fn case() -> Case {
 }
 
 fn run(kind: Kind) -> (i32, Vec<Message>) {
+    run_plan(
+        kind,
+        Plan {
+            iterations: 40,
+            warmup: 20,
+            heap_cap: 1 << 30,
+            suspects: 3,
+            duration: None,
+        },
+    )
+}
+
+fn run_plan(kind: Kind, plan: Plan) -> (i32, Vec<Message>) {
     // Sized up front: a growing sink would itself show as growth in the samples.
     let mut out = Vec::with_capacity(1 << 20);
-    let plan = Plan {
-        iterations: 40,
-        warmup: 20,
-        heap_cap: 1 << 30,
-        suspects: 3,
-    };
     let code = run_child(&Fake(kind), &case(), &plan, &mut out);
     let messages = String::from_utf8(out)
         .unwrap()
@@ -172,5 +181,71 @@ fn an_error_becomes_an_error_message_with_its_iteration() {
     assert_eq!(
         (*iteration, message.as_str()),
         (Some(2), "sink refused the packet")
+    );
+}
+
+#[test]
+fn a_timed_run_stops_after_its_duration_and_announces_its_warm_up() {
+    let plan = Plan {
+        iterations: u64::MAX,
+        warmup: 20,
+        heap_cap: 1 << 30,
+        suspects: 3,
+        duration: Some(std::time::Duration::from_millis(300)),
+    };
+    let started = std::time::Instant::now();
+    let (code, messages) = run_plan(Kind::Clean, plan);
+    assert_eq!(code, 0);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    let warmup = messages
+        .iter()
+        .find_map(|m| {
+            if let Message::Warmup { iterations } = m {
+                Some(*iterations)
+            } else {
+                None
+            }
+        })
+        .expect("a warm-up announcement");
+    let n = samples(&messages).len() as u64;
+    assert!(
+        warmup >= 20 && n >= warmup + 20,
+        "warm-up {warmup}, {n} iterations"
+    );
+    assert!(matches!(messages.last(), Some(Message::Done { .. })));
+}
+
+/// Accepts `room` bytes, then fails like a pipe whose reader is gone.
+struct BreakingPipe {
+    room: usize,
+}
+
+impl std::io::Write for BreakingPipe {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room < buf.len() {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        self.room -= buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_child_whose_parent_is_gone_stops() {
+    let plan = Plan {
+        iterations: u64::MAX,
+        warmup: 20,
+        heap_cap: 1 << 30,
+        suspects: 3,
+        duration: None,
+    };
+    let mut pipe = BreakingPipe { room: 2000 };
+    // With an endless plan, only the broken pipe can end this call.
+    assert_eq!(
+        run_child(&Fake(Kind::Clean), &case(), &plan, &mut pipe),
+        EXIT_ORPHANED
     );
 }

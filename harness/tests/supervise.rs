@@ -26,6 +26,7 @@ fn plan() -> Plan {
         warmup: 20,
         heap_cap: 1 << 30,
         suspects: 5,
+        duration: None,
     }
 }
 
@@ -61,6 +62,7 @@ fn done() -> String {
         suspects: vec![],
         samples_taken: 0,
         samples_dropped: 0,
+        sample_interval: 524_288,
     })
 }
 
@@ -240,4 +242,26 @@ fn the_heap_cap_is_a_leak() {
         .error
         .unwrap()
         .starts_with("leak: cap reached (29000000 live bytes"));
+}
+
+#[test]
+fn the_warm_up_the_child_announces_is_the_one_judged() {
+    // A timed child decides its warm-up itself; growth before it must not count.
+    let mut lines = vec![start(), line(&Message::Warmup { iterations: 30 })];
+    lines.extend(samples(60, |i| {
+        5_000_000
+            + if i < 30 {
+                100_000 * i as i64
+            } else {
+                3_000_000
+            }
+    }));
+    lines.push(done());
+    let r = supervise_script(&lines, "", Expect::Clean);
+    assert_eq!(
+        (r.verdict, r.warmup_iterations),
+        (Verdict::Clean, 30),
+        "{r:?}"
+    );
+    assert_eq!(r.sampling.map(|s| s.interval_bytes), Some(524_288));
 }

@@ -38,9 +38,9 @@ enum Cmd {
 
 #[derive(Args)]
 struct PlanArgs {
-    /// Iterations per case, warm-up included.
-    #[arg(long, default_value_t = 120)]
-    iterations: u64,
+    /// Iterations per case, warm-up included [default: 120, or no limit with --duration].
+    #[arg(long)]
+    iterations: Option<u64>,
     /// Warm-up iterations, not judged [default: max(20, 10 % of iterations)].
     #[arg(long)]
     warmup: Option<u64>,
@@ -50,17 +50,46 @@ struct PlanArgs {
     /// Suspect stacks to report per case.
     #[arg(long, default_value_t = 5)]
     suspects: usize,
+    /// Soak each case for this long instead of a fixed count (`90s`, `30m`, `2h`, or
+    /// seconds); `--iterations` then only caps the count if given.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+}
+
+/// Parses `90`, `90s`, `30m` or `2h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {text:?} (expected e.g. 90s, 30m, 2h)");
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(invalid()),
+    };
+    let value: u64 = number.parse().map_err(|_| invalid())?;
+    Ok(Duration::from_secs(value * scale))
 }
 
 impl PlanArgs {
     fn plan(&self) -> Result<Plan> {
+        let iterations = match (self.iterations, self.duration) {
+            (Some(n), _) => n,
+            (None, Some(_)) => u64::MAX,
+            (None, None) => 120,
+        };
+        let warmup = self.warmup.unwrap_or_else(|| match self.duration {
+            Some(_) => Plan::default_warmup(0),
+            None => Plan::default_warmup(iterations),
+        });
         let plan = Plan {
-            iterations: self.iterations,
-            warmup: self
-                .warmup
-                .unwrap_or_else(|| Plan::default_warmup(self.iterations)),
+            iterations,
+            warmup,
             heap_cap: self.heap_cap,
             suspects: self.suspects,
+            duration: self.duration,
         };
         plan.validate()?;
         Ok(plan)
@@ -208,19 +237,30 @@ fn soak(args: SoakArgs) -> Result<bool> {
         PathBuf::from("reports/runs").join(format!("{stamp}-{rev}"))
     });
     let exe = std::env::current_exe().context("cannot find the avsoak-run executable")?;
+    // A timed soak gets its duration plus a fifth and two minutes for set-up and reports.
+    let timed = plan
+        .duration
+        .map_or(Duration::ZERO, |d| d + d / 5 + Duration::from_secs(120));
     let watchdog = Watchdog {
         stall: Duration::from_secs(args.stall_timeout),
-        total: Duration::from_secs(args.timeout),
+        total: Duration::from_secs(args.timeout).max(timed),
     };
 
     let mut report = Report::new(provenance);
-    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} it {msg}")
-        .expect("valid template")
-        .progress_chars("=> ");
+    let style = match plan.duration {
+        None => ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} it"),
+        Some(_) => ProgressStyle::with_template("{prefix} {spinner} {pos} it, {elapsed} of {msg}"),
+    }
+    .expect("valid template")
+    .progress_chars("=> ");
     let total = cases.len();
     for (n, case) in cases.iter().enumerate() {
         let bar = ProgressBar::new(plan.iterations).with_style(style.clone());
         bar.set_prefix(format!("[{}/{total}] {}", n + 1, case.id()));
+        if let Some(duration) = plan.duration {
+            bar.set_message(format!("{}s", duration.as_secs()));
+            bar.enable_steady_tick(Duration::from_millis(250));
+        }
         let mut command = Command::new(&exe);
         command
             .args(["child", "--case", &case.id()])
@@ -228,6 +268,7 @@ fn soak(args: SoakArgs) -> Result<bool> {
             .args(["--warmup", &plan.warmup.to_string()])
             .args(["--heap-cap", &plan.heap_cap.to_string()])
             .args(["--suspects", &plan.suspects.to_string()])
+            .args(plan.duration.map(|d| format!("--duration={}", d.as_secs())))
             .env("AVSOAK_SAMPLE_INTERVAL", args.sample_interval.to_string())
             .current_dir(std::env::current_dir()?);
         let result = soak::supervise(command, case, &plan, watchdog, &mut |i| bar.set_position(i));
