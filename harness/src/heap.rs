@@ -20,7 +20,9 @@
 //! ```
 
 use std::collections::HashMap;
-use std::ffi::{c_void, CStr, CString};
+#[cfg(feature = "hooks")]
+use std::ffi::CString;
+use std::ffi::{c_void, CStr};
 
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,8 @@
 //! - `soak`: deps, a release build of `avsoak-run`, then `avsoak-run soak` with the
 //!   arguments given (`cargo xtask soak -- --help` lists them).
 //! - `test`: deps, then the whole test suite (nextest, one process per test, because the
-//!   heap counters are process-wide), doc tests, and a build without the heap hooks.
+//!   heap counters are process-wide), doc tests, clippy with warnings denied, and a build
+//!   without the heap hooks.
 
 use std::path::{Path, PathBuf};
 
@@ -123,8 +124,10 @@ impl Deps {
                 cmd!(sh, "apt-get {args...}").run()
             }
         };
-        apt_get(&["update", "-qq"]).context("apt-get update failed")?;
-        let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        // A fresh machine may still be running its own apt jobs: wait for the lock.
+        let lock = "-oDPkg::Lock::Timeout=300";
+        apt_get(&[lock, "update", "-qq"]).context("apt-get update failed")?;
+        let mut install = vec![lock, "install", "-y", "-qq", "--no-install-recommends"];
         install.extend(&missing);
         apt_get(&install)
             .with_context(|| format!("apt-get install failed; to retry by hand: {command}"))?;
@@ -244,10 +247,15 @@ impl Test {
             .run()?;
         }
         cmd!(sh, "cargo test --workspace --release --doc").run()?;
+        cmd!(
+            sh,
+            "cargo clippy --workspace --all-targets --release -- -D warnings"
+        )
+        .run()?;
         // The uninstrumented build must keep compiling.
         cmd!(
             sh,
-            "cargo check --package avsoak-scenarios --no-default-features"
+            "cargo clippy --package avsoak-scenarios --no-default-features --release -- -D warnings"
         )
         .run()?;
         Ok(())
