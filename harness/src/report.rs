@@ -145,6 +145,16 @@ pub struct CaseResult {
     pub samples: Vec<(i64, i64)>,
 }
 
+impl CaseResult {
+    /// Whether the suspects explain something a reader should look at: growth (leak,
+    /// bounded) or a failed outcome. A clean case's suspects are live allocations made
+    /// after warm-up that the workload still legitimately holds; `report.json` keeps
+    /// them, the summary does not show them.
+    pub fn explains_growth(&self) -> bool {
+        matches!(self.verdict, Verdict::Leak | Verdict::Bounded) || self.outcome == Outcome::Fail
+    }
+}
+
 /// Where and with what a run was made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
@@ -321,7 +331,7 @@ impl Report {
         for r in self
             .results
             .iter()
-            .filter(|r| r.error.is_some() || !r.suspects.is_empty())
+            .filter(|r| r.error.is_some() || r.explains_growth() && !r.suspects.is_empty())
         {
             if !any {
                 md.push_str("\n## Details\n");
@@ -331,7 +341,8 @@ impl Report {
             if let Some(error) = &r.error {
                 let _ = writeln!(md, "- {}", error);
             }
-            for s in r.suspects.iter().take(3) {
+            let shown = if r.explains_growth() { 3 } else { 0 };
+            for s in r.suspects.iter().take(shown) {
                 let _ = writeln!(
                     md,
                     "- ~{} in ~{} blocks (sampled, {} samples): `{}`",
