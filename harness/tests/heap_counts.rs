@@ -235,3 +235,24 @@ fn mallinfo_cross_check_moves_with_the_counters() {
     );
     drop(kept);
 }
+
+#[inline(never)]
+fn one_small_block() -> Box<[u8; 100]> {
+    black_box(Box::new([3u8; 100]))
+}
+
+#[test]
+fn a_new_sampling_interval_applies_at_the_next_allocation() {
+    // A countdown drawn for an enormous interval would, if kept, never sample again.
+    heap::set_sample_interval(1 << 40);
+    black_box(vec![0u8; 64]);
+    heap::set_sample_interval(1);
+    heap::set_epoch(3);
+    let kept = one_small_block();
+    let suspects = heap::suspects(3, 10);
+    assert!(
+        suspects.iter().any(|s| s.frames.iter().any(|f| f.contains("one_small_block"))),
+        "{suspects:?}"
+    );
+    drop(kept);
+}

@@ -69,6 +69,8 @@ static TABLE: Table = Table([SLOT; TABLE_SLOTS]);
 thread_local! {
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
     static COUNTDOWN: Cell<i64> = const { Cell::new(UNSET) };
+    /// The interval COUNTDOWN was drawn for: a new interval takes effect at once.
+    static DRAWN_FOR: Cell<u64> = const { Cell::new(0) };
     static RNG: Cell<u64> = const { Cell::new(0) };
 }
 
@@ -99,8 +101,8 @@ pub fn sample_interval() -> u64 {
     INTERVAL.load(Ordering::Relaxed)
 }
 
-/// Sets the mean sampling interval in bytes (0 turns sampling off). Threads pick up the
-/// new mean at their next draw.
+/// Sets the mean sampling interval in bytes (0 turns sampling off). Every thread redraws
+/// its countdown at its next allocation, so the new mean applies from then on.
 pub fn set_sample_interval(bytes: u64) {
     INTERVAL.store(bytes, Ordering::Relaxed);
 }
@@ -220,7 +222,10 @@ pub(crate) fn on_alloc(ptr: usize, size: usize) {
     let due = COUNTDOWN
         .try_with(|countdown| {
             let mut left = countdown.get();
-            if left == UNSET {
+            let drawn_for = DRAWN_FOR
+                .try_with(|d| d.replace(interval))
+                .unwrap_or(interval);
+            if left == UNSET || drawn_for != interval {
                 left = draw(interval);
             }
             left -= size as i64;

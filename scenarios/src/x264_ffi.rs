@@ -19,6 +19,22 @@ pub enum X264Error {
         /// Tune given.
         tune: String,
     },
+    /// A size or frame rate x264 would reject, refused before calling it: libx264 164
+    /// leaks 3 blocks (184 bytes) on every `x264_encoder_open` that fails validation.
+    #[error(
+        "invalid encoder settings {width}x{height} at {fps_num}/{fps_den} fps (expected even \
+         width and height from {MIN_SIDE} to {MAX_SIDE} and a positive frame rate)"
+    )]
+    InvalidSettings {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// Frame rate numerator.
+        fps_num: u32,
+        /// Frame rate denominator.
+        fps_den: u32,
+    },
     /// `x264_encoder_open` returned NULL.
     #[error("x264_encoder_open failed for {width}x{height} at {fps_num}/{fps_den} fps")]
     Open {
@@ -99,9 +115,28 @@ impl EncoderConfig {
     }
 }
 
+/// Smallest encoder side accepted.
+pub const MIN_SIDE: u32 = 2;
+/// Largest encoder side accepted.
+pub const MAX_SIDE: u32 = 16384;
+
 /// Opens an x264 encoder producing Annex B with headers repeated on keyframes, logging
-/// warnings and errors only.
+/// warnings and errors only. Sizes and rates x264 would reject are refused first (see
+/// [`X264Error::InvalidSettings`]).
 pub fn open_encoder(config: &EncoderConfig) -> Result<x264::Encoder, X264Error> {
+    let side_ok = |v: u32| v % 2 == 0 && (MIN_SIDE..=MAX_SIDE).contains(&v);
+    if !side_ok(config.width)
+        || !side_ok(config.height)
+        || config.fps_num == 0
+        || config.fps_den == 0
+    {
+        return Err(X264Error::InvalidSettings {
+            width: config.width,
+            height: config.height,
+            fps_num: config.fps_num,
+            fps_den: config.fps_den,
+        });
+    }
     let mut param = MaybeUninit::<sys::x264_param_t>::uninit();
     // SAFETY: x264_param_default_preset fully initialises `param` when it returns 0;
     // preset and tune are NUL-terminated static strings.
