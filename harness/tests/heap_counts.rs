@@ -251,7 +251,9 @@ fn a_new_sampling_interval_applies_at_the_next_allocation() {
     let kept = one_small_block();
     let suspects = heap::suspects(3, 10);
     assert!(
-        suspects.iter().any(|s| s.frames.iter().any(|f| f.contains("one_small_block"))),
+        suspects
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f.contains("one_small_block"))),
         "{suspects:?}"
     );
     drop(kept);

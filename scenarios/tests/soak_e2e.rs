@@ -10,10 +10,22 @@ fn runner() -> Command {
     Command::new(env!("CARGO_BIN_EXE_avsoak-run"))
 }
 
-fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// Runs `avsoak-run soak ARGS --out <tmp>/NAME` with `env` set; returns the exit code,
+/// the run folder and its `report.json`.
+fn soak(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, PathBuf, Value) {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&out);
+    let status = runner()
+        .arg("soak")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .envs(env.iter().copied())
+        .status()
+        .unwrap();
+    let report =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    (status.code(), out, report)
 }
 
 fn result<'a>(report: &'a Value, id: &str) -> &'a Value {
@@ -27,28 +39,21 @@ fn result<'a>(report: &'a Value, id: &str) -> &'a Value {
 
 #[test]
 fn picture_pool_controls_are_flagged_and_clean_twins_pass() {
-    let out = out_dir("e2e-picture-pool");
-    let status = runner()
-        .args([
-            "soak",
+    let (code, out, report) = soak(
+        "e2e-picture-pool",
+        &[
             "--scenario",
             "picture-pool",
             "--iterations",
             "60",
             "--warmup",
             "20",
-        ])
-        .args([
             "--variant",
             "pooled,per-frame-alloc-clean,per-frame-alloc-leak,clean-after-repoint",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "every outcome must pass: {status}");
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "every outcome must pass");
     assert_eq!(report["schema"], "avsoak.report/1");
     assert!(
         report["provenance"]["libs"]["x264"]
@@ -116,27 +121,19 @@ fn picture_pool_controls_are_flagged_and_clean_twins_pass() {
 
 #[test]
 fn the_heap_cap_stops_a_runaway_leak() {
-    let out = out_dir("e2e-cap");
-    let status = runner()
-        .args([
-            "soak",
+    let (code, _, report) = soak(
+        "e2e-cap",
+        &[
             "--variant",
             "per-frame-alloc-leak",
             "--iterations",
             "400",
             "--heap-cap",
             "150000000",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "a capped leak control still passes: {status}"
+        ],
+        &[],
     );
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(code, Some(0), "a capped leak control still passes");
     let capped = result(&report, "picture-pool/per-frame-alloc-leak/1280x720");
     assert_eq!(capped["verdict"], "leak");
     let error = capped["error"].as_str().unwrap();
@@ -174,21 +171,12 @@ fn bad_arguments_name_the_value() {
 fn an_uninstrumentable_child_is_an_error_not_a_verdict() {
     // With a preloaded allocator the child refuses to judge; the suite still finishes and
     // writes its report.
-    let out = out_dir("e2e-refusal");
-    let output = runner()
-        .args(["soak", "--variant", "pooled", "--iterations", "40"])
-        .arg("--out")
-        .arg(&out)
-        .env("LD_PRELOAD", "libc_malloc_debug.so.0")
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "a refused case fails the run"
+    let (code, _, report) = soak(
+        "e2e-refusal",
+        &["--variant", "pooled", "--iterations", "40"],
+        &[("LD_PRELOAD", "libc_malloc_debug.so.0")],
     );
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(code, Some(1), "a refused case fails the run");
     for r in report["results"].as_array().unwrap() {
         assert_eq!(r["verdict"], "error");
         assert!(
