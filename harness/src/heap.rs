@@ -134,11 +134,6 @@ pub fn reset_peak() {
     avsoak_hooks::reset_peak();
 }
 
-/// Whether the hooks are compiled into this binary.
-pub const fn built_in() -> bool {
-    cfg!(feature = "hooks")
-}
-
 /// Verifies that the counters see every allocation of the process: the hooks are built
 /// in, their constructor ran, every allocation symbol resolves to them, no preloaded
 /// library brings its own `malloc`, and a test allocation through the resolved `malloc`

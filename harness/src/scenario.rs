@@ -40,8 +40,6 @@ pub struct Case {
     pub params: BTreeMap<String, String>,
     /// What the variant must do for the outcome to pass.
     pub expect: Expect,
-    /// Frames pushed through the pipeline per iteration (for frames/s).
-    pub frames_per_iter: u64,
     /// One line on what the variant does.
     pub about: String,
 }

@@ -478,16 +478,12 @@ pub fn supervise(
             }
             Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                let reached = collected.samples.last().map_or(0, |s| s.i + 1);
                 let why = if Instant::now() - started >= watchdog.total {
                     format!("ran past the {}s limit", watchdog.total.as_secs())
                 } else {
                     format!("no progress for {}s", watchdog.stall.as_secs())
                 };
-                collected.hang = Some(format!(
-                    "{why}; last iteration reached {reached} of {}",
-                    plan.iterations
-                ));
+                collected.hang = Some(format!("{why} {}", collected.progress(plan)));
                 kill_group(child.id());
                 break;
             }
@@ -505,6 +501,19 @@ fn kill_group(pid: u32) {
     // SAFETY: signals the process group led by our own child (its pgid is its pid, set
     // by `process_group(0)`); ESRCH when the group is already gone is harmless.
     unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+}
+
+impl Collected {
+    /// Where the child had got to, for messages: `during set-up`, or `after N of M
+    /// iterations` (`after N iterations` for a timed soak).
+    fn progress(&self, plan: &Plan) -> String {
+        let reached = self.samples.last().map_or(0, |s| s.i + 1);
+        match (self.started, plan.duration) {
+            (false, _) => "during set-up".to_owned(),
+            (true, None) => format!("after {reached} of {} iterations", plan.iterations),
+            (true, Some(_)) => format!("after {reached} iterations"),
+        }
+    }
 }
 
 fn tail_of(mut stream: impl Read, keep: usize) -> String {
@@ -623,9 +632,9 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
         (
             Verdict::Crash,
             Some(format!(
-                "killed by {} after {reached} of {} iterations{stderr_hint}",
+                "killed by {} {}{stderr_hint}",
                 signal_name(signal),
-                plan.iterations
+                c.progress(plan)
             )),
         )
     } else if let Some(hang) = c.hang {
@@ -645,9 +654,9 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
         (
             Verdict::Error,
             Some(format!(
-                "child ended without a result (exit code {}) after {reached} of {} iterations{stderr_hint}",
+                "child ended without a result (exit code {}) {}{stderr_hint}",
                 code.map_or("none".into(), |c| c.to_string()),
-                plan.iterations
+                c.progress(plan)
             )),
         )
     } else {

@@ -72,7 +72,6 @@ fn case() -> Case {
         variant: "v".into(),
         params: BTreeMap::new(),
         expect: Expect::Clean,
-        frames_per_iter: 2,
         about: String::new(),
     }
 }

@@ -15,7 +15,6 @@ fn case(expect: Expect) -> Case {
         variant: "script".into(),
         params: Default::default(),
         expect,
-        frames_per_iter: 1,
         about: "a shell script speaking the child protocol".into(),
     }
 }
@@ -178,7 +177,7 @@ fn silence_is_a_hang_with_the_last_iteration_reached() {
     );
     assert_eq!(
         r.error.unwrap(),
-        "no progress for 2s; last iteration reached 12 of 60"
+        "no progress for 2s after 12 of 60 iterations"
     );
 }
 
@@ -264,4 +263,11 @@ fn the_warm_up_the_child_announces_is_the_one_judged() {
         "{r:?}"
     );
     assert_eq!(r.sampling.map(|s| s.interval_bytes), Some(524_288));
+}
+
+#[test]
+fn a_crash_before_the_first_iteration_says_it_was_set_up() {
+    let r = supervise_script(&[], "kill -SEGV $$\n", Expect::Clean);
+    assert_eq!(r.verdict, Verdict::Crash);
+    assert_eq!(r.error.unwrap(), "killed by SIGSEGV during set-up");
 }

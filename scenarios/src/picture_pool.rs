@@ -126,11 +126,6 @@ impl Scenario for PicturePool {
                     variant: mode.name().to_owned(),
                     params: BTreeMap::from([("size".to_owned(), format!("{w}x{h}"))]),
                     expect: mode.expect(),
-                    frames_per_iter: if mode == Mode::ResolutionSwitch {
-                        SEGMENT_FRAMES
-                    } else {
-                        1
-                    },
                     about: mode.about().to_owned(),
                 });
             }

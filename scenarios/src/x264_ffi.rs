@@ -124,7 +124,7 @@ pub const MAX_SIDE: u32 = 16384;
 /// warnings and errors only. Sizes and rates x264 would reject are refused first (see
 /// [`X264Error::InvalidSettings`]).
 pub fn open_encoder(config: &EncoderConfig) -> Result<x264::Encoder, X264Error> {
-    let side_ok = |v: u32| v % 2 == 0 && (MIN_SIDE..=MAX_SIDE).contains(&v);
+    let side_ok = |v: u32| v.is_multiple_of(2) && (MIN_SIDE..=MAX_SIDE).contains(&v);
     if !side_ok(config.width)
         || !side_ok(config.height)
         || config.fps_num == 0
