@@ -223,6 +223,16 @@ struct Test {
 impl Test {
     fn run(self, sh: &Shell) -> Result<()> {
         Deps { check: false }.run(sh)?;
+        // Lints and doc tests first, the test suite last: its summary closes the output.
+        cmd!(
+            sh,
+            "cargo clippy --workspace --all-targets --release -- -D warnings"
+        )
+        .run()?;
+        // The uninstrumented build must keep compiling, warning-free.
+        cmd!(sh, "cargo clippy --package avsoak-scenarios --no-default-features --release -- -D warnings")
+            .run()?;
+        cmd!(sh, "cargo test --workspace --release --doc").run()?;
         let args = self.args;
         // Release profile: the soak runner the tests start is the one `soak` uses, and
         // one build serves both.
@@ -246,18 +256,6 @@ impl Test {
             )
             .run()?;
         }
-        cmd!(sh, "cargo test --workspace --release --doc").run()?;
-        cmd!(
-            sh,
-            "cargo clippy --workspace --all-targets --release -- -D warnings"
-        )
-        .run()?;
-        // The uninstrumented build must keep compiling.
-        cmd!(
-            sh,
-            "cargo clippy --package avsoak-scenarios --no-default-features --release -- -D warnings"
-        )
-        .run()?;
         Ok(())
     }
 }
