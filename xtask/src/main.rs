@@ -49,7 +49,18 @@ enum Task {
     Test(Test),
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain, without a backtrace: these are the user's errors.
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(workspace_root());
     match Cli::parse().task {
