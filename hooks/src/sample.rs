@@ -23,7 +23,6 @@ const MAX_PROBE: usize = 64;
 const EMPTY: usize = 0;
 const TOMBSTONE: usize = 1;
 const DEFAULT_INTERVAL: u64 = 512 * 1024;
-const UNSET: i64 = i64::MIN;
 
 static INTERVAL: AtomicU64 = AtomicU64::new(DEFAULT_INTERVAL);
 static EPOCH: AtomicU64 = AtomicU64::new(0);
@@ -68,9 +67,10 @@ static TABLE: Table = Table([SLOT; TABLE_SLOTS]);
 
 thread_local! {
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
-    static COUNTDOWN: Cell<i64> = const { Cell::new(UNSET) };
-    /// The interval COUNTDOWN was drawn for: a new interval takes effect at once.
-    static DRAWN_FOR: Cell<u64> = const { Cell::new(0) };
+    /// Bytes left before the next sample, and the interval they were drawn for. A
+    /// different current interval (or 0, never yet drawn: sampling with interval 0 never
+    /// gets here) means a fresh draw, so a new interval takes effect at once.
+    static COUNTDOWN: Cell<(i64, u64)> = const { Cell::new((0, 0)) };
     static RNG: Cell<u64> = const { Cell::new(0) };
 }
 
@@ -221,19 +221,16 @@ pub(crate) fn on_alloc(ptr: usize, size: usize) {
     }
     let due = COUNTDOWN
         .try_with(|countdown| {
-            let mut left = countdown.get();
-            let drawn_for = DRAWN_FOR
-                .try_with(|d| d.replace(interval))
-                .unwrap_or(interval);
-            if left == UNSET || drawn_for != interval {
+            let (mut left, drawn_for) = countdown.get();
+            if drawn_for != interval {
                 left = draw(interval);
             }
             left -= size as i64;
             if left > 0 {
-                countdown.set(left);
+                countdown.set((left, interval));
                 false
             } else {
-                countdown.set(draw(interval));
+                countdown.set((draw(interval), interval));
                 true
             }
         })
