@@ -97,13 +97,12 @@ impl Plan {
             return Err(PlanError::ZeroDuration);
         }
         let judged = self.iterations.saturating_sub(self.warmup);
-        let min = MIN_JUDGED;
-        if judged < min {
+        if judged < MIN_JUDGED {
             return Err(PlanError::TooShort {
                 iterations: self.iterations,
                 warmup: self.warmup,
                 judged,
-                min,
+                min: MIN_JUDGED,
             });
         }
         Ok(())
@@ -504,10 +503,15 @@ fn kill_group(pid: u32) {
 }
 
 impl Collected {
+    /// Iterations the child completed.
+    fn reached(&self) -> u64 {
+        self.samples.last().map_or(0, |s| s.i + 1)
+    }
+
     /// Where the child had got to, for messages: `during set-up`, or `after N of M
     /// iterations` (`after N iterations` for a timed soak).
     fn progress(&self, plan: &Plan) -> String {
-        let reached = self.samples.last().map_or(0, |s| s.i + 1);
+        let reached = self.reached();
         match (self.started, plan.duration) {
             (false, _) => "during set-up".to_owned(),
             (true, None) => format!("after {reached} of {} iterations", plan.iterations),
@@ -627,7 +631,7 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
     let stderr_hint = last_line(&c.stderr_tail)
         .map(|l| format!(" (stderr: {l})"))
         .unwrap_or_default();
-    let reached = c.samples.last().map_or(0, |s| s.i + 1);
+    let reached = c.reached();
     let (verdict, error) = if let Some(signal) = signal.filter(|_| c.hang.is_none()) {
         (
             Verdict::Crash,
