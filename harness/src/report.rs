@@ -146,12 +146,18 @@ pub struct CaseResult {
 }
 
 impl CaseResult {
-    /// Whether the suspects explain something a reader should look at: growth (leak,
-    /// bounded) or a failed outcome. A clean case's suspects are live allocations made
-    /// after warm-up that the workload still legitimately holds; `report.json` keeps
-    /// them, the summary does not show them.
-    pub fn explains_growth(&self) -> bool {
-        matches!(self.verdict, Verdict::Leak | Verdict::Bounded) || self.outcome == Outcome::Fail
+    /// Suspect stacks the summary shows: the top three where they explain something a
+    /// reader should look at (growth: leak, bounded; or a failed outcome), none
+    /// otherwise. A clean case's suspects are live allocations made after warm-up that
+    /// the workload still legitimately holds; `report.json` keeps them all.
+    pub fn summary_suspects(&self) -> &[Suspect] {
+        let explains = matches!(self.verdict, Verdict::Leak | Verdict::Bounded)
+            || self.outcome == Outcome::Fail;
+        if explains {
+            &self.suspects[..self.suspects.len().min(3)]
+        } else {
+            &[]
+        }
     }
 }
 
@@ -331,7 +337,7 @@ impl Report {
         for r in self
             .results
             .iter()
-            .filter(|r| r.error.is_some() || r.explains_growth() && !r.suspects.is_empty())
+            .filter(|r| r.error.is_some() || !r.summary_suspects().is_empty())
         {
             if !any {
                 md.push_str("\n## Details\n");
@@ -341,8 +347,7 @@ impl Report {
             if let Some(error) = &r.error {
                 let _ = writeln!(md, "- {}", error);
             }
-            let shown = if r.explains_growth() { 3 } else { 0 };
-            for s in r.suspects.iter().take(shown) {
+            for s in r.summary_suspects() {
                 let _ = writeln!(
                     md,
                     "- ~{} in ~{} blocks (sampled, {} samples): `{}`",
