@@ -213,11 +213,6 @@ impl PictureWorkload {
         })
     }
 
-    /// What has come out of the encoder so far.
-    pub fn sink(&self) -> &Sink {
-        &self.sink
-    }
-
     /// Flushes and closes the encoder, returning everything it produced.
     pub fn finish(mut self) -> Result<Sink, BoxError> {
         if let Some(encoder) = self.encoder.take() {

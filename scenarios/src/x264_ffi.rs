@@ -322,11 +322,6 @@ impl AllocatedPicture {
         Ok(AllocatedPicture { raw, width, height })
     }
 
-    /// Width and height.
-    pub fn size(&self) -> (u32, u32) {
-        (self.width, self.height)
-    }
-
     fn plane_len(&self, i: usize) -> usize {
         let rows = if i == 0 { self.height } else { self.height / 2 } as usize;
         self.raw.img.i_stride[i] as usize * rows
