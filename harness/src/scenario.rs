@@ -42,6 +42,11 @@ pub struct Case {
     pub expect: Expect,
     /// One line on what the variant does.
     pub about: String,
+    /// A denser stack-sampling interval (bytes) this case needs: a control whose leak is
+    /// a few hundred bytes per iteration would otherwise show no suspect at the default.
+    /// The runner uses the smaller of this and its own interval (0, off, stays off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_interval: Option<u64>,
 }
 
 impl Case {

@@ -73,6 +73,7 @@ fn case() -> Case {
         params: BTreeMap::new(),
         expect: Expect::Clean,
         about: String::new(),
+        sample_interval: None,
     }
 }
 

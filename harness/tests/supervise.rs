@@ -16,6 +16,7 @@ fn case(expect: Expect) -> Case {
         params: Default::default(),
         expect,
         about: "a shell script speaking the child protocol".into(),
+        sample_interval: None,
     }
 }
 

@@ -19,12 +19,15 @@ use std::collections::BTreeMap;
 
 use avsoak_harness::scenario::Scenario;
 
+pub mod avio;
+pub mod avio_memory;
+pub mod media;
 pub mod picture_pool;
 pub mod x264_ffi;
 
 /// Every registered scenario, in report order.
 pub fn all() -> Vec<&'static dyn Scenario> {
-    vec![&picture_pool::PicturePool]
+    vec![&picture_pool::PicturePool, &avio_memory::AvioMemory]
 }
 
 /// The scenario called `name`.

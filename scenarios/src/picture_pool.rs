@@ -99,6 +99,10 @@ impl Mode {
         }
     }
 
+    fn sample_interval(self) -> Option<u64> {
+        None
+    }
+
     fn from_name(name: &str) -> Option<Mode> {
         Mode::ALL.into_iter().find(|m| m.name() == name)
     }
@@ -127,6 +131,7 @@ impl Scenario for PicturePool {
                     params: BTreeMap::from([("size".to_owned(), format!("{w}x{h}"))]),
                     expect: mode.expect(),
                     about: mode.about().to_owned(),
+                    sample_interval: mode.sample_interval(),
                 });
             }
         }

@@ -269,7 +269,12 @@ fn soak(args: SoakArgs) -> Result<bool> {
             .args(["--heap-cap", &plan.heap_cap.to_string()])
             .args(["--suspects", &plan.suspects.to_string()])
             .args(plan.duration.map(|d| format!("--duration={}", d.as_secs())))
-            .env("AVSOAK_SAMPLE_INTERVAL", args.sample_interval.to_string())
+            .env(
+                "AVSOAK_SAMPLE_INTERVAL",
+                case.sample_interval
+                    .map_or(args.sample_interval, |i| i.min(args.sample_interval))
+                    .to_string(),
+            )
             .current_dir(std::env::current_dir()?);
         let result = soak::supervise(command, case, &plan, watchdog, &mut |i| bar.set_position(i));
         bar.finish_and_clear();
