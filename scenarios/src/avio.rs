@@ -194,6 +194,9 @@ pub enum Teardown {
     NeverFreeBuffer,
     /// Frees the buffer but forgets `avio_context_free`.
     SkipContextFree,
+    /// Frees neither: the custom-I/O branch of a teardown skips `avio_closep` (right: it
+    /// is not a URL context) and frees nothing in its place.
+    FreeNothing,
 }
 
 /// What the callbacks share with the owner.
@@ -421,13 +424,13 @@ impl<S> Avio<S> {
         }
     }
 
-    /// Frees the context and buffer and returns the stream.
+    /// Frees the context and buffer (as the teardown says) and returns the stream.
     pub fn into_inner(self) -> S {
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: `this` is never used again and its Drop does not run; the context and
-        // buffer are freed exactly once here, and the state box is taken back whole.
+        // buffer are released exactly once here, and the state box is taken back whole.
         unsafe {
-            release(this.ctx.as_ptr(), this.passed_buffer, Teardown::Correct);
+            release(this.ctx.as_ptr(), this.passed_buffer, this.teardown);
             Box::from_raw(this.state.as_ptr()).stream
         }
     }
@@ -454,6 +457,7 @@ unsafe fn release(ctx: *mut ffi::AVIOContext, passed: *mut u8, teardown: Teardow
                 ffi::avio_context_free(&mut ctx);
             }
             Teardown::NeverFreeBuffer => ffi::avio_context_free(&mut ctx),
+            Teardown::FreeNothing => {}
             Teardown::SkipContextFree => {
                 ffi::av_freep(ptr::addr_of_mut!((*ctx).buffer).cast());
             }
@@ -1105,6 +1109,11 @@ impl<W> Muxer<W> {
     /// What the write/seek callbacks did so far.
     pub fn io_stats(&self) -> IoStats {
         self.io.as_ref().map(Avio::stats).unwrap_or_default()
+    }
+
+    /// Chooses how the I/O context is torn down (for positive controls).
+    pub fn set_teardown(&mut self, teardown: Teardown) {
+        self.io_mut().set_teardown(teardown);
     }
 
     /// The stream, e.g. to see what arrived so far.

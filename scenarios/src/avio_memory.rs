@@ -173,32 +173,13 @@ impl Scenario for AvioMemory {
         let container = Container::from_name(container).ok_or_else(|| {
             format!("invalid container {container:?} (expected mp4, fmp4, mpegts or matroska)")
         })?;
-        let buffer = parse_buffer(param(case, "buffer", "32k")?)?;
+        let buffer = crate::parse_bytes(param(case, "buffer", "32k")?)?;
         Ok(Box::new(AvioWorkload::new(mode, container, buffer)?))
     }
 }
 
 fn param<'a>(case: &'a Case, key: &str, default: &'a str) -> Result<&'a str, BoxError> {
     Ok(case.params.get(key).map(String::as_str).unwrap_or(default))
-}
-
-/// Parses a byte size: `4096`, `4k`, `32k`, `1m`.
-pub fn parse_buffer(text: &str) -> Result<usize, BoxError> {
-    let lower = text.to_ascii_lowercase();
-    let (digits, unit) = match lower.strip_suffix('k') {
-        Some(d) => (d, 1 << 10),
-        None => match lower.strip_suffix('m') {
-            Some(d) => (d, 1 << 20),
-            None => (lower.as_str(), 1),
-        },
-    };
-    digits
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(|| {
-            format!("invalid buffer size {text:?} (expected bytes, e.g. 4096, 32k or 1m)").into()
-        })
 }
 
 /// What one read of a container gave.

@@ -21,13 +21,18 @@ use avsoak_harness::scenario::Scenario;
 
 pub mod avio;
 pub mod avio_memory;
+pub mod fmp4_mux;
 pub mod media;
 pub mod picture_pool;
 pub mod x264_ffi;
 
 /// Every registered scenario, in report order.
 pub fn all() -> Vec<&'static dyn Scenario> {
-    vec![&picture_pool::PicturePool, &avio_memory::AvioMemory]
+    vec![
+        &picture_pool::PicturePool,
+        &avio_memory::AvioMemory,
+        &fmp4_mux::Fmp4Mux,
+    ]
 }
 
 /// The scenario called `name`.
@@ -52,6 +57,25 @@ pub fn library_versions() -> BTreeMap<String, String> {
     libs.insert("libavformat".to_owned(), version(avformat));
     libs.insert("libavutil".to_owned(), version(avutil));
     libs
+}
+
+/// Parses a byte size as case parameters write it: `4096`, `4k`, `32k`, `1m`, `5m`.
+pub fn parse_bytes(text: &str) -> Result<usize, avsoak_harness::scenario::BoxError> {
+    let lower = text.to_ascii_lowercase();
+    let (digits, unit) = match lower.strip_suffix('k') {
+        Some(d) => (d, 1 << 10),
+        None => match lower.strip_suffix('m') {
+            Some(d) => (d, 1 << 20),
+            None => (lower.as_str(), 1),
+        },
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| {
+            format!("invalid byte size {text:?} (expected bytes, e.g. 4096, 32k or 5m)").into()
+        })
 }
 
 /// `rustc --version` of the compiler that built this crate.

@@ -1,0 +1,591 @@
+//! `fmp4-mux`: fragmented MP4 to sinks that cannot seek (seeds/avio-s3-streaming-fmp4.md).
+//!
+//! An object store takes a stream only as a multipart upload: the muxer writes forward,
+//! never back. Plain MP4 patches its `moov` at the end and FFmpeg refuses ("muxer does
+//! not support non seekable output"); fragmented MP4 works.
+//!
+//! | variant | each iteration | expect |
+//! |---|---|---|
+//! | `fragmented` | a whole fMP4 of the clip written to a sink without a seek callback | clean |
+//! | `plain-mp4` | plain MP4 to the same sink: must be refused with [`AvioError::NeedsSeekableOutput`] | clean |
+//! | `multipart` | a live camera → x264 → fMP4 → multipart sink; one GOP (one fragment) per iteration; a new object every [`OBJECT_FRAGMENTS`] fragments | clean |
+//! | `endless-stream` | the same live stream cut into low-latency chunks of 5 frames, never finished | leak |
+//! | `segment-skips-io-free` | a whole fMP4 per iteration; teardown frees nothing of the custom I/O | leak |
+//!
+//! `endless-stream` is a positive control found by this scenario: FFmpeg's MP4 muxer
+//! keeps one index entry (40 B, for the `mfra` box written with the trailer) per fragment
+//! for as long as the stream lives, so one fMP4 stream that is never finished grows
+//! without bound. A live uploader rotates objects, as `multipart` does (an S3 multipart
+//! upload is limited to 10,000 parts anyway).
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
+use ffmpeg_next as ffmpeg;
+
+use crate::avio::{Avio, AvioError, Muxer, Teardown, VideoStreamSpec, FRAGMENTED_MOVFLAGS};
+use crate::media::{self, Clip, Container, EncodedClip, LiveEncoder, MediaError};
+
+/// AVIO buffer of every case.
+pub const BUFFER: usize = 32 << 10;
+/// Smallest part size a [`MultipartSink`] accepts.
+pub const MIN_PART: usize = 1 << 10;
+/// S3's minimum part size (all parts but the last), the default.
+pub const S3_PART: usize = 5 << 20;
+/// Fragments per object in `multipart` (30 s of a 1-s GOP).
+pub const OBJECT_FRAGMENTS: u32 = 30;
+
+/// What a variant does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A whole fMP4 per iteration to a non-seekable sink.
+    Fragmented,
+    /// Plain MP4 to a non-seekable sink: refused.
+    PlainMp4,
+    /// A live fMP4 stream into a multipart sink, rotating objects.
+    Multipart,
+    /// Control: a live fMP4 stream in 5-frame chunks, never finished.
+    EndlessStream,
+    /// Control: a whole fMP4 per iteration, custom I/O never freed.
+    SegmentSkipsIoFree,
+}
+
+impl Mode {
+    /// Every mode, in report order.
+    pub const ALL: [Mode; 5] = [
+        Mode::Fragmented,
+        Mode::PlainMp4,
+        Mode::Multipart,
+        Mode::EndlessStream,
+        Mode::SegmentSkipsIoFree,
+    ];
+
+    /// The variant name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Fragmented => "fragmented",
+            Mode::PlainMp4 => "plain-mp4",
+            Mode::Multipart => "multipart",
+            Mode::EndlessStream => "endless-stream",
+            Mode::SegmentSkipsIoFree => "segment-skips-io-free",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    fn about(self) -> &'static str {
+        match self {
+            Mode::Fragmented => {
+                "whole fMP4 (frag_keyframe+empty_moov+default_base_moof) to a sink that cannot seek"
+            }
+            Mode::PlainMp4 => "plain MP4 to a sink that cannot seek: refused with a clear error",
+            Mode::Multipart => {
+                "live camera -> x264 -> fMP4 -> multipart sink, a fragment per iteration, objects rotated"
+            }
+            Mode::EndlessStream => {
+                "control: live fMP4 in 5-frame chunks never finished; the muxer keeps an index entry per chunk"
+            }
+            Mode::SegmentSkipsIoFree => {
+                "control: fMP4 segment whose teardown frees none of the custom I/O"
+            }
+        }
+    }
+
+    fn expect(self) -> Expect {
+        match self {
+            Mode::SegmentSkipsIoFree | Mode::EndlessStream => Expect::Leak,
+            _ => Expect::Clean,
+        }
+    }
+
+    fn parts(self) -> Vec<&'static str> {
+        match self {
+            Mode::Multipart => vec!["5m", "256k"],
+            _ => vec![],
+        }
+    }
+}
+
+/// The scenario.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fmp4Mux;
+
+impl Scenario for Fmp4Mux {
+    fn name(&self) -> &'static str {
+        "fmp4-mux"
+    }
+
+    fn about(&self) -> &'static str {
+        "fragmented MP4 to sinks that cannot seek: refused plain MP4, multipart upload"
+    }
+
+    fn cases(&self) -> Vec<Case> {
+        let case = |mode: Mode, params: BTreeMap<String, String>| Case {
+            scenario: self.name().to_owned(),
+            variant: mode.name().to_owned(),
+            params,
+            expect: mode.expect(),
+            about: mode.about().to_owned(),
+            // The endless stream grows ~200 B per iteration, in one block.
+            sample_interval: (mode == Mode::EndlessStream).then_some(512),
+        };
+        let mut cases = Vec::new();
+        for mode in Mode::ALL {
+            let parts = mode.parts();
+            if parts.is_empty() {
+                cases.push(case(mode, BTreeMap::new()));
+            }
+            for part in parts {
+                cases.push(case(
+                    mode,
+                    BTreeMap::from([("part".to_owned(), part.to_owned())]),
+                ));
+            }
+        }
+        cases
+    }
+
+    fn start(&self, case: &Case) -> Result<Box<dyn Workload>, BoxError> {
+        let mode = Mode::from_name(&case.variant)
+            .ok_or_else(|| format!("unknown fmp4-mux variant {:?}", case.variant))?;
+        ffmpeg::init()?;
+        ffmpeg::log::set_level(ffmpeg::log::Level::Error);
+        Ok(match mode {
+            Mode::Multipart => {
+                let part =
+                    crate::parse_bytes(case.params.get("part").map_or("5m", String::as_str))?;
+                let plan = StreamPlan {
+                    chunk_frames: Clip::STANDARD.keyint,
+                    rotate_every: Some(OBJECT_FRAGMENTS),
+                };
+                Box::new(LiveStream::new(
+                    Clip::STANDARD,
+                    MultipartSink::counting(part)?,
+                    plan,
+                )?)
+            }
+            Mode::EndlessStream => {
+                let plan = StreamPlan {
+                    chunk_frames: 5,
+                    rotate_every: None,
+                };
+                Box::new(LiveStream::new(
+                    Clip::STANDARD,
+                    MultipartSink::counting(S3_PART)?,
+                    plan,
+                )?)
+            }
+            _ => Box::new(SegmentWorkload::new(mode)?),
+        })
+    }
+}
+
+/// Where finished parts go.
+#[derive(Debug)]
+enum Parts {
+    /// Count them (soaks): the part buffer is reused, nothing is allocated per part.
+    Counting,
+    /// Keep them (tests): the parts of finished objects, and of the open one.
+    Keeping {
+        objects: Vec<Vec<Vec<u8>>>,
+        open: Vec<Vec<u8>>,
+    },
+}
+
+/// A sink that takes a stream as an object store's multipart upload does: in parts of
+/// exactly `part_size` bytes, the last part of an object shorter. It cannot seek.
+#[derive(Debug)]
+pub struct MultipartSink {
+    part_size: usize,
+    current: Vec<u8>,
+    parts: Parts,
+    uploaded_parts: u64,
+    uploaded_bytes: u64,
+    objects: u64,
+}
+
+impl MultipartSink {
+    fn new(part_size: usize, parts: Parts) -> Result<Self, BoxError> {
+        if part_size < MIN_PART {
+            return Err(format!(
+                "invalid part size {part_size} bytes (expected at least {MIN_PART}; S3 needs {S3_PART})"
+            )
+            .into());
+        }
+        Ok(MultipartSink {
+            part_size,
+            current: Vec::with_capacity(part_size),
+            parts,
+            uploaded_parts: 0,
+            uploaded_bytes: 0,
+            objects: 0,
+        })
+    }
+
+    /// A sink that counts parts and reuses one part buffer.
+    pub fn counting(part_size: usize) -> Result<Self, BoxError> {
+        MultipartSink::new(part_size, Parts::Counting)
+    }
+
+    /// A sink that keeps every part of every object.
+    pub fn keeping(part_size: usize) -> Result<Self, BoxError> {
+        MultipartSink::new(
+            part_size,
+            Parts::Keeping {
+                objects: Vec::new(),
+                open: Vec::new(),
+            },
+        )
+    }
+
+    fn upload(&mut self) {
+        self.uploaded_parts += 1;
+        self.uploaded_bytes += self.current.len() as u64;
+        match &mut self.parts {
+            Parts::Counting => self.current.clear(),
+            Parts::Keeping { open, .. } => open.push(std::mem::replace(
+                &mut self.current,
+                Vec::with_capacity(self.part_size),
+            )),
+        }
+    }
+
+    /// Uploads the last, shorter part and completes the object; the next byte starts a
+    /// new one.
+    pub fn complete(&mut self) {
+        if !self.current.is_empty() {
+            self.upload();
+        }
+        self.objects += 1;
+        if let Parts::Keeping { objects, open } = &mut self.parts {
+            objects.push(std::mem::take(open));
+        }
+    }
+
+    /// Parts uploaded so far.
+    pub fn uploaded_parts(&self) -> u64 {
+        self.uploaded_parts
+    }
+
+    /// Bytes uploaded so far (the open part excluded).
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.uploaded_bytes
+    }
+
+    /// Objects completed so far.
+    pub fn objects(&self) -> u64 {
+        self.objects
+    }
+
+    /// The parts of every completed object (empty when counting).
+    pub fn into_objects(self) -> Vec<Vec<Vec<u8>>> {
+        match self.parts {
+            Parts::Counting => Vec::new(),
+            Parts::Keeping { objects, .. } => objects,
+        }
+    }
+}
+
+impl Write for MultipartSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = (self.part_size - self.current.len()).min(buf.len());
+        self.current.extend_from_slice(&buf[..n]);
+        if self.current.len() == self.part_size {
+            self.upload();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `clip` as one whole fragmented MP4 to a sink without a seek callback.
+pub fn write_fragmented<W: Write>(
+    clip: &EncodedClip,
+    sink: W,
+    teardown: Teardown,
+) -> Result<W, AvioError> {
+    let mut muxer = Muxer::new(Avio::writer(sink, BUFFER)?, "mp4")?;
+    muxer.set_teardown(teardown);
+    media::write_clip(&mut muxer, clip, &[("movflags", FRAGMENTED_MOVFLAGS)])?;
+    muxer.finish()
+}
+
+/// Tries plain MP4 to a sink without a seek callback: FFmpeg refuses at the header.
+pub fn write_plain_mp4<W: Write>(clip: &EncodedClip, sink: W) -> Result<W, AvioError> {
+    let mut muxer = Muxer::new(Avio::writer(sink, BUFFER)?, "mp4")?;
+    media::write_clip(&mut muxer, clip, &[])?;
+    muxer.finish()
+}
+
+/// A running `fragmented`, `plain-mp4` or `segment-skips-io-free` case.
+#[derive(Debug)]
+pub struct SegmentWorkload {
+    mode: Mode,
+    clip: EncodedClip,
+    out: Vec<u8>,
+}
+
+impl SegmentWorkload {
+    /// Encodes the clip once.
+    pub fn new(mode: Mode) -> Result<Self, BoxError> {
+        Ok(SegmentWorkload {
+            mode,
+            clip: media::encode_clip(Clip::STANDARD)?,
+            out: Vec::new(),
+        })
+    }
+}
+
+impl Workload for SegmentWorkload {
+    fn iterate(&mut self) -> Result<Work, BoxError> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let frames = self.clip.packets.len() as u64;
+        match self.mode {
+            Mode::PlainMp4 => match write_plain_mp4(&self.clip, out) {
+                Err(AvioError::NeedsSeekableOutput { .. }) => Ok(Work {
+                    frames: 0,
+                    bytes: 0,
+                }),
+                Err(e) => Err(format!("plain MP4 failed, but not as refused: {e}").into()),
+                Ok(bytes) => Err(format!(
+                    "plain MP4 to a sink that cannot seek wrote {} bytes instead of being refused",
+                    bytes.len()
+                )
+                .into()),
+            },
+            Mode::Fragmented | Mode::SegmentSkipsIoFree => {
+                let teardown = match self.mode {
+                    Mode::SegmentSkipsIoFree => Teardown::FreeNothing,
+                    _ => Teardown::Correct,
+                };
+                self.out = write_fragmented(&self.clip, out, teardown)?;
+                Ok(Work {
+                    frames,
+                    bytes: self.out.len() as u64,
+                })
+            }
+            Mode::Multipart | Mode::EndlessStream => Err("live streams run as LiveStream".into()),
+        }
+    }
+}
+
+/// How a [`LiveStream`] cuts its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPlan {
+    /// Frames per fragment (a GOP: fragments start on keyframes; fewer: low-latency
+    /// chunks).
+    pub chunk_frames: u32,
+    /// Complete the object and start a new one after this many fragments (`None`: one
+    /// endless object).
+    pub rotate_every: Option<u32>,
+}
+
+/// A live camera → x264 → fMP4 stream into a multipart sink. Each iteration writes one
+/// GOP of packets and ends on a fragment boundary.
+#[derive(Debug)]
+pub struct LiveStream {
+    encoder: LiveEncoder,
+    muxer: Option<Muxer<MultipartSink>>,
+    spec: VideoStreamSpec,
+    stream: usize,
+    plan: StreamPlan,
+    gop: u32,
+    in_chunk: u32,
+    fragments_in_object: u32,
+}
+
+fn open_object(
+    sink: MultipartSink,
+    spec: &VideoStreamSpec,
+) -> Result<(Muxer<MultipartSink>, usize), AvioError> {
+    let mut muxer = Muxer::new(Avio::writer(sink, BUFFER)?, "mp4")?;
+    let stream = muxer.add_video_stream(spec)?;
+    muxer.write_header(&[("movflags", FRAGMENTED_MOVFLAGS)])?;
+    Ok((muxer, stream))
+}
+
+impl LiveStream {
+    /// Opens the encoder and the first object (`ftyp` + empty `moov`).
+    pub fn new(clip: Clip, sink: MultipartSink, plan: StreamPlan) -> Result<Self, BoxError> {
+        if plan.chunk_frames == 0 || clip.keyint % plan.chunk_frames != 0 {
+            return Err(format!(
+                "invalid chunk of {} frames (expected a divisor of the GOP, {} frames)",
+                plan.chunk_frames, clip.keyint
+            )
+            .into());
+        }
+        let encoder = LiveEncoder::new(clip)?;
+        let spec = VideoStreamSpec {
+            codec: ffmpeg::codec::Id::H264,
+            width: clip.width,
+            height: clip.height,
+            time_base: clip.time_base(),
+            frame_rate: ffmpeg::Rational::new(clip.fps as i32, 1),
+            extradata: encoder.extradata().to_vec(),
+        };
+        let (muxer, stream) = open_object(sink, &spec)?;
+        Ok(LiveStream {
+            encoder,
+            muxer: Some(muxer),
+            spec,
+            stream,
+            plan,
+            gop: clip.keyint,
+            in_chunk: 0,
+            fragments_in_object: 0,
+        })
+    }
+
+    fn muxer(&mut self) -> Result<&mut Muxer<MultipartSink>, BoxError> {
+        Ok(self
+            .muxer
+            .as_mut()
+            .ok_or("the stream failed while rotating objects")?)
+    }
+
+    /// The sink, e.g. to see how many parts went out.
+    pub fn sink(&self) -> Option<&MultipartSink> {
+        self.muxer.as_ref().map(Muxer::stream)
+    }
+
+    /// Writes the trailer, completes the object and returns the sink.
+    pub fn finish(mut self) -> Result<MultipartSink, BoxError> {
+        let muxer = self
+            .muxer
+            .take()
+            .ok_or("the stream failed while rotating objects")?;
+        let mut sink = muxer.finish()?;
+        sink.complete();
+        Ok(sink)
+    }
+
+    fn end_fragment(&mut self) -> Result<(), BoxError> {
+        self.muxer()?.flush()?;
+        self.fragments_in_object += 1;
+        if Some(self.fragments_in_object) == self.plan.rotate_every {
+            let muxer = self.muxer.take().ok_or("no open object")?;
+            let mut sink = muxer.finish()?;
+            sink.complete();
+            let (muxer, stream) = open_object(sink, &self.spec)?;
+            self.muxer = Some(muxer);
+            self.stream = stream;
+            self.fragments_in_object = 0;
+        }
+        Ok(())
+    }
+}
+
+impl Workload for LiveStream {
+    fn iterate(&mut self) -> Result<Work, BoxError> {
+        let before = self.muxer()?.io_stats().written_bytes;
+        let mut packets = 0;
+        let mut inputs = 0;
+        // x264 may hold a frame back, so count packets out, not frames in.
+        while packets < self.gop {
+            inputs += 1;
+            if inputs > 2 * self.gop {
+                return Err(format!("x264 gave {packets} packets for {inputs} frames").into());
+            }
+            let stream = self.stream;
+            let muxer = self.muxer.as_mut().ok_or("no open object")?;
+            let wrote = self.encoder.encode_next(|p| {
+                muxer
+                    .write(stream, p.data, p.pts, p.dts, p.key)
+                    .map_err(|source| MediaError::Mux {
+                        container: Container::Fmp4,
+                        source,
+                    })
+            })?;
+            if wrote {
+                packets += 1;
+                self.in_chunk += 1;
+                if self.in_chunk == self.plan.chunk_frames {
+                    self.in_chunk = 0;
+                    self.end_fragment()?;
+                }
+            }
+        }
+        let after = self.muxer()?.io_stats().written_bytes;
+        Ok(Work {
+            frames: u64::from(packets),
+            // A rotation restarts the counters of the new object's Avio.
+            bytes: after.checked_sub(before).unwrap_or(after),
+        })
+    }
+}
+
+/// One ISO BMFF box and, for container boxes, its children.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mp4Box {
+    /// Four-character type.
+    pub kind: String,
+    /// Size in bytes, header included.
+    pub size: u64,
+    /// Children (container boxes only).
+    pub children: Vec<Mp4Box>,
+}
+
+const CONTAINERS: [&str; 10] = [
+    "moov", "trak", "mdia", "minf", "stbl", "mvex", "moof", "traf", "mfra", "edts",
+];
+
+/// Parses the box tree of an MP4 file.
+pub fn box_tree(bytes: &[u8]) -> Result<Vec<Mp4Box>, String> {
+    let mut boxes = Vec::new();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let header = bytes
+            .get(at..at + 8)
+            .ok_or_else(|| format!("truncated box header at byte {at}"))?;
+        let mut size = u64::from(u32::from_be_bytes(header[..4].try_into().expect("4 bytes")));
+        let kind = String::from_utf8_lossy(&header[4..8]).into_owned();
+        let mut header_len = 8;
+        if size == 1 {
+            let large = bytes
+                .get(at + 8..at + 16)
+                .ok_or_else(|| format!("truncated 64-bit size of {kind} at byte {at}"))?;
+            size = u64::from_be_bytes(large.try_into().expect("8 bytes"));
+            header_len = 16;
+        } else if size == 0 {
+            size = (bytes.len() - at) as u64;
+        }
+        let end = at
+            .checked_add(size as usize)
+            .filter(|&end| size as usize >= header_len && end <= bytes.len())
+            .ok_or_else(|| format!("box {kind} at byte {at} claims {size} bytes"))?;
+        let children = if CONTAINERS.contains(&kind.as_str()) {
+            box_tree(&bytes[at + header_len..end])?
+        } else {
+            Vec::new()
+        };
+        boxes.push(Mp4Box {
+            kind,
+            size,
+            children,
+        });
+        at = end;
+    }
+    Ok(boxes)
+}
+
+/// The box tree as indented types, one per line.
+pub fn outline(boxes: &[Mp4Box]) -> String {
+    fn walk(boxes: &[Mp4Box], depth: usize, out: &mut String) {
+        for b in boxes {
+            out.push_str(&"  ".repeat(depth));
+            out.push_str(&b.kind);
+            out.push('\n');
+            walk(&b.children, depth + 1, out);
+        }
+    }
+    let mut out = String::new();
+    walk(boxes, 0, &mut out);
+    out
+}
