@@ -204,6 +204,8 @@ struct State<S> {
     stream: S,
     error: Option<(Op, io::Error)>,
     panic: Option<(Op, String)>,
+    /// Set by a panic: the stream may be broken, so it is not called again.
+    poisoned: bool,
     stats: IoStats,
 }
 
@@ -287,6 +289,7 @@ impl<S> Avio<S> {
             stream,
             error: None,
             panic: None,
+            poisoned: false,
             stats: IoStats::default(),
         })));
         // SAFETY: plain allocation of a size checked to fit an int.
@@ -518,13 +521,17 @@ fn retrying<T>(stats: &mut IoStats, mut f: impl FnMut() -> io::Result<T>) -> io:
     }
 }
 
-/// Runs a callback body, turning a panic into a recorded error and `EIO`.
+/// Runs a callback body, turning a panic into a recorded error and `EIO`. After a
+/// panic the stream is not called again: every later callback fails at once.
 fn guarded<S, T>(
     state: &mut State<S>,
     op: Op,
     failed: T,
     body: impl FnOnce(&mut State<S>) -> T,
 ) -> T {
+    if state.poisoned {
+        return failed;
+    }
     match catch_unwind(AssertUnwindSafe(|| body(&mut *state))) {
         Ok(v) => v,
         Err(payload) => {
@@ -534,6 +541,7 @@ fn guarded<S, T>(
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".to_owned());
             state.panic = Some((op, message));
+            state.poisoned = true;
             failed
         }
     }

@@ -414,7 +414,7 @@ fn open_object(
 impl LiveStream {
     /// Opens the encoder and the first object (`ftyp` + empty `moov`).
     pub fn new(clip: Clip, sink: MultipartSink, plan: StreamPlan) -> Result<Self, BoxError> {
-        if plan.chunk_frames == 0 || clip.keyint % plan.chunk_frames != 0 {
+        if plan.chunk_frames == 0 || !clip.keyint.is_multiple_of(plan.chunk_frames) {
             return Err(format!(
                 "invalid chunk of {} frames (expected a divisor of the GOP, {} frames)",
                 plan.chunk_frames, clip.keyint

@@ -119,6 +119,73 @@ fn picture_pool_controls_are_flagged_and_clean_twins_pass() {
     assert!(out.join("series/picture-pool.pooled.640x480.csv").is_file());
 }
 
+/// Whether a frame of the first suspect of `id` is `function`.
+fn suspect_names(report: &Value, id: &str, function: &str) -> bool {
+    result(report, id)["suspects"][0]["frames"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{id}: no suspects"))
+        .iter()
+        .any(|f| f.as_str() == Some(function))
+}
+
+#[test]
+fn ffmpeg_custom_io_controls_are_flagged_in_ffmpeg_and_clean_twins_pass() {
+    let (code, _, report) = soak(
+        "e2e-avio",
+        &[
+            "--scenario",
+            "avio-memory,fmp4-mux",
+            "--variant",
+            "read-streaming,free-passed-buffer,never-free-buffer,skip-context-free,\
+             fragmented,plain-mp4,endless-stream,segment-skips-io-free",
+            "--iterations",
+            "60",
+            "--warmup",
+            "20",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "every outcome must pass");
+    for clean in [
+        "avio-memory/read-streaming/32k/mpegts",
+        "avio-memory/read-streaming/32k/matroska",
+        "fmp4-mux/fragmented",
+        "fmp4-mux/plain-mp4",
+    ] {
+        assert_eq!(result(&report, clean)["verdict"], "clean", "{clean}");
+    }
+    for (id, function) in [
+        (
+            "avio-memory/free-passed-buffer/32k/mp4",
+            "av_probe_input_buffer2",
+        ),
+        (
+            "avio-memory/never-free-buffer/32k/mp4",
+            "av_probe_input_buffer2",
+        ),
+        (
+            "avio-memory/skip-context-free/32k/mp4",
+            "avio_alloc_context",
+        ),
+        ("fmp4-mux/endless-stream", "av_reallocp_array"),
+        ("fmp4-mux/segment-skips-io-free", "av_malloc"),
+    ] {
+        assert_eq!(result(&report, id)["verdict"], "leak", "{id}");
+        assert!(
+            suspect_names(&report, id, function),
+            "{id}: no {function} in the first suspect"
+        );
+    }
+    let passed_buffer = result(&report, "avio-memory/free-passed-buffer/32k/mp4");
+    let per_iter = passed_buffer["heap"]["leak_bytes_per_iter"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (32_768.0..34_000.0).contains(&per_iter),
+        "the swapped-in buffer is the 32 KiB buffer: {per_iter} B/iteration"
+    );
+}
+
 #[test]
 fn the_heap_cap_stops_a_runaway_leak() {
     let (code, _, report) = soak(
