@@ -247,7 +247,7 @@ fn a_muxer_dropped_before_its_trailer_leaves_nothing() {
 #[should_panic(expected = "never-free-buffer: left")]
 fn the_check_flags_a_teardown_that_leaks() {
     let bytes = fixture(Container::Mp4);
-    leaves_nothing("never-free-buffer", || {
+    let _ = leaves_nothing("never-free-buffer", || {
         let spec = ReadSpec {
             seekable: true,
             buffer: 4096,
