@@ -87,10 +87,16 @@ impl Mode {
         }
     }
 
-    /// `skip-context-free` leaks ~300 B per iteration: at the default interval (512 KiB)
-    /// its 30 KB would rarely be sampled, so it samples every ~2 KiB.
+    /// Controls sample densely enough that their leak yields ~20 stacks even in a short
+    /// soak (40 judged iterations). `skip-context-free` leaks ~300 B per iteration, which
+    /// the default interval (512 KiB) would almost never sample: every 2 KiB. The buffer
+    /// controls leak 32 KiB per iteration: every 64 KiB.
     fn sample_interval(self) -> Option<u64> {
-        (self == Mode::SkipContextFree).then_some(2048)
+        match self {
+            Mode::SkipContextFree => Some(2048),
+            Mode::FreePassedBuffer | Mode::NeverFreeBuffer => Some(64 << 10),
+            _ => None,
+        }
     }
 
     fn teardown(self) -> Teardown {
