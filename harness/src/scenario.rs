@@ -50,6 +50,11 @@ pub struct Case {
 }
 
 impl Case {
+    /// The parameter `key`, or `default` when the case does not set it.
+    pub fn param<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
+        self.params.get(key).map_or(default, String::as_str)
+    }
+
     /// The unique id: `scenario/variant` followed by `/value` per parameter, in key order.
     pub fn id(&self) -> String {
         let mut id = format!("{}/{}", self.scenario, self.variant);

@@ -235,6 +235,15 @@ impl<S> std::fmt::Debug for Avio<S> {
     }
 }
 
+/// Refuses a buffer size outside [`MIN_BUFFER`]..=[`MAX_BUFFER`].
+pub fn check_buffer_size(size: usize) -> Result<(), AvioError> {
+    if (MIN_BUFFER..=MAX_BUFFER).contains(&size) {
+        Ok(())
+    } else {
+        Err(AvioError::BufferSize { size })
+    }
+}
+
 type ReadFn = unsafe extern "C" fn(*mut c_void, *mut u8, c_int) -> c_int;
 type SeekFn = unsafe extern "C" fn(*mut c_void, i64, c_int) -> i64;
 
@@ -282,9 +291,7 @@ impl<S> Avio<S> {
         read: Option<ReadFn>,
         seek: Option<SeekFn>,
     ) -> Result<Self, AvioError> {
-        if !(MIN_BUFFER..=MAX_BUFFER).contains(&buffer_size) {
-            return Err(AvioError::BufferSize { size: buffer_size });
-        }
+        check_buffer_size(buffer_size)?;
         let state = NonNull::from(Box::leak(Box::new(State {
             stream,
             error: None,
@@ -1122,16 +1129,6 @@ impl<W> Muxer<W> {
     /// Chooses how the I/O context is torn down (for positive controls).
     pub fn set_teardown(&mut self, teardown: Teardown) {
         self.io_mut().set_teardown(teardown);
-    }
-
-    /// The stream, e.g. to see what arrived so far.
-    pub fn stream(&self) -> &W {
-        &self
-            .io
-            .as_ref()
-            .expect("the Avio lives as long as the muxer")
-            .state()
-            .stream
     }
 
     /// Writes the trailer, flushes, frees everything and returns the stream.

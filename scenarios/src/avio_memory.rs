@@ -175,17 +175,13 @@ impl Scenario for AvioMemory {
     fn start(&self, case: &Case) -> Result<Box<dyn Workload>, BoxError> {
         let mode = Mode::from_name(&case.variant)
             .ok_or_else(|| format!("unknown avio-memory variant {:?}", case.variant))?;
-        let container = param(case, "container", "mp4")?;
+        let container = case.param("container", "mp4");
         let container = Container::from_name(container).ok_or_else(|| {
             format!("invalid container {container:?} (expected mp4, fmp4, mpegts or matroska)")
         })?;
-        let buffer = crate::parse_bytes(param(case, "buffer", "32k")?)?;
+        let buffer = crate::parse_bytes(case.param("buffer", "32k"))?;
         Ok(Box::new(AvioWorkload::new(mode, container, buffer)?))
     }
-}
-
-fn param<'a>(case: &'a Case, key: &str, default: &'a str) -> Result<&'a str, BoxError> {
-    Ok(case.params.get(key).map(String::as_str).unwrap_or(default))
 }
 
 /// What one read of a container gave.
@@ -281,17 +277,14 @@ pub struct AvioWorkload {
 impl AvioWorkload {
     /// Loads (or makes) the fixture for `container`.
     pub fn new(mode: Mode, container: Container, buffer: usize) -> Result<Self, BoxError> {
-        if !(crate::avio::MIN_BUFFER..=crate::avio::MAX_BUFFER).contains(&buffer) {
-            return Err(AvioError::BufferSize { size: buffer }.into());
-        }
+        crate::avio::check_buffer_size(buffer)?;
         if mode == Mode::ReadStreaming && !container.streamable() {
             return Err(format!(
                 "read-streaming cannot read {container}: its index sits at the end (expected fmp4, mpegts or matroska)"
             )
             .into());
         }
-        ffmpeg::init()?;
-        ffmpeg::log::set_level(ffmpeg::log::Level::Error);
+        media::init()?;
         let clip = Clip::STANDARD;
         let (source, encoded) = if mode == Mode::WriteMemory {
             (Arc::from(Vec::new()), Some(media::encode_clip(clip)?))

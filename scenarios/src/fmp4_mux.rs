@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
-use ffmpeg_next as ffmpeg;
 
 use crate::avio::{Avio, AvioError, Muxer, Teardown, VideoStreamSpec, FRAGMENTED_MOVFLAGS};
 use crate::media::{self, Clip, Container, EncodedClip, LiveEncoder, MediaError};
@@ -156,8 +155,7 @@ impl Scenario for Fmp4Mux {
     fn start(&self, case: &Case) -> Result<Box<dyn Workload>, BoxError> {
         let mode = Mode::from_name(&case.variant)
             .ok_or_else(|| format!("unknown fmp4-mux variant {:?}", case.variant))?;
-        ffmpeg::init()?;
-        ffmpeg::log::set_level(ffmpeg::log::Level::Error);
+        media::init()?;
         Ok(match mode {
             Mode::Multipart => {
                 let part =
@@ -207,8 +205,6 @@ pub struct MultipartSink {
     part_size: usize,
     current: Vec<u8>,
     parts: Parts,
-    uploaded_parts: u64,
-    uploaded_bytes: u64,
     objects: u64,
 }
 
@@ -224,8 +220,6 @@ impl MultipartSink {
             part_size,
             current: Vec::with_capacity(part_size),
             parts,
-            uploaded_parts: 0,
-            uploaded_bytes: 0,
             objects: 0,
         })
     }
@@ -247,8 +241,6 @@ impl MultipartSink {
     }
 
     fn upload(&mut self) {
-        self.uploaded_parts += 1;
-        self.uploaded_bytes += self.current.len() as u64;
         match &mut self.parts {
             Parts::Counting => self.current.clear(),
             Parts::Keeping { open, .. } => open.push(std::mem::replace(
@@ -268,16 +260,6 @@ impl MultipartSink {
         if let Parts::Keeping { objects, open } = &mut self.parts {
             objects.push(std::mem::take(open));
         }
-    }
-
-    /// Parts uploaded so far.
-    pub fn uploaded_parts(&self) -> u64 {
-        self.uploaded_parts
-    }
-
-    /// Bytes uploaded so far (the open part excluded).
-    pub fn uploaded_bytes(&self) -> u64 {
-        self.uploaded_bytes
     }
 
     /// Objects completed so far.
@@ -427,14 +409,7 @@ impl LiveStream {
             .into());
         }
         let encoder = LiveEncoder::new(clip)?;
-        let spec = VideoStreamSpec {
-            codec: ffmpeg::codec::Id::H264,
-            width: clip.width,
-            height: clip.height,
-            time_base: clip.time_base(),
-            frame_rate: ffmpeg::Rational::new(clip.fps as i32, 1),
-            extradata: encoder.extradata().to_vec(),
-        };
+        let spec = clip.stream_spec(encoder.extradata().to_vec());
         let (muxer, stream) = open_object(sink, &spec)?;
         Ok(LiveStream {
             encoder,
@@ -453,11 +428,6 @@ impl LiveStream {
             .muxer
             .as_mut()
             .ok_or("the stream failed while rotating objects")?)
-    }
-
-    /// The sink, e.g. to see how many parts went out.
-    pub fn sink(&self) -> Option<&MultipartSink> {
-        self.muxer.as_ref().map(Muxer::stream)
     }
 
     /// Writes the trailer, completes the object and returns the sink.

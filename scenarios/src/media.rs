@@ -160,6 +160,18 @@ impl Clip {
         )
     }
 
+    /// The H.264 stream description for a muxer, with these codec headers.
+    pub fn stream_spec(&self, extradata: Vec<u8>) -> VideoStreamSpec {
+        VideoStreamSpec {
+            codec: ffmpeg::codec::Id::H264,
+            width: self.width,
+            height: self.height,
+            time_base: self.time_base(),
+            frame_rate: ffmpeg::Rational::new(self.fps as i32, 1),
+            extradata,
+        }
+    }
+
     /// The time base of the packets: one tick per frame.
     pub fn time_base(&self) -> ffmpeg::Rational {
         ffmpeg::Rational::new(1, self.fps as i32)
@@ -193,14 +205,7 @@ pub struct EncodedClip {
 impl EncodedClip {
     /// The stream description for a muxer.
     pub fn stream_spec(&self) -> VideoStreamSpec {
-        VideoStreamSpec {
-            codec: ffmpeg::codec::Id::H264,
-            width: self.clip.width,
-            height: self.clip.height,
-            time_base: self.clip.time_base(),
-            frame_rate: ffmpeg::Rational::new(self.clip.fps as i32, 1),
-            extradata: self.extradata.clone(),
-        }
+        self.clip.stream_spec(self.extradata.clone())
     }
 }
 
@@ -368,6 +373,13 @@ pub fn mux(clip: &EncodedClip, container: Container, buffer: usize) -> Result<Ve
     let mut muxer = Muxer::new(io, container.muxer()).map_err(mux_err)?;
     write_clip(&mut muxer, clip, container.options()).map_err(mux_err)?;
     Ok(muxer.finish().map_err(mux_err)?.into_inner())
+}
+
+/// Initialises FFmpeg for a scenario: registers everything, logs errors only.
+pub fn init() -> Result<(), ffmpeg::Error> {
+    ffmpeg::init()?;
+    ffmpeg::log::set_level(ffmpeg::log::Level::Error);
+    Ok(())
 }
 
 /// Where fixtures are cached.

@@ -99,10 +99,6 @@ impl Mode {
         }
     }
 
-    fn sample_interval(self) -> Option<u64> {
-        None
-    }
-
     fn from_name(name: &str) -> Option<Mode> {
         Mode::ALL.into_iter().find(|m| m.name() == name)
     }
@@ -131,7 +127,7 @@ impl Scenario for PicturePool {
                     params: BTreeMap::from([("size".to_owned(), format!("{w}x{h}"))]),
                     expect: mode.expect(),
                     about: mode.about().to_owned(),
-                    sample_interval: mode.sample_interval(),
+                    sample_interval: None,
                 });
             }
         }
@@ -141,12 +137,7 @@ impl Scenario for PicturePool {
     fn start(&self, case: &Case) -> Result<Box<dyn Workload>, BoxError> {
         let mode = Mode::from_name(&case.variant)
             .ok_or_else(|| format!("unknown picture-pool variant {:?}", case.variant))?;
-        let size = case
-            .params
-            .get("size")
-            .map(String::as_str)
-            .unwrap_or("640x480");
-        let (width, height) = parse_size(size)?;
+        let (width, height) = parse_size(case.param("size", "640x480"))?;
         Ok(Box::new(PictureWorkload::new(
             mode,
             width,
