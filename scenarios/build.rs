@@ -1,4 +1,4 @@
-//! Records the compiler's version for report provenance.
+//! Records the compiler's version for report provenance, and links libx265.
 
 use std::process::Command;
 
@@ -13,4 +13,6 @@ fn main() {
         .unwrap_or_else(|| "rustc (unknown version)".into());
     println!("cargo:rustc-env=AVSOAK_RUSTC_VERSION={version}");
     println!("cargo:rerun-if-env-changed=RUSTC");
+    // x265_ffi calls libx265 directly (FFmpeg and libheif load it too).
+    println!("cargo:rustc-link-lib=x265");
 }

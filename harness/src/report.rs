@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::heap::Suspect;
-use crate::scenario::Expect;
+use crate::scenario::{Case, Expect};
 
 /// The schema tag of `report.json`.
 pub const SCHEMA: &str = "avsoak.report/1";
@@ -30,6 +30,11 @@ pub enum Verdict {
     Hang,
     /// The child died on a signal.
     Crash,
+    /// Grew, but by exactly what a declared upstream library leak accounts for; the
+    /// growth left after it is flat (the explanation is in `note`).
+    Upstream,
+    /// Not run: the case cannot run on this machine (the reason is in `note`).
+    Skipped,
 }
 
 impl Verdict {
@@ -42,6 +47,8 @@ impl Verdict {
             Verdict::Error => "error",
             Verdict::Hang => "hang",
             Verdict::Crash => "crash",
+            Verdict::Upstream => "upstream",
+            Verdict::Skipped => "skipped",
         }
     }
 }
@@ -54,6 +61,19 @@ pub enum Outcome {
     Pass,
     /// Anything else.
     Fail,
+    /// Not run, with a stated reason: neither a pass nor a failure.
+    Skip,
+}
+
+impl Outcome {
+    /// The name in tables: `pass`, `FAIL` (loud on purpose), `skip`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "FAIL",
+            Outcome::Skip => "skip",
+        }
+    }
 }
 
 /// Heap figures of one case; slopes are over the judged (post-warm-up) window.
@@ -69,6 +89,13 @@ pub struct HeapFigures {
     pub trend_blocks_p: f64,
     /// Slope of live bytes over the second half of the window (bytes per iteration).
     pub late_bytes_per_iter: f64,
+    /// A declared upstream leak's loss per judged iteration (0 without one).
+    #[serde(default)]
+    pub upstream_bytes_per_iter: f64,
+    /// Slope of live bytes once the declared upstream loss is taken out (equal to
+    /// `leak_bytes_per_iter` without one).
+    #[serde(default)]
+    pub residual_bytes_per_iter: f64,
     /// Process-wide peak of live bytes.
     pub peak_live_bytes: i64,
     /// Live bytes after the last iteration.
@@ -136,6 +163,10 @@ pub struct CaseResult {
     pub sampling: Option<Sampling>,
     /// Why a case did not finish normally, or why a leak was cut short.
     pub error: Option<String>,
+    /// What a reader needs besides the numbers: why a case was skipped, or what a
+    /// declared upstream leak explains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Wall-clock seconds of the child, start-up and symbolization included.
     pub wall_s: f64,
     /// What the variant does.
@@ -146,13 +177,40 @@ pub struct CaseResult {
 }
 
 impl CaseResult {
+    /// The result of a case that was not run because it cannot run here: verdict
+    /// `skipped`, outcome `skip`, and `skipped: <reason>` as its note.
+    pub fn skipped(case: &Case, reason: &str) -> Self {
+        CaseResult {
+            id: case.id(),
+            scenario: case.scenario.clone(),
+            variant: case.variant.clone(),
+            params: case.params.clone(),
+            expect: case.expect,
+            verdict: Verdict::Skipped,
+            outcome: Outcome::Skip,
+            iterations: 0,
+            warmup_iterations: 0,
+            heap: HeapFigures::default(),
+            throughput: Throughput::default(),
+            suspects: Vec::new(),
+            sampling: None,
+            error: None,
+            note: Some(format!("skipped: {reason}")),
+            wall_s: 0.0,
+            about: case.about.clone(),
+            samples: Vec::new(),
+        }
+    }
+
     /// Suspect stacks the summary shows: the top three where they explain something a
     /// reader should look at (growth: leak, bounded; or a failed outcome), none
     /// otherwise. A clean case's suspects are live allocations made after warm-up that
     /// the workload still legitimately holds; `report.json` keeps them all.
     pub fn summary_suspects(&self) -> &[Suspect] {
-        let explains = matches!(self.verdict, Verdict::Leak | Verdict::Bounded)
-            || self.outcome == Outcome::Fail;
+        let explains = matches!(
+            self.verdict,
+            Verdict::Leak | Verdict::Bounded | Verdict::Upstream
+        ) || self.outcome == Outcome::Fail;
         if explains {
             &self.suspects[..self.suspects.len().min(3)]
         } else {
@@ -283,9 +341,16 @@ impl Report {
         }
     }
 
-    /// True when every outcome passed (and there was at least one case).
+    /// True when no outcome failed and at least one case passed (skipped cases count
+    /// as neither).
     pub fn passed(&self) -> bool {
-        !self.results.is_empty() && self.results.iter().all(|r| r.outcome == Outcome::Pass)
+        self.results.iter().any(|r| r.outcome == Outcome::Pass)
+            && self.results.iter().all(|r| r.outcome != Outcome::Fail)
+    }
+
+    /// How many results have `outcome`.
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.results.iter().filter(|r| r.outcome == outcome).count()
     }
 
     /// Writes `report.json`, `summary.md` and `series/*.csv` into `dir`, creating it.
@@ -326,26 +391,21 @@ impl Report {
             p.rustc,
             libs.join(", ")
         );
-        let passed = self
-            .results
-            .iter()
-            .filter(|r| r.outcome == Outcome::Pass)
-            .count();
-        let _ = writeln!(md, "**{passed} of {} cases passed.**\n", self.results.len());
+        let _ = writeln!(md, "**{}.**\n", self.tally());
         md.push_str(&self.table(true));
         let mut any = false;
         for r in self
             .results
             .iter()
-            .filter(|r| r.error.is_some() || !r.summary_suspects().is_empty())
+            .filter(|r| r.error.is_some() || r.note.is_some() || !r.summary_suspects().is_empty())
         {
             if !any {
                 md.push_str("\n## Details\n");
                 any = true;
             }
             let _ = writeln!(md, "\n### {}\n", r.id);
-            if let Some(error) = &r.error {
-                let _ = writeln!(md, "- {}", error);
+            for text in r.error.iter().chain(&r.note) {
+                let _ = writeln!(md, "- {text}");
             }
             for s in r.summary_suspects() {
                 let _ = writeln!(
@@ -364,6 +424,21 @@ impl Report {
             }
         }
         md
+    }
+
+    /// `12 of 14 cases passed, 2 skipped`: the one-line tally the summary and the runner
+    /// print.
+    pub fn tally(&self) -> String {
+        let skipped = self.count(Outcome::Skip);
+        let mut text = format!(
+            "{} of {} cases passed",
+            self.count(Outcome::Pass),
+            self.results.len()
+        );
+        if skipped > 0 {
+            text.push_str(&format!(", {skipped} skipped"));
+        }
+        text
     }
 
     /// The result table, as Markdown (`markdown = true`) or aligned plain text.
@@ -388,10 +463,7 @@ impl Report {
                     r.id.clone(),
                     r.expect.to_string(),
                     r.verdict.as_str().to_owned(),
-                    match r.outcome {
-                        Outcome::Pass => "pass".into(),
-                        Outcome::Fail => "FAIL".into(),
-                    },
+                    r.outcome.as_str().to_owned(),
                     format!("{}/it", human_bytes(r.heap.leak_bytes_per_iter)),
                     format!("{:.2}", r.heap.leak_blocks_per_iter),
                     format!("{:.1e}", r.heap.trend_p),

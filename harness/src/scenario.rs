@@ -47,6 +47,16 @@ pub struct Case {
     /// The runner uses the smaller of this and its own interval (0, off, stays off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_interval: Option<u64>,
+    /// Why this case cannot run on this machine (e.g. `kvazaar not found (…)`): the soak
+    /// reports it `skipped` with this reason instead of running it, never as a pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip: Option<String>,
+    /// A leak inside a library the case uses that the workload accounts for exactly
+    /// ([`Workload::known_loss`]), with the evidence, e.g. `x265 3.5 loses its zone
+    /// x265_param on every x265_encoder_open (valgrind: definitely lost)`. Growth that the
+    /// declared loss explains, and only that, is reported `upstream` instead of `leak`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 impl Case {
@@ -82,6 +92,16 @@ impl std::ops::AddAssign for Work {
     }
 }
 
+/// Heap a library loses for good, in usable bytes and blocks as the heap counters see
+/// them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loss {
+    /// Usable bytes.
+    pub bytes: i64,
+    /// Blocks.
+    pub blocks: i64,
+}
+
 /// An error from a scenario's setup or iteration, reported as verdict `error`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -91,6 +111,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub trait Workload {
     /// Runs one iteration.
     fn iterate(&mut self) -> Result<Work, BoxError>;
+
+    /// What a declared upstream leak ([`Case::upstream`]) has lost since the workload
+    /// started: events counted by the workload times a size measured through the
+    /// library's own allocator, never a guess. The harness subtracts it from the live
+    /// series before judging; anything beyond it is still a leak.
+    fn known_loss(&self) -> Loss {
+        Loss::default()
+    }
 }
 
 /// A scenario: a family of cases built from one incident.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::heap::{self, Snapshot, Suspect};
 use crate::report::{CaseResult, HeapFigures, Outcome, Sampling, Throughput, Verdict};
-use crate::scenario::{Case, Expect, Scenario, Work};
+use crate::scenario::{Case, Expect, Loss, Scenario, Work};
 use crate::stats::{self, Budget, Trend};
 
 /// Prefix of every protocol line a child writes to stdout.
@@ -179,6 +179,14 @@ pub struct Sample {
     pub bytes: u64,
     /// Wall-clock nanoseconds the iteration took.
     pub ns: u64,
+    /// The workload's declared upstream loss so far
+    /// ([`crate::scenario::Workload::known_loss`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub known: Loss,
+}
+
+fn is_zero(loss: &Loss) -> bool {
+    *loss == Loss::default()
 }
 
 struct Emitter<'a> {
@@ -299,6 +307,7 @@ pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dy
             frames: work.frames,
             bytes: work.bytes,
             ns,
+            known: workload.known_loss(),
         }));
         if after.live_bytes > 0 && after.live_bytes as u64 > plan.heap_cap {
             send!(Message::Cap {
@@ -577,6 +586,32 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
     let bytes: Vec<f64> = judged.iter().map(|s| s.live_bytes as f64).collect();
     let blocks: Vec<f64> = judged.iter().map(|s| s.live_blocks as f64).collect();
     let judgement = stats::judge(&bytes, &blocks, &Budget::bytes(), &Budget::blocks());
+    // The same series without the upstream loss the case declares (none undeclared): what
+    // the case itself grows by.
+    let known = |s: &Sample| match case.upstream {
+        Some(_) => s.known,
+        None => Loss::default(),
+    };
+    let residual_bytes: Vec<f64> = judged
+        .iter()
+        .map(|s| (s.live_bytes - known(s).bytes) as f64)
+        .collect();
+    let residual_blocks: Vec<f64> = judged
+        .iter()
+        .map(|s| (s.live_blocks - known(s).blocks) as f64)
+        .collect();
+    let residual = stats::judge(
+        &residual_bytes,
+        &residual_blocks,
+        &Budget::bytes(),
+        &Budget::blocks(),
+    );
+    let known_per_iter = match (judged.first(), judged.last()) {
+        (Some(first), Some(last)) if judged.len() > 1 => {
+            (known(last).bytes - known(first).bytes) as f64 / (judged.len() - 1) as f64
+        }
+        _ => 0.0,
+    };
 
     let n = judged.len().max(1) as f64;
     let ns: u64 = judged.iter().map(|s| s.ns).sum();
@@ -620,6 +655,8 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
         trend_p: judgement.bytes.p,
         trend_blocks_p: judgement.blocks.p,
         late_bytes_per_iter: judgement.bytes.late_slope,
+        upstream_bytes_per_iter: known_per_iter,
+        residual_bytes_per_iter: residual.bytes.slope,
         peak_live_bytes: peak,
         end_live_bytes: end,
         teardown_live_bytes: teardown,
@@ -664,17 +701,30 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
             )),
         )
     } else {
-        let verdict = match judgement.trend {
-            Trend::Flat => Verdict::Clean,
-            Trend::Bounded => Verdict::Bounded,
-            Trend::Growing => Verdict::Leak,
+        let verdict = match (judgement.trend, residual.trend) {
+            (Trend::Flat, _) => Verdict::Clean,
+            (_, Trend::Flat) if known_per_iter > 0.0 => Verdict::Upstream,
+            (_, Trend::Bounded) => Verdict::Bounded,
+            (_, Trend::Growing) => Verdict::Leak,
+            (Trend::Bounded, Trend::Flat) => Verdict::Bounded,
+            (Trend::Growing, Trend::Flat) => Verdict::Leak,
         };
         (verdict, None)
     };
+    let note = match verdict {
+        Verdict::Upstream => Some(format!(
+            "upstream: {} B/iteration, all of the growth, is a declared library leak: {}",
+            known_per_iter.round(),
+            case.upstream.as_deref().unwrap_or_default()
+        )),
+        _ => None,
+    };
     let outcome = if matches!(
         (case.expect, verdict),
-        (Expect::Clean, Verdict::Clean | Verdict::Bounded)
-            | (Expect::Leak, Verdict::Leak)
+        (
+            Expect::Clean,
+            Verdict::Clean | Verdict::Bounded | Verdict::Upstream
+        ) | (Expect::Leak, Verdict::Leak)
             | (Expect::Crash, Verdict::Crash)
     ) {
         Outcome::Pass
@@ -696,6 +746,7 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
         suspects,
         sampling,
         error,
+        note,
         wall_s: wall.as_secs_f64(),
         about: case.about.clone(),
         samples: c

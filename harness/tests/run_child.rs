@@ -74,6 +74,8 @@ fn case() -> Case {
         expect: Expect::Clean,
         about: String::new(),
         sample_interval: None,
+        skip: None,
+        upstream: None,
     }
 }
 

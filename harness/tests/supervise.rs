@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use avsoak_harness::report::{CaseResult, Outcome, Verdict};
-use avsoak_harness::scenario::{Case, Expect};
+use avsoak_harness::scenario::{Case, Expect, Loss};
 use avsoak_harness::soak::{supervise, Message, Plan, Sample, Watchdog, MESSAGE_PREFIX};
 
 fn case(expect: Expect) -> Case {
@@ -17,6 +17,8 @@ fn case(expect: Expect) -> Case {
         expect,
         about: "a shell script speaking the child protocol".into(),
         sample_interval: None,
+        skip: None,
+        upstream: None,
     }
 }
 
@@ -38,17 +40,28 @@ fn line(message: &Message) -> String {
 }
 
 fn samples(n: u64, live: impl Fn(u64) -> i64) -> Vec<String> {
+    samples_with_known(n, |i| (live(i), 100 + live(i) / 1000), |_| Loss::default())
+}
+
+/// Samples of `live(i)` = (bytes, blocks) whose workload declares `known(i)` of upstream
+/// loss after iteration `i`.
+fn samples_with_known(
+    n: u64,
+    live: impl Fn(u64) -> (i64, i64),
+    known: impl Fn(u64) -> Loss,
+) -> Vec<String> {
     (0..n)
         .map(|i| {
             line(&Message::Sample(Sample {
                 i,
-                live_bytes: live(i),
-                live_blocks: 100 + live(i) / 1000,
+                live_bytes: live(i).0,
+                live_blocks: live(i).1,
                 allocs: 3,
                 alloc_bytes: 300,
                 frames: 1,
                 bytes: 1000,
                 ns: 1_000_000,
+                known: known(i),
             }))
         })
         .collect()
@@ -140,6 +153,62 @@ fn a_growing_run_is_a_leak_and_fails_a_clean_expectation() {
         "{r:?}"
     );
     assert_eq!(r.heap.leak_bytes_per_iter, 4096.0);
+}
+
+/// x265 3.5's lost `x265_param` per encoder open: 1,176 usable bytes, one block.
+fn per_open(i: u64) -> Loss {
+    Loss {
+        bytes: 1176 * (i as i64 + 1),
+        blocks: i as i64 + 1,
+    }
+}
+
+#[test]
+fn growth_a_declared_upstream_loss_explains_is_upstream_and_passes_clean() {
+    let mut lines = vec![start()];
+    lines.extend(samples_with_known(
+        60,
+        |i| (5_000_000 + 1176 * (i as i64 + 1), 100 + i as i64 + 1),
+        per_open,
+    ));
+    lines.push(done());
+    let mut upstream = case(Expect::Clean);
+    upstream.upstream = Some("a test library loses one block per open".into());
+    let r = supervise_script(&lines, "", Expect::Clean);
+    assert_eq!(r.verdict, Verdict::Leak, "undeclared: {r:?}");
+    let r = supervise(script(&lines, ""), &upstream, &plan(), quick(), &mut |_| {});
+    assert_eq!(
+        (r.verdict, r.outcome),
+        (Verdict::Upstream, Outcome::Pass),
+        "{r:?}"
+    );
+    assert!((r.heap.upstream_bytes_per_iter - 1176.0).abs() < 1e-9);
+    assert!(r.heap.residual_bytes_per_iter.abs() < 1e-9);
+    assert!(r.note.as_deref().unwrap().contains("one block per open"));
+}
+
+#[test]
+fn growth_beyond_a_declared_upstream_loss_is_still_a_leak() {
+    let mut lines = vec![start()];
+    // The declared loss, and 2 more blocks of 300 B per iteration that nothing declares.
+    lines.extend(samples_with_known(
+        60,
+        |i| {
+            let n = i as i64 + 1;
+            (5_000_000 + (1176 + 600) * n, 100 + 3 * n)
+        },
+        per_open,
+    ));
+    lines.push(done());
+    let mut upstream = case(Expect::Clean);
+    upstream.upstream = Some("a test library loses one block per open".into());
+    let r = supervise(script(&lines, ""), &upstream, &plan(), quick(), &mut |_| {});
+    assert_eq!(
+        (r.verdict, r.outcome),
+        (Verdict::Leak, Outcome::Fail),
+        "{r:?}"
+    );
+    assert!((r.heap.residual_bytes_per_iter - 600.0).abs() < 1e-9);
 }
 
 #[test]

@@ -166,6 +166,8 @@ impl Scenario for AvioMemory {
                     expect: mode.expect(),
                     about: mode.about().to_owned(),
                     sample_interval: mode.sample_interval(),
+                    skip: None,
+                    upstream: None,
                 });
             }
         }

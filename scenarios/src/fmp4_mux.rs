@@ -135,6 +135,8 @@ impl Scenario for Fmp4Mux {
                 Mode::SegmentSkipsIoFree => Some(64 << 10),
                 _ => None,
             },
+            skip: None,
+            upstream: None,
         };
         let mut cases = Vec::new();
         for mode in Mode::ALL {

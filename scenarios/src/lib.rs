@@ -21,10 +21,13 @@ use avsoak_harness::scenario::Scenario;
 
 pub mod avio;
 pub mod avio_memory;
+pub mod encode_abort;
 pub mod fmp4_mux;
+pub mod heif_ffi;
 pub mod media;
 pub mod picture_pool;
 pub mod x264_ffi;
+pub mod x265_ffi;
 
 /// Every registered scenario, in report order.
 pub fn all() -> Vec<&'static dyn Scenario> {
@@ -32,6 +35,7 @@ pub fn all() -> Vec<&'static dyn Scenario> {
         &picture_pool::PicturePool,
         &avio_memory::AvioMemory,
         &fmp4_mux::Fmp4Mux,
+        &encode_abort::EncodeAbort,
     ]
 }
 
@@ -56,6 +60,8 @@ pub fn library_versions() -> BTreeMap<String, String> {
     libs.insert("libavcodec".to_owned(), version(avcodec));
     libs.insert("libavformat".to_owned(), version(avformat));
     libs.insert("libavutil".to_owned(), version(avutil));
+    libs.insert("libheif".to_owned(), heif_ffi::version());
+    libs.insert("x265".to_owned(), x265_ffi::version());
     libs
 }
 

@@ -128,6 +128,8 @@ impl Scenario for PicturePool {
                     expect: mode.expect(),
                     about: mode.about().to_owned(),
                     sample_interval: None,
+                    skip: None,
+                    upstream: None,
                 });
             }
         }

@@ -8,7 +8,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use avsoak_harness::report::{Provenance, Report};
+use avsoak_harness::report::{CaseResult, Provenance, Report};
 use avsoak_harness::scenario::Case;
 use avsoak_harness::soak::{self, Plan, Watchdog};
 use clap::{Args, Parser, Subcommand};
@@ -157,7 +157,9 @@ fn list() -> Result<bool> {
                 "  {:<48} expect {:<5}  {}",
                 case.id(),
                 case.expect.to_string(),
-                case.about
+                case.skip
+                    .as_ref()
+                    .map_or(case.about.clone(), |why| format!("skipped: {why}"))
             );
         }
     }
@@ -255,43 +257,29 @@ fn soak(args: SoakArgs) -> Result<bool> {
     .progress_chars("=> ");
     let total = cases.len();
     for (n, case) in cases.iter().enumerate() {
-        let bar = ProgressBar::new(plan.iterations).with_style(style.clone());
-        bar.set_prefix(format!("[{}/{total}] {}", n + 1, case.id()));
-        if let Some(duration) = plan.duration {
-            bar.set_message(format!("{}s", duration.as_secs()));
-            bar.enable_steady_tick(Duration::from_millis(250));
-        }
-        let mut command = Command::new(&exe);
-        command
-            .args(["child", "--case", &case.id()])
-            .args(["--iterations", &plan.iterations.to_string()])
-            .args(["--warmup", &plan.warmup.to_string()])
-            .args(["--heap-cap", &plan.heap_cap.to_string()])
-            .args(["--suspects", &plan.suspects.to_string()])
-            .args(plan.duration.map(|d| format!("--duration={}", d.as_secs())))
-            .env(
-                "AVSOAK_SAMPLE_INTERVAL",
-                case.sample_interval
-                    .map_or(args.sample_interval, |i| i.min(args.sample_interval))
-                    .to_string(),
-            )
-            .current_dir(std::env::current_dir()?);
-        let result = soak::supervise(command, case, &plan, watchdog, &mut |i| bar.set_position(i));
-        bar.finish_and_clear();
+        let result = match &case.skip {
+            Some(reason) => CaseResult::skipped(case, reason),
+            None => run_case(
+                case,
+                &exe,
+                &plan,
+                &args,
+                watchdog,
+                &style,
+                format!("[{}/{total}] {}", n + 1, case.id()),
+            )?,
+        };
         eprintln!(
             "[{}/{total}] {:<44} expect {:<5} verdict {:<7} {}{}",
             n + 1,
             case.id(),
             case.expect.to_string(),
             result.verdict.as_str(),
-            if result.outcome == avsoak_harness::report::Outcome::Pass {
-                "pass"
-            } else {
-                "FAIL"
-            },
+            result.outcome.as_str(),
             result
                 .error
                 .as_deref()
+                .or(result.note.as_deref())
                 .map(|e| format!("  ({e})"))
                 .unwrap_or_default()
         );
@@ -301,17 +289,48 @@ fn soak(args: SoakArgs) -> Result<bool> {
         .write(&out)
         .with_context(|| format!("writing the report to {}", out.display()))?;
     println!("\n{}", report.table(false));
-    let passed = report
-        .results
-        .iter()
-        .filter(|r| r.outcome == avsoak_harness::report::Outcome::Pass)
-        .count();
     println!(
-        "{passed} of {} cases passed; report: {}",
-        report.results.len(),
+        "{}; report: {}",
+        report.tally(),
         out.join("report.json").display()
     );
     Ok(report.passed())
+}
+
+/// Runs one case in a child of `exe` under the watchdog, with a progress bar.
+fn run_case(
+    case: &Case,
+    exe: &std::path::Path,
+    plan: &Plan,
+    args: &SoakArgs,
+    watchdog: Watchdog,
+    style: &ProgressStyle,
+    prefix: String,
+) -> Result<CaseResult> {
+    let bar = ProgressBar::new(plan.iterations).with_style(style.clone());
+    bar.set_prefix(prefix);
+    if let Some(duration) = plan.duration {
+        bar.set_message(format!("{}s", duration.as_secs()));
+        bar.enable_steady_tick(Duration::from_millis(250));
+    }
+    let mut command = Command::new(exe);
+    command
+        .args(["child", "--case", &case.id()])
+        .args(["--iterations", &plan.iterations.to_string()])
+        .args(["--warmup", &plan.warmup.to_string()])
+        .args(["--heap-cap", &plan.heap_cap.to_string()])
+        .args(["--suspects", &plan.suspects.to_string()])
+        .args(plan.duration.map(|d| format!("--duration={}", d.as_secs())))
+        .env(
+            "AVSOAK_SAMPLE_INTERVAL",
+            case.sample_interval
+                .map_or(args.sample_interval, |i| i.min(args.sample_interval))
+                .to_string(),
+        )
+        .current_dir(std::env::current_dir()?);
+    let result = soak::supervise(command, case, plan, watchdog, &mut |i| bar.set_position(i));
+    bar.finish_and_clear();
+    Ok(result)
 }
 
 fn child(args: ChildArgs) -> ExitCode {
