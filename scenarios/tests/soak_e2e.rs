@@ -256,3 +256,80 @@ fn an_uninstrumentable_child_is_an_error_not_a_verdict() {
         );
     }
 }
+
+#[test]
+fn encode_abort_controls_are_flagged_in_the_output_path_and_kvazaar_is_skipped() {
+    let (code, out, report) = soak(
+        "e2e-encode-abort",
+        &[
+            "--scenario",
+            "encode-abort",
+            "--variant",
+            "complete,drops-output,upstream-sao",
+            "--iterations",
+            "60",
+            "--warmup",
+            "20",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "every outcome must pass");
+    assert_eq!(
+        result(&report, "encode-abort/complete/libx264")["verdict"],
+        "clean"
+    );
+    for id in [
+        "encode-abort/complete/libx265",
+        "encode-abort/complete/libheif-x265",
+    ] {
+        let r = result(&report, id);
+        assert_eq!(r["verdict"], "upstream", "{id}: {r}");
+        let upstream = r["heap"]["upstream_bytes_per_iter"].as_f64().unwrap();
+        let slope = r["heap"]["leak_bytes_per_iter"].as_f64().unwrap();
+        assert!(upstream > 1000.0, "{id}: {upstream} B/iteration declared");
+        assert!(
+            (slope - upstream).abs() <= 16.0,
+            "{id}: grows {slope} B/iteration, declared {upstream}"
+        );
+        assert!(r["note"].as_str().unwrap().contains("zoneParam"), "{id}");
+    }
+    for backend in ["libx264", "libx265"] {
+        let id = format!("encode-abort/drops-output/{backend}");
+        let r = result(&report, &id);
+        assert_eq!(r["verdict"], "leak", "{id}");
+        let in_output_path = r["suspects"].as_array().unwrap().iter().any(|s| {
+            s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f.as_str() == Some("avcodec_default_get_encode_buffer"))
+        });
+        assert!(
+            in_output_path,
+            "{id}: no suspect in the encoder's output path"
+        );
+    }
+    let heif = result(&report, "encode-abort/drops-output/libheif-x265");
+    assert_eq!(heif["verdict"], "leak");
+    assert!(heif["heap"]["residual_bytes_per_iter"].as_f64().unwrap() > 4096.0);
+    for id in [
+        "encode-abort/upstream-sao/libx265",
+        "encode-abort/upstream-sao/libheif-x265",
+    ] {
+        assert_eq!(result(&report, id)["verdict"], "leak", "{id}");
+        assert!(
+            suspect_names(&report, id, "x265::SAO::create(x265_param*, int)"),
+            "{id}"
+        );
+    }
+    let kvazaar = result(&report, "encode-abort/complete/kvazaar");
+    if kvazaar["verdict"] == "skipped" {
+        assert_eq!(kvazaar["outcome"], "skip");
+        assert!(kvazaar["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("skipped: kvazaar not found"));
+        let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+        assert!(summary.contains("skipped: kvazaar not found"), "{summary}");
+    }
+}
