@@ -460,11 +460,6 @@ impl<T: AsRef<[u8]>> OutputQueue<T> {
         Ok(written)
     }
 
-    /// Chunks queued.
-    pub fn len(&self) -> usize {
-        self.chunks.len()
-    }
-
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()

@@ -426,12 +426,6 @@ pub struct Handle {
 unsafe impl Send for Handle {}
 
 impl Handle {
-    /// Width of the encoded image.
-    pub fn width(&self) -> u32 {
-        // SAFETY: the handle is live.
-        unsafe { sys::heif_image_handle_get_width(self.raw) }.max(0) as u32
-    }
-
     /// Gives the handle up without releasing it: the bug a positive control replays.
     pub fn leak(self) {
         std::mem::forget(self);
