@@ -703,11 +703,11 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
     } else {
         let verdict = match (judgement.trend, residual.trend) {
             (Trend::Flat, _) => Verdict::Clean,
-            (_, Trend::Flat) if known_per_iter > 0.0 => Verdict::Upstream,
+            // The residual differs from the raw series only by the declared loss, so a
+            // flat residual under a rising series is that loss.
+            (_, Trend::Flat) => Verdict::Upstream,
             (_, Trend::Bounded) => Verdict::Bounded,
             (_, Trend::Growing) => Verdict::Leak,
-            (Trend::Bounded, Trend::Flat) => Verdict::Bounded,
-            (Trend::Growing, Trend::Flat) => Verdict::Leak,
         };
         (verdict, None)
     };

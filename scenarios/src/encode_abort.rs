@@ -96,7 +96,8 @@ impl Schedule {
         Schedule::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    fn expect(self) -> Expect {
+    /// What the variant expects: `leak` for the controls, `clean` otherwise.
+    pub fn expect(self) -> Expect {
         match self {
             Schedule::DropsOutput | Schedule::UpstreamSao => Expect::Leak,
             _ => Expect::Clean,
@@ -561,12 +562,13 @@ fn sink_for(schedule: Schedule) -> Sink {
     }
 }
 
-fn ffmpeg_lifetime(
+/// FFmpeg's encoder `codec_name`, configured (not opened) for I420 at `width`×`height`,
+/// 25 fps, a keyframe every 25 frames.
+pub fn ffmpeg_config(
     codec_name: &'static str,
-    schedule: Schedule,
-    settings: &Settings,
-    source: &mut Source,
-) -> Result<Lifetime, EncodeError> {
+    width: u32,
+    height: u32,
+) -> Result<(ffmpeg::Codec, ffmpeg::encoder::video::Video), EncodeError> {
     crate::media::init().map_err(ffmpeg_error(codec_name, "av_log_set_level"))?;
     let codec =
         ffmpeg::encoder::find_by_name(codec_name).ok_or(EncodeError::NoEncoder(codec_name))?;
@@ -574,12 +576,22 @@ fn ffmpeg_lifetime(
         .encoder()
         .video()
         .map_err(ffmpeg_error(codec_name, "avcodec_alloc_context3"))?;
-    config.set_width(settings.width);
-    config.set_height(settings.height);
+    config.set_width(width);
+    config.set_height(height);
     config.set_format(ffmpeg::format::Pixel::YUV420P);
     config.set_time_base((1, 25));
     config.set_frame_rate(Some((25, 1)));
     config.set_gop(25);
+    Ok((codec, config))
+}
+
+fn ffmpeg_lifetime(
+    codec_name: &'static str,
+    schedule: Schedule,
+    settings: &Settings,
+    source: &mut Source,
+) -> Result<Lifetime, EncodeError> {
+    let (codec, config) = ffmpeg_config(codec_name, settings.width, settings.height)?;
     let mut lifetime = Lifetime::default();
     if schedule == Schedule::BeforeOpen {
         return Ok(lifetime);

@@ -85,8 +85,8 @@ pub fn version() -> String {
         .into_owned()
 }
 
-/// The id names of libheif's HEVC encoders (e.g. `x265`, `kvazaar`), best first.
-pub fn hevc_encoders() -> Vec<String> {
+/// libheif's HEVC encoder descriptors with their id names, best first.
+fn hevc_descriptors() -> Vec<(*const sys::heif_encoder_descriptor, String)> {
     const MAX: usize = 16;
     let mut descriptors = [ptr::null::<sys::heif_encoder_descriptor>(); MAX];
     // SAFETY: a NULL context asks for the global plugin list; libheif fills at most MAX
@@ -105,11 +105,15 @@ pub fn hevc_encoders() -> Vec<String> {
         .map(|&d| {
             // SAFETY: d is one of the descriptors libheif just returned; its id name is a
             // static string.
-            unsafe { CStr::from_ptr(sys::heif_encoder_descriptor_get_id_name(d)) }
-                .to_string_lossy()
-                .into_owned()
+            let id = unsafe { CStr::from_ptr(sys::heif_encoder_descriptor_get_id_name(d)) };
+            (d, id.to_string_lossy().into_owned())
         })
         .collect()
+}
+
+/// The id names of libheif's HEVC encoders (e.g. `x265`, `kvazaar`), best first.
+pub fn hevc_encoders() -> Vec<String> {
+    hevc_descriptors().into_iter().map(|(_, id)| id).collect()
 }
 
 /// A `heif_context`: the file being built, with every encoded image in it.
@@ -140,28 +144,15 @@ impl Context {
 
     /// The HEVC encoder whose id name is `id` (e.g. `x265`).
     pub fn hevc_encoder(&self, id: &str) -> Result<Encoder, HeifError> {
-        const MAX: usize = 16;
-        let mut descriptors = [ptr::null::<sys::heif_encoder_descriptor>(); MAX];
-        // SAFETY: as in `hevc_encoders`, on our live context.
-        let n = unsafe {
-            sys::heif_context_get_encoder_descriptors(
-                self.raw,
-                sys::heif_compression_format_heif_compression_HEVC,
-                ptr::null(),
-                descriptors.as_mut_ptr(),
-                MAX as i32,
-            )
-        };
-        let descriptors = &descriptors[..(n.max(0) as usize).min(MAX)];
-        let found = descriptors.iter().copied().find(|&d| {
-            // SAFETY: d came from libheif just above; its id name is static.
-            unsafe { CStr::from_ptr(sys::heif_encoder_descriptor_get_id_name(d)) }.to_bytes()
-                == id.as_bytes()
-        });
-        let Some(descriptor) = found else {
+        let descriptors = hevc_descriptors();
+        let Some(&(descriptor, _)) = descriptors.iter().find(|(_, name)| name == id) else {
             return Err(HeifError::NoEncoder {
                 wanted: id.to_owned(),
-                available: hevc_encoders().join(", "),
+                available: descriptors
+                    .iter()
+                    .map(|(_, name)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         };
         let mut raw = ptr::null_mut();
