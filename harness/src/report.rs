@@ -156,6 +156,10 @@ pub struct CaseResult {
     pub heap: HeapFigures,
     /// Throughput figures.
     pub throughput: Throughput,
+    /// Pipeline objects the workload reported after each iteration
+    /// ([`crate::scenario::Workload::gauges`]): live packets, queue depths, … by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<String, ObjectFigures>,
     /// Largest sampled stacks still live that were allocated after warm-up.
     pub suspects: Vec<Suspect>,
     /// How the stacks behind `suspects` were sampled (absent when the child did not
@@ -174,31 +178,56 @@ pub struct CaseResult {
     /// Live bytes and blocks after each iteration (written to `series/`, not the JSON).
     #[serde(skip)]
     pub samples: Vec<(i64, i64)>,
+    /// Each pipeline-object gauge after each iteration, aligned with `samples` (written
+    /// to `series/` as extra columns, not the JSON).
+    #[serde(skip)]
+    pub object_samples: BTreeMap<String, Vec<i64>>,
+}
+
+/// One pipeline-object gauge over a case: where it ended and how high it went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ObjectFigures {
+    /// After the last iteration.
+    pub end: i64,
+    /// The largest value after any iteration.
+    pub max: i64,
 }
 
 impl CaseResult {
-    /// The result of a case that was not run because it cannot run here: verdict
-    /// `skipped`, outcome `skip`, and `skipped: <reason>` as its note.
-    pub fn skipped(case: &Case, reason: &str) -> Self {
+    /// A result for `case` with its identity (id, scenario, variant, params, expect,
+    /// about) and the given verdict and outcome; every figure zero or empty. The soak and
+    /// the skip path fill in what they know.
+    pub fn for_case(case: &Case, verdict: Verdict, outcome: Outcome) -> Self {
         CaseResult {
             id: case.id(),
             scenario: case.scenario.clone(),
             variant: case.variant.clone(),
             params: case.params.clone(),
             expect: case.expect,
-            verdict: Verdict::Skipped,
-            outcome: Outcome::Skip,
+            verdict,
+            outcome,
             iterations: 0,
             warmup_iterations: 0,
             heap: HeapFigures::default(),
             throughput: Throughput::default(),
+            objects: BTreeMap::new(),
             suspects: Vec::new(),
             sampling: None,
             error: None,
-            note: Some(format!("skipped: {reason}")),
+            note: None,
             wall_s: 0.0,
             about: case.about.clone(),
             samples: Vec::new(),
+            object_samples: BTreeMap::new(),
+        }
+    }
+
+    /// The result of a case that was not run because it cannot run here: verdict
+    /// `skipped`, outcome `skip`, and `skipped: <reason>` as its note.
+    pub fn skipped(case: &Case, reason: &str) -> Self {
+        CaseResult {
+            note: Some(format!("skipped: {reason}")),
+            ..CaseResult::for_case(case, Verdict::Skipped, Outcome::Skip)
         }
     }
 
@@ -364,10 +393,24 @@ impl Report {
         write_file(&dir.join("report.json"), json.as_bytes())?;
         write_file(&dir.join("summary.md"), self.markdown().as_bytes())?;
         for result in &self.results {
-            let mut csv = String::from("iteration,live_bytes,live_blocks,judged\n");
+            let mut csv = String::from("iteration,live_bytes,live_blocks,judged");
+            for name in result.object_samples.keys() {
+                csv.push(',');
+                csv.push_str(name);
+            }
+            csv.push('\n');
             for (i, (bytes, blocks)) in result.samples.iter().enumerate() {
                 let judged = (i as u64) >= result.warmup_iterations;
-                let _ = writeln!(csv, "{i},{bytes},{blocks},{}", u8::from(judged));
+                let _ = write!(csv, "{i},{bytes},{blocks},{}", u8::from(judged));
+                for column in result.object_samples.values() {
+                    match column.get(i) {
+                        Some(value) => {
+                            let _ = write!(csv, ",{value}");
+                        }
+                        None => csv.push(','),
+                    }
+                }
+                csv.push('\n');
             }
             write_file(
                 &series.join(format!("{}.csv", file_stem(&result.id))),
@@ -394,11 +437,12 @@ impl Report {
         let _ = writeln!(md, "**{}.**\n", self.tally());
         md.push_str(&self.table(true));
         let mut any = false;
-        for r in self
-            .results
-            .iter()
-            .filter(|r| r.error.is_some() || r.note.is_some() || !r.summary_suspects().is_empty())
-        {
+        for r in self.results.iter().filter(|r| {
+            r.error.is_some()
+                || r.note.is_some()
+                || !r.objects.is_empty()
+                || !r.summary_suspects().is_empty()
+        }) {
             if !any {
                 md.push_str("\n## Details\n");
                 any = true;
@@ -406,6 +450,14 @@ impl Report {
             let _ = writeln!(md, "\n### {}\n", r.id);
             for text in r.error.iter().chain(&r.note) {
                 let _ = writeln!(md, "- {text}");
+            }
+            if !r.objects.is_empty() {
+                let gauges: Vec<String> = r
+                    .objects
+                    .iter()
+                    .map(|(name, g)| format!("{name} {} (max {})", g.end, g.max))
+                    .collect();
+                let _ = writeln!(md, "- pipeline objects at the end: {}", gauges.join(", "));
             }
             for s in r.summary_suspects() {
                 let _ = writeln!(

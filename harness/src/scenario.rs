@@ -17,6 +17,9 @@ pub enum Expect {
     Leak,
     /// The child dies on a signal, reproducing a memory-safety bug; the suite goes on.
     Crash,
+    /// A thread of the workload never stops: the workload's own watchdog reports it
+    /// ([`Stuck`]), naming the thread, or the runner's watchdog stops the child.
+    Hang,
 }
 
 impl fmt::Display for Expect {
@@ -25,6 +28,7 @@ impl fmt::Display for Expect {
             Expect::Clean => "clean",
             Expect::Leak => "leak",
             Expect::Crash => "crash",
+            Expect::Hang => "hang",
         })
     }
 }
@@ -105,6 +109,40 @@ pub struct Loss {
 /// An error from a scenario's setup or iteration, reported as verdict `error`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A thread a workload asked to stop that did not stop within its bound. An iteration
+/// that fails with this error (anywhere in its chain) is reported as verdict `hang`
+/// with the message, instead of `error`: the workload's watchdog saw the hang first and
+/// can say which thread is stuck and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: thread `{thread}` still {state} after {waited_ms} ms{others}")]
+pub struct Stuck {
+    /// What the workload was doing, e.g. `closing the player`.
+    pub what: String,
+    /// The thread that did not stop.
+    pub thread: String,
+    /// Where it is, e.g. `waiting for frame-queue space`.
+    pub state: String,
+    /// How long the workload waited for it.
+    pub waited_ms: u64,
+    /// Other threads still running, with their states (`; read: joining decode`), or
+    /// empty.
+    pub others: String,
+}
+
+impl Stuck {
+    /// The [`Stuck`] in `error`'s chain, if any.
+    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Stuck> {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if let Some(stuck) = e.downcast_ref::<Stuck>() {
+                return Some(stuck);
+            }
+            next = e.source();
+        }
+        None
+    }
+}
+
 /// A running case: one call to [`Workload::iterate`] per iteration. When it returns, the
 /// pipeline must be at a quiescent point (threads idle, queues drained as the scenario
 /// defines) because the harness reads the live heap right after.
@@ -118,6 +156,14 @@ pub trait Workload {
     /// series before judging; anything beyond it is still a leak.
     fn known_loss(&self) -> Loss {
         Loss::default()
+    }
+
+    /// Pipeline objects the workload holds at the quiescent point, by name (live
+    /// packets, frames in a queue, queued bytes, …), read right after the heap. The
+    /// report keeps each one's series next to live bytes, with its last and largest
+    /// value. None by default.
+    fn gauges(&self) -> Vec<(&'static str, i64)> {
+        Vec::new()
     }
 }
 

@@ -8,6 +8,7 @@
 //! or what arrived before a crash or a hang — into a [`CaseResult`]. A crash, hang, or
 //! runaway heap in one child never touches another case's numbers, and the suite goes on.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -16,8 +17,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::heap::{self, Snapshot, Suspect};
-use crate::report::{CaseResult, HeapFigures, Outcome, Sampling, Throughput, Verdict};
-use crate::scenario::{Case, Expect, Loss, Scenario, Work};
+use crate::report::{
+    CaseResult, HeapFigures, ObjectFigures, Outcome, Sampling, Throughput, Verdict,
+};
+use crate::scenario::{Case, Expect, Loss, Scenario, Stuck, Work};
 use crate::stats::{self, Budget, Trend};
 
 /// Prefix of every protocol line a child writes to stdout.
@@ -134,6 +137,14 @@ pub enum Message {
         /// Live bytes then.
         live_bytes: i64,
     },
+    /// A thread of the workload did not stop within its bound ([`Stuck`]); the child
+    /// left it running and stopped.
+    Hang {
+        /// The iteration that hung.
+        iteration: u64,
+        /// Which thread, where, for how long.
+        message: String,
+    },
     /// Setup or an iteration failed, or the instrument refused to judge.
     Error {
         /// The iteration that failed, if it was one.
@@ -161,7 +172,7 @@ pub enum Message {
 }
 
 /// The heap after one iteration.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Iteration number, from 0.
     pub i: u64,
@@ -183,6 +194,10 @@ pub struct Sample {
     /// ([`crate::scenario::Workload::known_loss`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub known: Loss,
+    /// The workload's pipeline objects after the iteration
+    /// ([`crate::scenario::Workload::gauges`]), read after the heap.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gauges: BTreeMap<String, i64>,
 }
 
 fn is_zero(loss: &Loss) -> bool {
@@ -290,6 +305,16 @@ pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dy
         let work: Work = match result {
             Ok(work) => work,
             Err(e) => {
+                if Stuck::find(e.as_ref()).is_some() {
+                    send!(Message::Hang {
+                        iteration: i,
+                        message: error_chain(e.as_ref()),
+                    });
+                    // Dropping the workload would wait on the stuck thread again, maybe
+                    // for ever; the process ends right after this, taking it along.
+                    std::mem::forget(workload);
+                    return EXIT_ERROR;
+                }
                 send!(Message::Error {
                     iteration: Some(i),
                     message: error_chain(e.as_ref())
@@ -308,6 +333,11 @@ pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dy
             bytes: work.bytes,
             ns,
             known: workload.known_loss(),
+            gauges: workload
+                .gauges()
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
         }));
         if after.live_bytes > 0 && after.live_bytes as u64 > plan.heap_cap {
             send!(Message::Cap {
@@ -475,6 +505,9 @@ pub fn supervise(
                         iteration,
                         live_bytes,
                     } => collected.cap = Some((iteration, live_bytes)),
+                    Message::Hang { iteration, message } => {
+                        collected.hang = Some(format!("iteration {iteration}: {message}"))
+                    }
                     Message::Error { iteration, message } => {
                         collected.error = Some(match iteration {
                             Some(i) => format!("iteration {i}: {message}"),
@@ -726,33 +759,45 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
             Verdict::Clean | Verdict::Bounded | Verdict::Upstream
         ) | (Expect::Leak, Verdict::Leak)
             | (Expect::Crash, Verdict::Crash)
+            | (Expect::Hang, Verdict::Hang)
     ) {
         Outcome::Pass
     } else {
         Outcome::Fail
     };
+    let mut object_samples: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for sample in &c.samples {
+        for (name, &value) in &sample.gauges {
+            object_samples.entry(name.clone()).or_default().push(value);
+        }
+    }
+    let objects = object_samples
+        .iter()
+        .map(|(name, values)| {
+            let figures = ObjectFigures {
+                end: values.last().copied().unwrap_or(0),
+                max: values.iter().copied().max().unwrap_or(0),
+            };
+            (name.clone(), figures)
+        })
+        .collect();
     CaseResult {
-        id: case.id(),
-        scenario: case.scenario.clone(),
-        variant: case.variant.clone(),
-        params: case.params.clone(),
-        expect: case.expect,
-        verdict,
-        outcome,
         iterations: reached,
         warmup_iterations: warmup.min(reached),
         heap,
         throughput,
+        objects,
         suspects,
         sampling,
         error,
         note,
         wall_s: wall.as_secs_f64(),
-        about: case.about.clone(),
         samples: c
             .samples
             .iter()
             .map(|s| (s.live_bytes, s.live_blocks))
             .collect(),
+        object_samples,
+        ..CaseResult::for_case(case, verdict, outcome)
     }
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use avsoak_harness::heap::Suspect;
 use avsoak_harness::report::{
-    CaseResult, HeapFigures, Outcome, Provenance, Report, Sampling, Throughput, Verdict,
+    CaseResult, HeapFigures, ObjectFigures, Outcome, Provenance, Report, Sampling, Throughput,
+    Verdict,
 };
 use avsoak_harness::scenario::Expect;
 
@@ -59,6 +60,8 @@ fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> CaseRe
         wall_s: 1.5,
         about: String::new(),
         samples: vec![(1, 1), (2, 2)],
+        objects: BTreeMap::new(),
+        object_samples: BTreeMap::new(),
     }
 }
 
@@ -166,6 +169,41 @@ fn write_creates_the_run_folder() {
         csv,
         "iteration,live_bytes,live_blocks,judged\n0,1,1,0\n1,2,2,0\n"
     );
+}
+
+#[test]
+fn pipeline_objects_become_columns_and_a_summary_line() {
+    let mut report = report();
+    let r = &mut report.results[0];
+    r.object_samples = BTreeMap::from([
+        ("frame_queue".to_owned(), vec![3, 3]),
+        ("live_packets".to_owned(), vec![26, 27]),
+    ]);
+    r.objects = BTreeMap::from([
+        ("frame_queue".to_owned(), ObjectFigures { end: 3, max: 3 }),
+        (
+            "live_packets".to_owned(),
+            ObjectFigures { end: 27, max: 27 },
+        ),
+    ]);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-objects");
+    let _ = std::fs::remove_dir_all(&dir);
+    report.write(&dir).unwrap();
+    let csv = std::fs::read_to_string(dir.join("series/picture-pool.pooled.640x480.csv")).unwrap();
+    assert_eq!(
+        csv,
+        "iteration,live_bytes,live_blocks,judged,frame_queue,live_packets\n\
+         0,1,1,0,3,26\n1,2,2,0,3,27\n"
+    );
+    let md = report.markdown();
+    assert!(
+        md.contains(
+            "- pipeline objects at the end: frame_queue 3 (max 3), live_packets 27 (max 27)"
+        ),
+        "{md}"
+    );
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["results"][0]["objects"]["live_packets"]["max"], 27);
 }
 
 #[test]

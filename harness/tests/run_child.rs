@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
-use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
+use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Stuck, Work, Workload};
 use avsoak_harness::soak::{
     run_child, Message, Plan, Sample, EXIT_ERROR, EXIT_ORPHANED, MESSAGE_PREFIX,
 };
@@ -16,9 +16,15 @@ enum Kind {
     Leak,
     Panic,
     Fail,
+    Stuck,
 }
 
 struct Fake(Kind);
+
+/// An error that carries a [`Stuck`] as its source, as a scenario's own error would.
+#[derive(Debug, thiserror::Error)]
+#[error("iteration failed")]
+struct Wrapped(#[source] Stuck);
 
 struct FakeWorkload {
     kind: Kind,
@@ -38,6 +44,16 @@ impl Workload for FakeWorkload {
                 .push(black_box(vec![7u8; 4000].into_boxed_slice())),
             Kind::Panic if self.i == 4 => panic!("queue invariant broken at {}", self.i),
             Kind::Fail if self.i == 3 => return Err("sink refused the packet".into()),
+            Kind::Stuck if self.i == 2 => {
+                let stuck = Stuck {
+                    what: "closing the player".into(),
+                    thread: "decode-v0".into(),
+                    state: "waiting for frame-queue space".into(),
+                    waited_ms: 2000,
+                    others: String::new(),
+                };
+                return Err(Box::new(Wrapped(stuck)));
+            }
             _ => {}
         }
         Ok(Work {
@@ -109,7 +125,7 @@ fn samples(messages: &[Message]) -> Vec<Sample> {
         .iter()
         .filter_map(|m| {
             if let Message::Sample(s) = m {
-                Some(*s)
+                Some(s.clone())
             } else {
                 None
             }
@@ -183,6 +199,21 @@ fn an_error_becomes_an_error_message_with_its_iteration() {
     assert_eq!(
         (*iteration, message.as_str()),
         (Some(2), "sink refused the packet")
+    );
+}
+
+#[test]
+fn a_stuck_thread_becomes_a_hang_message_with_its_chain() {
+    let (code, messages) = run(Kind::Stuck);
+    assert_eq!(code, EXIT_ERROR);
+    let Some(Message::Hang { iteration, message }) = messages.last() else {
+        panic!("{messages:?}")
+    };
+    assert_eq!(*iteration, 1);
+    assert_eq!(
+        message,
+        "iteration failed: closing the player: thread `decode-v0` still waiting for \
+         frame-queue space after 2000 ms"
     );
 }
 

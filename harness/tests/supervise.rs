@@ -2,6 +2,7 @@
 //! protocol): every way a child can end becomes the right verdict, and none stops the
 //! supervisor.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
@@ -62,6 +63,10 @@ fn samples_with_known(
                 bytes: 1000,
                 ns: 1_000_000,
                 known: known(i),
+                gauges: BTreeMap::from([
+                    ("live_packets".to_owned(), (i % 3) as i64),
+                    ("queue_depth".to_owned(), 25),
+                ]),
             }))
         })
         .collect()
@@ -249,6 +254,46 @@ fn silence_is_a_hang_with_the_last_iteration_reached() {
         r.error.unwrap(),
         "no progress for 2s after 12 of 60 iterations"
     );
+}
+
+#[test]
+fn a_stuck_thread_the_child_reports_is_a_hang_that_names_it() {
+    let mut lines = vec![start()];
+    lines.extend(samples(3, |_| 1000));
+    lines.push(line(&Message::Hang {
+        iteration: 3,
+        message: "closing the player: thread `decode-v0` still waiting for frame-queue \
+                  space after 2000 ms"
+            .into(),
+    }));
+    let r = supervise_script(&lines, "exit 3\n", Expect::Hang);
+    assert_eq!(
+        (r.verdict, r.outcome),
+        (Verdict::Hang, Outcome::Pass),
+        "{r:?}"
+    );
+    let error = r.error.unwrap();
+    assert!(
+        error.starts_with("iteration 3: closing the player: thread `decode-v0`"),
+        "{error}"
+    );
+    // The same report fails a case that expected a clean run.
+    let r = supervise_script(&lines, "exit 3\n", Expect::Clean);
+    assert_eq!((r.verdict, r.outcome), (Verdict::Hang, Outcome::Fail));
+}
+
+#[test]
+fn gauges_the_child_reports_become_object_figures_and_series() {
+    let mut lines = vec![start()];
+    lines.extend(samples(60, |_| 1000));
+    lines.push(done());
+    let r = supervise_script(&lines, "", Expect::Clean);
+    assert_eq!(r.verdict, Verdict::Clean, "{r:?}");
+    let packets = r.objects["live_packets"];
+    assert_eq!((packets.end, packets.max), (2, 2));
+    assert_eq!(r.objects["queue_depth"].max, 25);
+    assert_eq!(r.object_samples["live_packets"].len(), 60);
+    assert_eq!(r.object_samples["live_packets"][..4], [0, 1, 2, 0]);
 }
 
 #[test]
