@@ -681,6 +681,8 @@ pub struct StreamInfo {
     pub width: u32,
     /// Height (video).
     pub height: u32,
+    /// Average frame rate (video; 0/1 when the container does not say).
+    pub frame_rate: ffmpeg::Rational,
 }
 
 /// A demuxer reading through an [`Avio`].
@@ -797,6 +799,7 @@ impl<R> Demuxer<R> {
                         time_base: ffmpeg::Rational::from((*st).time_base),
                         width: (*par).width.max(0) as u32,
                         height: (*par).height.max(0) as u32,
+                        frame_rate: ffmpeg::Rational::from((*st).avg_frame_rate),
                     }
                 }
             })
@@ -830,6 +833,20 @@ impl<R> Demuxer<R> {
             ffi::AVERROR_EOF => Ok(false),
             code => Err(self.io.fail("av_read_frame", code)),
         }
+    }
+
+    /// Seeks every stream to the last keyframe at or before `seconds` from the start
+    /// (`avformat_seek_file`); needs a seekable input.
+    pub fn seek(&mut self, seconds: f64) -> Result<(), AvioError> {
+        let target = (seconds.max(0.0) * f64::from(ffi::AV_TIME_BASE)) as i64;
+        // SAFETY: the context is open; stream -1 means AV_TIME_BASE units, and the range
+        // (anything up to `target`) asks for the keyframe at or before it.
+        let code =
+            unsafe { ffi::avformat_seek_file(self.fmt.as_ptr(), -1, i64::MIN, target, target, 0) };
+        if code < 0 {
+            return Err(self.io.fail("avformat_seek_file", code));
+        }
+        Ok(())
     }
 
     /// A video decoder for stream `index`, opened from its parameters (one thread).

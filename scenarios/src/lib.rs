@@ -26,6 +26,7 @@ pub mod fmp4_mux;
 pub mod heif_ffi;
 pub mod media;
 pub mod picture_pool;
+pub mod player;
 pub mod x264_ffi;
 pub mod x265_ffi;
 

@@ -358,20 +358,50 @@ pub fn write_clip<W>(
     clip: &EncodedClip,
     options: &[(&str, &str)],
 ) -> Result<(), AvioError> {
-    let stream = muxer.add_video_stream(&clip.stream_spec())?;
+    write_clips(muxer, &[clip], options)
+}
+
+/// Writes `clips` to `muxer` as one stream each, in this order (header first, trailer
+/// not), handing packets over in decoding order across the streams.
+pub fn write_clips<W>(
+    muxer: &mut Muxer<W>,
+    clips: &[&EncodedClip],
+    options: &[(&str, &str)],
+) -> Result<(), AvioError> {
+    let mut streams = Vec::with_capacity(clips.len());
+    for clip in clips {
+        streams.push(muxer.add_video_stream(&clip.stream_spec())?);
+    }
     muxer.write_header(options)?;
-    for p in &clip.packets {
-        muxer.write(stream, &p.data, p.pts, p.dts, p.key)?;
+    let mut next = vec![0; clips.len()];
+    // The stream whose next packet decodes first, in seconds (time bases differ).
+    let earliest = |next: &[usize]| {
+        (0..clips.len())
+            .filter_map(|s| {
+                let p = clips[s].packets.get(next[s])?;
+                Some((p.dts as f64 / f64::from(clips[s].clip.fps), s))
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, s)| s)
+    };
+    while let Some(s) = earliest(&next) {
+        let p = &clips[s].packets[next[s]];
+        muxer.write(streams[s], &p.data, p.pts, p.dts, p.key)?;
+        next[s] += 1;
     }
     Ok(())
 }
 
-/// Muxes `clip` into `container` in memory, with a seekable writer.
-pub fn mux(clip: &EncodedClip, container: Container, buffer: usize) -> Result<Vec<u8>, MediaError> {
+/// Muxes `clips` into `container` in memory, one stream each, with a seekable writer.
+pub fn mux(
+    clips: &[&EncodedClip],
+    container: Container,
+    buffer: usize,
+) -> Result<Vec<u8>, MediaError> {
     let mux_err = |source| MediaError::Mux { container, source };
     let io = Avio::seekable_writer(Cursor::new(Vec::new()), buffer).map_err(mux_err)?;
     let mut muxer = Muxer::new(io, container.muxer()).map_err(mux_err)?;
-    write_clip(&mut muxer, clip, container.options()).map_err(mux_err)?;
+    write_clips(&mut muxer, clips, container.options()).map_err(mux_err)?;
     Ok(muxer.finish().map_err(mux_err)?.into_inner())
 }
 
@@ -398,16 +428,13 @@ pub fn cache_dir() -> PathBuf {
 /// name carries the clip, the x264 build and the libavformat version, so a library
 /// upgrade makes a new file.
 pub fn fixture(clip: Clip, container: Container) -> Result<Arc<[u8]>, MediaError> {
-    let dir = cache_dir();
-    // SAFETY: returns a constant.
-    let lavf = unsafe { ffmpeg::ffi::avformat_version() };
-    let path = dir.join(format!(
-        "{}-x264.{}-lavf.{}.{}",
-        clip.name(),
-        x264_ffi::build(),
-        lavf,
-        container.extension()
-    ));
+    fixture_streams(&[clip], container)
+}
+
+/// Like [`fixture`], with one video stream per clip (renditions of the same camera),
+/// in this order.
+pub fn fixture_streams(clips: &[Clip], container: Container) -> Result<Arc<[u8]>, MediaError> {
+    let path = cached_path(clips, container);
     let cache = |source| MediaError::Cache {
         path: path.clone(),
         source,
@@ -418,11 +445,38 @@ pub fn fixture(clip: Clip, container: Container) -> Result<Arc<[u8]>, MediaError
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(cache(e)),
     }
-    let bytes = mux(&encode_clip(clip)?, container, 32 * 1024)?;
-    std::fs::create_dir_all(&dir).map_err(cache)?;
+    let encoded = clips
+        .iter()
+        .map(|&clip| encode_clip(clip))
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&EncodedClip> = encoded.iter().collect();
+    let bytes = mux(&refs, container, 32 * 1024)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(cache)?;
+    }
     // Written aside and renamed, so concurrent test processes never read half a file.
     let partial = path.with_extension(format!("{}.partial", std::process::id()));
     std::fs::write(&partial, &bytes).map_err(cache)?;
     std::fs::rename(&partial, &path).map_err(cache)?;
     Ok(bytes.into())
+}
+
+/// Where a fixture [`fixture_streams`] made lives on disk (made now if it is not cached),
+/// for readers that open a file.
+pub fn fixture_path(clips: &[Clip], container: Container) -> Result<PathBuf, MediaError> {
+    fixture_streams(clips, container)?;
+    Ok(cached_path(clips, container))
+}
+
+fn cached_path(clips: &[Clip], container: Container) -> PathBuf {
+    // SAFETY: returns a constant.
+    let lavf = unsafe { ffmpeg::ffi::avformat_version() };
+    let names: Vec<String> = clips.iter().map(Clip::name).collect();
+    cache_dir().join(format!(
+        "{}-x264.{}-lavf.{}.{}",
+        names.join("+"),
+        x264_ffi::build(),
+        lavf,
+        container.extension()
+    ))
 }
