@@ -27,6 +27,7 @@ pub mod heif_ffi;
 pub mod media;
 pub mod picture_pool;
 pub mod player;
+pub mod player_queue;
 pub mod x264_ffi;
 pub mod x265_ffi;
 
@@ -37,6 +38,7 @@ pub fn all() -> Vec<&'static dyn Scenario> {
         &avio_memory::AvioMemory,
         &fmp4_mux::Fmp4Mux,
         &encode_abort::EncodeAbort,
+        &player_queue::PlayerQueue,
     ]
 }
 

@@ -323,7 +323,8 @@ fn open_component<R>(
 /// Aborts the queues, waits (bounded) for the decode thread to end, and flushes the
 /// packet queue (ffplay's `decoder_abort`). Frames already decoded stay queued; the
 /// presenter discards them as stale.
-fn close_component(shared: &Shared, component: Component) -> Result<(), PlayerError> {
+fn close_component(shared: &Shared, component: Component, slot: &Slot) -> Result<(), PlayerError> {
+    slot.set("waiting for the decoder to stop");
     shared.packets.abort();
     shared.frames.abort();
     let started = Instant::now();
@@ -501,7 +502,7 @@ fn play<R>(
         }
         if let Some((next, position)) = reopen {
             if let Some(c) = component.take() {
-                close_component(shared, c)?;
+                close_component(shared, c, slot)?;
             }
             if next {
                 current = (current + 1) % videos.len();
@@ -552,7 +553,7 @@ fn play<R>(
         // A packet of another stream is released by the next read.
     };
     if let Some(c) = component.take() {
-        close_component(shared, c)?;
+        close_component(shared, c, slot)?;
     }
     result
 }
