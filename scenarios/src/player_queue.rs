@@ -198,7 +198,6 @@ impl Mode {
         match self {
             Mode::ExternalClock => {
                 settings.master = MasterClock::External;
-                settings.framedrop = true;
                 settings.display_cost = 1.5 / f64::from(CLIPS[0].fps);
             }
             Mode::FlushWithoutUnref => settings.flush = Discard::Forget,

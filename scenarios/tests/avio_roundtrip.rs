@@ -91,7 +91,7 @@ fn what_the_memory_writer_muxes_demuxes_back_to_the_same_frames() {
     let clip = media::encode_clip(Clip::STANDARD).unwrap();
     for container in Container::ALL {
         for buffer in [4096, 1 << 20] {
-            let bytes = media::mux(&clip, container, buffer).unwrap();
+            let bytes = media::mux(&[&clip], container, buffer).unwrap();
             let out = read_memory(Cursor::new(bytes), spec(true, 32 << 10)).unwrap();
             assert_frame_exact(&out, &format!("{container} written with {buffer}"));
         }

@@ -333,3 +333,68 @@ fn encode_abort_controls_are_flagged_in_the_output_path_and_kvazaar_is_skipped()
         assert!(summary.contains("skipped: kvazaar not found"), "{summary}");
     }
 }
+
+#[test]
+fn player_queue_controls_are_flagged_in_ffmpeg_and_the_watchdog_names_the_stuck_thread() {
+    let (code, out, report) = soak(
+        "e2e-player-queue",
+        &[
+            "--scenario",
+            "player-queue",
+            "--variant",
+            "seeks,open-close,flush-without-unref,stale-frames-without-unref,deaf-decoder",
+            "--iterations",
+            "60",
+            "--warmup",
+            "20",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "every outcome must pass");
+    let seeks = result(&report, "player-queue/seeks/memory");
+    assert_eq!(seeks["verdict"], "clean");
+    // At rest the queues are full and within their bounds.
+    assert_eq!(seeks["objects"]["packet_queue"]["max"], 25);
+    assert_eq!(seeks["objects"]["frame_queue"]["max"], 3);
+    for source in ["memory", "file"] {
+        let id = format!("player-queue/open-close/{source}");
+        let r = result(&report, &id);
+        assert_eq!(r["verdict"], "clean", "{id}");
+        for gauge in ["live_packets", "live_frames", "threads", "packet_queue"] {
+            assert_eq!(
+                r["objects"][gauge]["max"], 0,
+                "{id}: {gauge} after teardown"
+            );
+        }
+    }
+    let flush = result(&report, "player-queue/flush-without-unref/memory");
+    assert_eq!(flush["verdict"], "leak");
+    assert!(
+        suspect_names(
+            &report,
+            "player-queue/flush-without-unref/memory",
+            "av_read_frame"
+        ),
+        "{flush}"
+    );
+    // The census sees the forgotten packets too.
+    assert!(flush["objects"]["live_packets"]["end"].as_i64().unwrap() > 500);
+    let stale = "player-queue/stale-frames-without-unref/memory";
+    assert_eq!(result(&report, stale)["verdict"], "leak");
+    assert!(suspect_names(&report, stale, "av_buffer_pool_get"));
+    let deaf = result(&report, "player-queue/deaf-decoder/memory");
+    assert_eq!(
+        (&deaf["verdict"], &deaf["outcome"]),
+        (&"hang".into(), &"pass".into())
+    );
+    let error = deaf["error"].as_str().unwrap();
+    assert!(
+        error.contains("thread `decode-v0` still waiting for frame-queue space"),
+        "{error}"
+    );
+    let csv = std::fs::read_to_string(out.join("series/player-queue.seeks.memory.csv")).unwrap();
+    assert!(
+        csv.starts_with("iteration,live_bytes,live_blocks,judged,frame_queue,frames_dropped,"),
+        "{csv}"
+    );
+}

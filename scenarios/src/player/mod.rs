@@ -72,13 +72,24 @@ pub enum MasterClock {
     External,
 }
 
+/// When the presenter drops a late frame (ffplay's `-framedrop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameDrop {
+    /// Only when the video is not the master clock (ffplay's default).
+    Auto,
+    /// Whatever the master clock.
+    Always,
+    /// Never.
+    Never,
+}
+
 /// How a player plays, and the mistakes the positive controls make.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The master clock.
     pub master: MasterClock,
-    /// Drop late frames (ffplay's default: only when the video is not the master).
-    pub framedrop: bool,
+    /// When late frames are dropped.
+    pub framedrop: FrameDrop,
     /// Virtual seconds the display spends per frame shown.
     pub display_cost: f64,
     /// Start again at the end of the input.
@@ -101,7 +112,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             master: MasterClock::Video,
-            framedrop: false,
+            framedrop: FrameDrop::Auto,
             display_cost: 0.0,
             looping: true,
             flush: Discard::Unref,
@@ -852,21 +863,28 @@ impl Player {
         }
     }
 
+    /// The next frame, taken when the frame queue is full or the pipeline rests: a
+    /// display is slower than a decoder, so it always finds the queue as full as the
+    /// decoder can make it, and every drop decision is the same on every run. `None`
+    /// when the pipeline rests with nothing queued (the end of the input, looping off).
     fn next_frame(&mut self) -> Result<Option<queue::Frame>, PlayerError> {
         let started = Instant::now();
         let mut pause = Duration::from_micros(20);
         loop {
-            if let Some(frame) = self.shared.frames.pop() {
-                // The read thread may be waiting for the frame queue to empty (end of
-                // the input) or the decoder for space.
-                self.shared.gate.kick();
-                return Ok(Some(frame));
-            }
-            if let Some(e) = lock(&self.shared.failure).take() {
-                return Err(e);
-            }
-            if self.shared.activity.running() == 0 && self.shared.frames.is_empty() {
-                return Ok(None);
+            let full = self.shared.frames.len() >= self.shared.frames.capacity();
+            if full || self.shared.activity.running() == 0 {
+                if let Some(frame) = self.shared.frames.pop() {
+                    // The read thread may be waiting for the frame queue to empty (end
+                    // of the input), the decoder for space.
+                    self.shared.gate.kick();
+                    return Ok(Some(frame));
+                }
+                if let Some(e) = lock(&self.shared.failure).take() {
+                    return Err(e);
+                }
+                if self.shared.activity.running() == 0 {
+                    return Ok(None);
+                }
             }
             if started.elapsed() >= self.shared.settings.settle_bound {
                 self.settle()?;
@@ -919,14 +937,19 @@ impl Player {
                 p.now = due; // the refresh loop would sleep until then
             }
             p.frame_timer = due;
-            if p.now - p.frame_timer > SYNC_MAX {
+            if delay > 0.0 && p.now - p.frame_timer > SYNC_MAX {
                 p.frame_timer = p.now;
             }
             p.video.set(pts, p.now);
             if settings.master == MasterClock::Video {
                 p.external.set(pts, p.now);
             }
-            if settings.framedrop && !step {
+            let drops = match settings.framedrop {
+                FrameDrop::Auto => settings.master != MasterClock::Video,
+                FrameDrop::Always => true,
+                FrameDrop::Never => false,
+            };
+            if drops && !step {
                 if let Some((next_serial, next_pts)) = self.shared.frames.peek() {
                     let next_duration = (next_pts as f64 * tb - pts).max(0.0);
                     if next_serial == frame.serial && p.now > p.frame_timer + next_duration {
