@@ -95,8 +95,8 @@ fn a_slow_display_on_an_external_clock_drops_late_frames_and_shows_the_rest_in_o
         Player::open(Source::Memory(player_queue::fixture().unwrap()), settings).unwrap();
     let progress = player.advance(u64::MAX).unwrap();
     assert!(progress.ended);
-    // The display takes 60 ms for 40 ms frames: some cannot be shown in time.
-    assert!(progress.dropped > 0, "{progress:?}");
+    // The display takes 60 ms for 40 ms frames: it keeps up with two frames in three.
+    assert!((30..=36).contains(&progress.dropped), "{progress:?}");
     assert_eq!(progress.shown + progress.dropped, 100, "{progress:?}");
     let pts: Vec<i64> = player.log().iter().map(|s| s.pts).collect();
     assert!(pts.windows(2).all(|w| w[0] < w[1]), "{pts:?}");

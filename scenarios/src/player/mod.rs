@@ -717,8 +717,6 @@ impl Player {
     /// Seeks to the keyframe at or before `seconds`: the read thread flushes the packet
     /// queue (a new serial), and frames decoded before become stale.
     pub fn seek(&mut self, seconds: f64) -> Result<(), PlayerError> {
-        let now = self.presenter.now;
-        self.presenter.external.set(seconds, now);
         self.request(|r| r.seek = Some(seconds))
     }
 
@@ -919,9 +917,13 @@ impl Player {
             let pts = frame.pts as f64 * tb;
             let p = &mut self.presenter;
             if p.last_serial != Some(frame.serial) {
+                // The first frame after a seek, a loop or a switch: the frame timer
+                // starts again, and the external clock goes to where playback now is
+                // (ffplay sets it to the seek target).
                 p.frame_timer = p.now;
                 p.last_serial = Some(frame.serial);
                 p.last_pts = None;
+                p.external.set(pts, p.now);
             }
             let duration = match p.last_pts {
                 Some(last) if pts > last && pts - last < 10.0 => pts - last,
