@@ -502,71 +502,77 @@ fn play<R>(
     let mut component = Some(open_component(shared, &demuxer, first)?);
     let mut packet = ffmpeg::Packet::empty();
     let mut eof = false;
-    let result = loop {
-        shared.gate.clear();
-        let (abort, seek, reopen, looping) = {
-            let mut r = lock(&shared.requests);
-            (r.abort, r.seek.take(), r.reopen.take(), r.looping)
-        };
-        if abort {
-            break Ok(());
-        }
-        if let Some((next, position)) = reopen {
-            if let Some(c) = component.take() {
-                close_component(shared, c, slot)?;
+    // Every way out of the loop, errors included, goes through the component's close.
+    let mut pump = || -> Result<(), PlayerError> {
+        loop {
+            shared.gate.clear();
+            let (abort, seek, reopen, looping) = {
+                let mut r = lock(&shared.requests);
+                (r.abort, r.seek.take(), r.reopen.take(), r.looping)
+            };
+            if abort {
+                return Ok(());
             }
-            if next {
-                current = (current + 1) % videos.len();
-            }
-            active = videos[current].index;
-            component = Some(open_component(shared, &demuxer, videos[current])?);
-            slot.set("avformat_seek_file");
-            demuxer.seek(position).map_err(input_err)?;
-            shared.packets.flush(shared.settings.flush);
-            eof = false;
-        }
-        if let Some(target) = seek {
-            slot.set("avformat_seek_file");
-            demuxer.seek(target).map_err(input_err)?;
-            shared.packets.flush(shared.settings.flush);
-            eof = false;
-        }
-        if shared.packets.len() >= PACKET_QUEUE_PACKETS
-            || shared.packets.bytes() >= PACKET_QUEUE_BYTES
-        {
-            shared.gate.sleep(slot, "waiting: packet queue full");
-            continue;
-        }
-        if eof {
-            let drained =
-                shared.finished() == Some(shared.packets.serial()) && shared.frames.is_empty();
-            if drained && looping {
+            if let Some((next, position)) = reopen {
+                if let Some(c) = component.take() {
+                    close_component(shared, c, slot)?;
+                }
+                if next {
+                    current = (current + 1) % videos.len();
+                }
+                active = videos[current].index;
+                component = Some(open_component(shared, &demuxer, videos[current])?);
                 slot.set("avformat_seek_file");
-                demuxer.seek(0.0).map_err(input_err)?;
+                demuxer.seek(position).map_err(input_err)?;
                 shared.packets.flush(shared.settings.flush);
                 eof = false;
+            }
+            if let Some(target) = seek {
+                slot.set("avformat_seek_file");
+                demuxer.seek(target).map_err(input_err)?;
+                shared.packets.flush(shared.settings.flush);
+                eof = false;
+            }
+            if shared.packets.len() >= PACKET_QUEUE_PACKETS
+                || shared.packets.bytes() >= PACKET_QUEUE_BYTES
+            {
+                shared.gate.sleep(slot, "waiting: packet queue full");
                 continue;
             }
-            shared.gate.sleep(slot, "waiting at the end of the input");
-            continue;
+            if eof {
+                let drained =
+                    shared.finished() == Some(shared.packets.serial()) && shared.frames.is_empty();
+                if drained && looping {
+                    slot.set("avformat_seek_file");
+                    demuxer.seek(0.0).map_err(input_err)?;
+                    shared.packets.flush(shared.settings.flush);
+                    eof = false;
+                    continue;
+                }
+                shared.gate.sleep(slot, "waiting at the end of the input");
+                continue;
+            }
+            slot.set("av_read_frame");
+            if !demuxer.read(&mut packet).map_err(input_err)? {
+                eof = true;
+                let _ = shared.packets.put(Item::Drain);
+                continue;
+            }
+            if packet.stream() == active {
+                let taken = std::mem::replace(&mut packet, ffmpeg::Packet::empty());
+                // Refused only after an abort, and then dropped (unref) on the way out.
+                let _ = shared.packets.put(Item::Packet(Packet::new(taken)));
+            }
+            // A packet of another stream is released by the next read.
         }
-        slot.set("av_read_frame");
-        if !demuxer.read(&mut packet).map_err(input_err)? {
-            eof = true;
-            let _ = shared.packets.put(Item::Drain);
-            continue;
-        }
-        if packet.stream() == active {
-            let taken = std::mem::replace(&mut packet, ffmpeg::Packet::empty());
-            // Refused only after an abort, and then dropped (unref) on the way out.
-            let _ = shared.packets.put(Item::Packet(Packet::new(taken)));
-        }
-        // A packet of another stream is released by the next read.
     };
-    if let Some(c) = component.take() {
-        close_component(shared, c, slot)?;
-    }
-    result
+    let result = pump();
+    let closed = match component.take() {
+        Some(c) => close_component(shared, c, slot),
+        None => Ok(()),
+    };
+    // The loop's own failure first: a decoder stuck after it is a consequence.
+    result.and(closed)
 }
 
 /// ffplay's clock: a timestamp, when it was set, and whether it runs.
