@@ -77,6 +77,34 @@ pub enum Op {
     Reopen,
 }
 
+impl Op {
+    /// Whether the operation shows frames by itself.
+    pub fn shows_frames(self) -> bool {
+        matches!(self, Op::Play(_) | Op::Step | Op::PlayToEnd)
+    }
+}
+
+/// Does `op` to `player`; [`Op::Reopen`] is the session's to do, not the player's.
+fn perform(player: &mut Player, op: Op, looping: bool) -> Result<Progress, PlayerError> {
+    match op {
+        Op::Play(frames) => return player.advance(frames),
+        Op::Step => return player.step(),
+        Op::PlayToEnd => {
+            player.set_looping(false)?;
+            let progress = player.advance(u64::MAX)?;
+            player.set_looping(looping)?;
+            return Ok(progress);
+        }
+        Op::Seek(seconds) => player.seek(seconds)?,
+        Op::Pause => player.pause()?,
+        Op::Resume => player.resume()?,
+        Op::SwitchStream => player.switch_stream()?,
+        Op::RestartDecoder => player.restart_decoder()?,
+        Op::Reopen => {}
+    }
+    Ok(Progress::default())
+}
+
 /// The `churn` script, one operation per iteration, in a loop.
 pub const CHURN: [Op; 12] = [
     Op::Play(8),
@@ -329,46 +357,16 @@ impl Session {
     /// frames of playback. Checks the queues' bounds afterwards.
     pub fn apply(&mut self, op: Op, then: u64) -> Result<Progress, SessionError> {
         let looping = self.settings.looping;
-        let player = self.player()?;
         let mut progress = match op {
-            Op::Play(frames) => return self.checked(|p| p.advance(frames)),
-            Op::Step => return self.checked(Player::step),
-            Op::PlayToEnd => {
-                player.set_looping(false)?;
-                let progress = player.advance(u64::MAX)?;
-                player.set_looping(looping)?;
-                return self.checked(|_| Ok(progress));
-            }
-            Op::Seek(seconds) => {
-                player.seek(seconds)?;
-                Progress::default()
-            }
-            Op::Pause => {
-                player.pause()?;
-                Progress::default()
-            }
-            Op::Resume => {
-                player.resume()?;
-                Progress::default()
-            }
-            Op::SwitchStream => {
-                player.switch_stream()?;
-                Progress::default()
-            }
-            Op::RestartDecoder => {
-                player.restart_decoder()?;
-                Progress::default()
-            }
             Op::Reopen => {
                 self.close_player()?;
                 Progress::default()
             }
+            op => self.checked(|player| perform(player, op, looping))?,
         };
-        let more = self.checked(|p| p.advance(then))?;
-        progress.shown += more.shown;
-        progress.dropped += more.dropped;
-        progress.stale += more.stale;
-        progress.ended |= more.ended;
+        if !op.shows_frames() {
+            progress += self.checked(|player| player.advance(then))?;
+        }
         Ok(progress)
     }
 

@@ -208,11 +208,19 @@ pub struct Progress {
     pub ended: bool,
 }
 
-/// Pipeline objects and queue depths at a quiescent point.
+impl std::ops::AddAssign for Progress {
+    fn add_assign(&mut self, more: Progress) {
+        self.shown += more.shown;
+        self.dropped += more.dropped;
+        self.stale += more.stale;
+        self.ended |= more.ended;
+    }
+}
+
+/// Queue depths and threads at a quiescent point (the packets and frames alive are the
+/// process-wide [`census`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gauges {
-    /// Process-wide census of packets and frames.
-    pub census: Census,
     /// Items in the packet queue.
     pub packet_queue: usize,
     /// Their payload bytes.
@@ -807,7 +815,6 @@ impl Player {
     /// Pipeline objects and queue depths now.
     pub fn gauges(&self) -> Gauges {
         Gauges {
-            census: census(),
             packet_queue: self.shared.packets.len(),
             packet_queue_bytes: self.shared.packets.bytes(),
             frame_queue: self.shared.frames.len(),

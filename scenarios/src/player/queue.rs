@@ -173,17 +173,24 @@ impl Activity {
 
     /// Waits until no pipeline thread runs; false if `bound` passes first.
     pub fn wait_idle(&self, bound: Duration) -> bool {
-        let started = Instant::now();
-        let mut pause = Duration::from_micros(20);
-        while self.running() > 0 {
-            if started.elapsed() >= bound {
-                return false;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(1));
-        }
-        true
+        wait_until(bound, || self.running() == 0)
     }
+}
+
+/// Polls `done` (backing off from 20 µs to 1 ms) until it holds; false if `bound`
+/// passes first. For the caller's thread, which is not one of the pipeline's and so has
+/// nothing to be woken by.
+pub fn wait_until(bound: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(20);
+    while !done() {
+        if started.elapsed() >= bound {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(1));
+    }
+    true
 }
 
 /// The threads asleep on one condition variable.
@@ -272,14 +279,7 @@ impl Slot {
 
     /// Waits until the thread has ended; false if `bound` passes first.
     pub fn wait_end(&self, bound: Duration) -> bool {
-        let started = Instant::now();
-        while self.alive() {
-            if started.elapsed() >= bound {
-                return false;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        true
+        wait_until(bound, || !self.alive())
     }
 }
 
@@ -370,8 +370,7 @@ impl PacketQueue {
         let serial = s.serial;
         s.items.push_back((serial, item));
         s.high_water = s.high_water.max(s.items.len());
-        let state = &mut *s;
-        state.getters.wake(&self.cond, &self.activity);
+        s.getters.wake(&self.cond, &self.activity);
         Ok(())
     }
 
@@ -420,8 +419,7 @@ impl PacketQueue {
     pub fn abort(&self) {
         let mut s = lock(&self.state);
         s.aborted = true;
-        let state = &mut *s;
-        state.getters.wake(&self.cond, &self.activity);
+        s.getters.wake(&self.cond, &self.activity);
     }
 
     /// The current serial.
@@ -513,8 +511,7 @@ impl FrameQueue {
     pub fn pop(&self) -> Option<Frame> {
         let mut s = lock(&self.state);
         let frame = s.frames.pop_front()?;
-        let state = &mut *s;
-        state.putters.wake(&self.cond, &self.activity);
+        s.putters.wake(&self.cond, &self.activity);
         Some(frame)
     }
 
@@ -528,8 +525,7 @@ impl FrameQueue {
     pub fn abort(&self) {
         let mut s = lock(&self.state);
         s.aborted = true;
-        let state = &mut *s;
-        state.putters.wake(&self.cond, &self.activity);
+        s.putters.wake(&self.cond, &self.activity);
     }
 
     /// Accepts pushes again.
@@ -541,8 +537,7 @@ impl FrameQueue {
     pub fn drain(&self) -> Vec<Frame> {
         let mut s = lock(&self.state);
         let frames: Vec<Frame> = s.frames.drain(..).collect();
-        let state = &mut *s;
-        state.putters.wake(&self.cond, &self.activity);
+        s.putters.wake(&self.cond, &self.activity);
         frames
     }
 
@@ -591,8 +586,7 @@ impl Gate {
     pub fn kick(&self) {
         let mut s = lock(&self.state);
         s.kicked = true;
-        let state = &mut *s;
-        state.sleepers.wake(&self.cond, &self.activity);
+        s.sleepers.wake(&self.cond, &self.activity);
     }
 
     /// Forgets a pending kick: the caller is about to look at everything anyway.
