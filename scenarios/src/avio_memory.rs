@@ -70,10 +70,6 @@ impl Mode {
         }
     }
 
-    fn from_name(name: &str) -> Option<Mode> {
-        Mode::ALL.into_iter().find(|m| m.name() == name)
-    }
-
     fn about(self) -> &'static str {
         match self {
             Mode::ReadSeekable => "demux + decode from memory with read and seek callbacks",
@@ -175,12 +171,13 @@ impl Scenario for AvioMemory {
     }
 
     fn start(&self, case: &Case) -> Result<Box<dyn Workload>, BoxError> {
-        let mode = Mode::from_name(&case.variant)
-            .ok_or_else(|| format!("unknown avio-memory variant {:?}", case.variant))?;
-        let container = case.param("container", "mp4");
-        let container = Container::from_name(container).ok_or_else(|| {
-            format!("invalid container {container:?} (expected mp4, fmp4, mpegts or matroska)")
-        })?;
+        let mode = crate::by_name(&Mode::ALL, Mode::name, "avio-memory variant", &case.variant)?;
+        let container = crate::by_name(
+            &Container::ALL,
+            Container::name,
+            "container",
+            case.param("container", "mp4"),
+        )?;
         let buffer = crate::parse_bytes(case.param("buffer", "32k"))?;
         Ok(Box::new(AvioWorkload::new(mode, container, buffer)?))
     }

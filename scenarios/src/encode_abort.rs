@@ -91,11 +91,6 @@ impl Schedule {
         }
     }
 
-    /// The schedule called `name`.
-    pub fn from_name(name: &str) -> Option<Schedule> {
-        Schedule::ALL.into_iter().find(|s| s.name() == name)
-    }
-
     /// What the variant expects: `leak` for the controls, `clean` otherwise.
     pub fn expect(self) -> Expect {
         match self {
@@ -177,11 +172,6 @@ impl Backend {
             Backend::Libx264 => "libx264",
             Backend::Kvazaar => "kvazaar",
         }
-    }
-
-    /// The backend called `name`.
-    pub fn from_name(name: &str) -> Option<Backend> {
-        Backend::ALL.into_iter().find(|b| b.name() == name)
     }
 
     /// How this machine reaches the backend, or why it cannot.
@@ -922,16 +912,18 @@ impl Scenario for EncodeAbort {
     }
 
     fn start(&self, case: &Case) -> Result<Box<dyn Workload>, BoxError> {
-        let schedule = Schedule::from_name(&case.variant)
-            .ok_or_else(|| format!("unknown encode-abort variant {:?}", case.variant))?;
-        let name = case.param("backend", "");
-        let backend = Backend::from_name(name).ok_or_else(|| {
-            let names: Vec<&str> = Backend::ALL.iter().map(|b| b.name()).collect();
-            format!(
-                "unknown backend {name:?} (expected one of: {})",
-                names.join(", ")
-            )
-        })?;
+        let schedule = crate::by_name(
+            &Schedule::ALL,
+            Schedule::name,
+            "encode-abort variant",
+            &case.variant,
+        )?;
+        let backend = crate::by_name(
+            &Backend::ALL,
+            Backend::name,
+            "backend",
+            case.param("backend", ""),
+        )?;
         let route = backend.route()?;
         let settings = Settings::for_route(&route);
         Ok(Box::new(EncodeWorkload {

@@ -71,10 +71,6 @@ impl Mode {
         }
     }
 
-    fn from_name(name: &str) -> Option<Mode> {
-        Mode::ALL.into_iter().find(|m| m.name() == name)
-    }
-
     fn about(self) -> &'static str {
         match self {
             Mode::Fragmented => {
@@ -155,13 +151,11 @@ impl Scenario for Fmp4Mux {
     }
 
     fn start(&self, case: &Case) -> Result<Box<dyn Workload>, BoxError> {
-        let mode = Mode::from_name(&case.variant)
-            .ok_or_else(|| format!("unknown fmp4-mux variant {:?}", case.variant))?;
+        let mode = crate::by_name(&Mode::ALL, Mode::name, "fmp4-mux variant", &case.variant)?;
         media::init()?;
         Ok(match mode {
             Mode::Multipart => {
-                let part =
-                    crate::parse_bytes(case.params.get("part").map_or("5m", String::as_str))?;
+                let part = crate::parse_bytes(case.param("part", "5m"))?;
                 let plan = StreamPlan {
                     chunk_frames: Clip::STANDARD.keyint,
                     rotate_every: Some(OBJECT_FRAGMENTS),

@@ -68,6 +68,28 @@ pub fn library_versions() -> BTreeMap<String, String> {
     libs
 }
 
+/// The one of `all` whose `name_of` is `name`; otherwise an error that names the value,
+/// what it should have been, and every choice: `unknown backend "x" (expected one of:
+/// libheif-x265, libx265, libx264, kvazaar)`.
+pub fn by_name<T: Copy>(
+    all: &[T],
+    name_of: fn(T) -> &'static str,
+    what: &str,
+    name: &str,
+) -> Result<T, avsoak_harness::scenario::BoxError> {
+    all.iter()
+        .copied()
+        .find(|&item| name_of(item) == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|&item| name_of(item)).collect();
+            format!(
+                "unknown {what} {name:?} (expected one of: {})",
+                names.join(", ")
+            )
+            .into()
+        })
+}
+
 /// Parses a byte size as case parameters write it: `4096`, `4k`, `32k`, `1m`, `5m`.
 pub fn parse_bytes(text: &str) -> Result<usize, avsoak_harness::scenario::BoxError> {
     let lower = text.to_ascii_lowercase();

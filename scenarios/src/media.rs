@@ -82,11 +82,6 @@ impl Container {
         }
     }
 
-    /// The container called `name`.
-    pub fn from_name(name: &str) -> Option<Container> {
-        Container::ALL.into_iter().find(|c| c.name() == name)
-    }
-
     /// FFmpeg's muxer name.
     pub fn muxer(self) -> &'static str {
         match self {

@@ -98,10 +98,6 @@ impl Mode {
             }
         }
     }
-
-    fn from_name(name: &str) -> Option<Mode> {
-        Mode::ALL.into_iter().find(|m| m.name() == name)
-    }
 }
 
 /// The scenario.
@@ -137,8 +133,12 @@ impl Scenario for PicturePool {
     }
 
     fn start(&self, case: &Case) -> Result<Box<dyn Workload>, BoxError> {
-        let mode = Mode::from_name(&case.variant)
-            .ok_or_else(|| format!("unknown picture-pool variant {:?}", case.variant))?;
+        let mode = crate::by_name(
+            &Mode::ALL,
+            Mode::name,
+            "picture-pool variant",
+            &case.variant,
+        )?;
         let (width, height) = parse_size(case.param("size", "640x480"))?;
         Ok(Box::new(PictureWorkload::new(
             mode,

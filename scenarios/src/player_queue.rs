@@ -169,10 +169,6 @@ impl Mode {
         }
     }
 
-    fn from_name(name: &str) -> Option<Mode> {
-        Mode::ALL.into_iter().find(|m| m.name() == name)
-    }
-
     fn about(self) -> &'static str {
         match self {
             Mode::Steady => "play 8 frames per iteration, looping, video master clock",
@@ -517,13 +513,12 @@ impl Scenario for PlayerQueue {
     }
 
     fn start(&self, case: &Case) -> Result<Box<dyn Workload>, BoxError> {
-        let mode = Mode::from_name(&case.variant).ok_or_else(|| {
-            format!(
-                "invalid variant {:?} of player-queue (expected one of {})",
-                case.variant,
-                Mode::ALL.map(Mode::name).join(", ")
-            )
-        })?;
+        let mode = crate::by_name(
+            &Mode::ALL,
+            Mode::name,
+            "player-queue variant",
+            &case.variant,
+        )?;
         media::init()?;
         let source = source(case.param("source", "memory"))?;
         Ok(Box::new(PlayerWorkload {

@@ -174,14 +174,10 @@ fn all_cases() -> Vec<Case> {
 }
 
 fn select(scenarios: &[String], variants: &[String]) -> Result<Vec<Case>> {
-    let known: Vec<&str> = avsoak_scenarios::all().iter().map(|s| s.name()).collect();
+    let known = avsoak_scenarios::all();
     for name in scenarios {
-        if !known.contains(&name.as_str()) {
-            bail!(
-                "unknown scenario {name:?} (expected one of: {})",
-                known.join(", ")
-            );
-        }
+        avsoak_scenarios::by_name(&known, |s| s.name(), "scenario", name)
+            .map_err(|e| anyhow::anyhow!(e))?;
     }
     let cases: Vec<Case> = all_cases()
         .into_iter()
