@@ -28,6 +28,27 @@ fn soak(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, PathBu
     (status.code(), out, report)
 }
 
+/// A quick soak (60 iterations, 20 of warm-up) of `variants` of `scenarios`, which must
+/// exit 0: every outcome passes. Returns the run folder and its `report.json`.
+fn quick_soak(name: &str, scenarios: &str, variants: &str) -> (PathBuf, Value) {
+    let (code, out, report) = soak(
+        name,
+        &[
+            "--scenario",
+            scenarios,
+            "--variant",
+            variants,
+            "--iterations",
+            "60",
+            "--warmup",
+            "20",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "every outcome must pass");
+    (out, report)
+}
+
 fn result<'a>(report: &'a Value, id: &str) -> &'a Value {
     report["results"]
         .as_array()
@@ -39,21 +60,11 @@ fn result<'a>(report: &'a Value, id: &str) -> &'a Value {
 
 #[test]
 fn picture_pool_controls_are_flagged_and_clean_twins_pass() {
-    let (code, out, report) = soak(
+    let (out, report) = quick_soak(
         "e2e-picture-pool",
-        &[
-            "--scenario",
-            "picture-pool",
-            "--iterations",
-            "60",
-            "--warmup",
-            "20",
-            "--variant",
-            "pooled,per-frame-alloc-clean,per-frame-alloc-leak,clean-after-repoint",
-        ],
-        &[],
+        "picture-pool",
+        "pooled,per-frame-alloc-clean,per-frame-alloc-leak,clean-after-repoint",
     );
-    assert_eq!(code, Some(0), "every outcome must pass");
     assert_eq!(report["schema"], "avsoak.report/1");
     assert!(
         report["provenance"]["libs"]["x264"]
@@ -130,22 +141,12 @@ fn suspect_names(report: &Value, id: &str, function: &str) -> bool {
 
 #[test]
 fn ffmpeg_custom_io_controls_are_flagged_in_ffmpeg_and_clean_twins_pass() {
-    let (code, _, report) = soak(
+    let (_, report) = quick_soak(
         "e2e-avio",
-        &[
-            "--scenario",
-            "avio-memory,fmp4-mux",
-            "--variant",
-            "read-streaming,free-passed-buffer,never-free-buffer,skip-context-free,\
+        "avio-memory,fmp4-mux",
+        "read-streaming,free-passed-buffer,never-free-buffer,skip-context-free,\
              fragmented,plain-mp4,endless-stream,segment-skips-io-free",
-            "--iterations",
-            "60",
-            "--warmup",
-            "20",
-        ],
-        &[],
     );
-    assert_eq!(code, Some(0), "every outcome must pass");
     for clean in [
         "avio-memory/read-streaming/32k/mpegts",
         "avio-memory/read-streaming/32k/matroska",
@@ -259,21 +260,11 @@ fn an_uninstrumentable_child_is_an_error_not_a_verdict() {
 
 #[test]
 fn encode_abort_controls_are_flagged_in_the_output_path_and_kvazaar_is_skipped() {
-    let (code, out, report) = soak(
+    let (out, report) = quick_soak(
         "e2e-encode-abort",
-        &[
-            "--scenario",
-            "encode-abort",
-            "--variant",
-            "complete,drops-output,upstream-sao",
-            "--iterations",
-            "60",
-            "--warmup",
-            "20",
-        ],
-        &[],
+        "encode-abort",
+        "complete,drops-output,upstream-sao",
     );
-    assert_eq!(code, Some(0), "every outcome must pass");
     assert_eq!(
         result(&report, "encode-abort/complete/libx264")["verdict"],
         "clean"
@@ -336,21 +327,11 @@ fn encode_abort_controls_are_flagged_in_the_output_path_and_kvazaar_is_skipped()
 
 #[test]
 fn player_queue_controls_are_flagged_in_ffmpeg_and_the_watchdog_names_the_stuck_thread() {
-    let (code, out, report) = soak(
+    let (out, report) = quick_soak(
         "e2e-player-queue",
-        &[
-            "--scenario",
-            "player-queue",
-            "--variant",
-            "seeks,open-close,flush-without-unref,stale-frames-without-unref,deaf-decoder",
-            "--iterations",
-            "60",
-            "--warmup",
-            "20",
-        ],
-        &[],
+        "player-queue",
+        "seeks,open-close,flush-without-unref,stale-frames-without-unref,deaf-decoder",
     );
-    assert_eq!(code, Some(0), "every outcome must pass");
     let seeks = result(&report, "player-queue/seeks/memory");
     assert_eq!(seeks["verdict"], "clean");
     // At rest the queues are full and within their bounds.
