@@ -8,6 +8,7 @@
 //! - [`scenario`]: what a scenario provides: cases with expectations, and a workload.
 //! - [`soak`]: runs each case in its own child process under a watchdog and a heap cap,
 //!   and turns the samples into a verdict.
+//! - [`series`]: a soak's per-iteration series, bounded however long the soak runs.
 //! - [`report`]: `report.json` (schema `avsoak.report/1`), `summary.md`, series CSV.
 //!
 //! Counting the heap in a test:
@@ -27,6 +28,7 @@
 pub mod heap;
 pub mod report;
 pub mod scenario;
+pub mod series;
 pub mod soak;
 pub mod stats;
 

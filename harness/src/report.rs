@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::heap::Suspect;
 use crate::scenario::{Case, Expect};
+use crate::series::Bucket;
 
 /// The schema tag of `report.json`.
 pub const SCHEMA: &str = "avsoak.report/1";
@@ -175,13 +176,10 @@ pub struct CaseResult {
     pub wall_s: f64,
     /// What the variant does.
     pub about: String,
-    /// Live bytes and blocks after each iteration (written to `series/`, not the JSON).
+    /// Live bytes, blocks and pipeline objects over the iterations, bounded (written to
+    /// `series/` and drawn in `index.html`, not put in the JSON).
     #[serde(skip)]
-    pub samples: Vec<(i64, i64)>,
-    /// Each pipeline-object gauge after each iteration, aligned with `samples` (written
-    /// to `series/` as extra columns, not the JSON).
-    #[serde(skip)]
-    pub object_samples: BTreeMap<String, Vec<i64>>,
+    pub series: Vec<Bucket>,
 }
 
 /// One pipeline-object gauge over a case: where it ended and how high it went.
@@ -217,8 +215,7 @@ impl CaseResult {
             note: None,
             wall_s: 0.0,
             about: case.about.clone(),
-            samples: Vec::new(),
-            object_samples: BTreeMap::new(),
+            series: Vec::new(),
         }
     }
 
@@ -229,6 +226,51 @@ impl CaseResult {
             note: Some(format!("skipped: {reason}")),
             ..CaseResult::for_case(case, Verdict::Skipped, Outcome::Skip)
         }
+    }
+
+    /// The series as CSV: one row per bucket (one per iteration until the series fills,
+    /// see [`crate::series`]). `iteration` is the bucket's first iteration, `iterations`
+    /// how many it covers; each quantity has its value after the bucket's last iteration
+    /// and its `_min` and `_max` over the bucket; `judged` is 0 in warm-up. Gauges follow,
+    /// the same way, in name order.
+    pub fn series_csv(&self) -> String {
+        let names: std::collections::BTreeSet<&String> =
+            self.series.iter().flat_map(|b| b.gauges.keys()).collect();
+        let mut csv = String::from(
+            "iteration,iterations,live_bytes,live_bytes_min,live_bytes_max,\
+             live_blocks,live_blocks_min,live_blocks_max,judged",
+        );
+        for name in &names {
+            let _ = write!(csv, ",{name},{name}_min,{name}_max");
+        }
+        csv.push('\n');
+        for b in &self.series {
+            let judged = b.first >= self.warmup_iterations;
+            let (bytes, blocks) = (b.live_bytes, b.live_blocks);
+            let _ = write!(
+                csv,
+                "{},{},{},{},{},{},{},{},{}",
+                b.first,
+                b.count,
+                bytes.last,
+                bytes.min,
+                bytes.max,
+                blocks.last,
+                blocks.min,
+                blocks.max,
+                u8::from(judged)
+            );
+            for name in &names {
+                match b.gauges.get(*name) {
+                    Some(g) => {
+                        let _ = write!(csv, ",{},{},{}", g.last, g.min, g.max);
+                    }
+                    None => csv.push_str(",,,"),
+                }
+            }
+            csv.push('\n');
+        }
+        csv
     }
 
     /// Suspect stacks the summary shows: the top three where they explain something a
@@ -393,28 +435,9 @@ impl Report {
         write_file(&dir.join("report.json"), json.as_bytes())?;
         write_file(&dir.join("summary.md"), self.markdown().as_bytes())?;
         for result in &self.results {
-            let mut csv = String::from("iteration,live_bytes,live_blocks,judged");
-            for name in result.object_samples.keys() {
-                csv.push(',');
-                csv.push_str(name);
-            }
-            csv.push('\n');
-            for (i, (bytes, blocks)) in result.samples.iter().enumerate() {
-                let judged = (i as u64) >= result.warmup_iterations;
-                let _ = write!(csv, "{i},{bytes},{blocks},{}", u8::from(judged));
-                for column in result.object_samples.values() {
-                    match column.get(i) {
-                        Some(value) => {
-                            let _ = write!(csv, ",{value}");
-                        }
-                        None => csv.push(','),
-                    }
-                }
-                csv.push('\n');
-            }
             write_file(
                 &series.join(format!("{}.csv", file_stem(&result.id))),
-                csv.as_bytes(),
+                result.series_csv().as_bytes(),
             )?;
         }
         Ok(())

@@ -21,6 +21,7 @@ use crate::report::{
     CaseResult, HeapFigures, ObjectFigures, Outcome, Sampling, Throughput, Verdict,
 };
 use crate::scenario::{Case, Expect, Loss, Scenario, Stuck, Work};
+use crate::series::{Bucket, Series};
 use crate::stats::{self, Budget, Trend};
 
 /// Prefix of every protocol line a child writes to stdout.
@@ -172,7 +173,7 @@ pub enum Message {
 }
 
 /// The heap after one iteration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Sample {
     /// Iteration number, from 0.
     pub i: u64,
@@ -415,10 +416,22 @@ impl Default for Watchdog {
     }
 }
 
-/// What the parent collected from one child.
+/// What the parent collected from one child: bounded however long the child runs.
 #[derive(Debug, Default)]
 struct Collected {
-    samples: Vec<Sample>,
+    /// Warm-up iterations.
+    warm: Series,
+    /// Judged iterations (buckets never straddle the end of warm-up).
+    judged: Series,
+    /// Sums over the judged iterations.
+    totals: Totals,
+    /// The last iteration reported.
+    last: Option<u64>,
+    /// The largest live heap reported after an iteration.
+    peak_sampled: i64,
+    /// Where judging starts until the child says (a fixed plan's warm-up; none for a
+    /// timed one, whose warm-up the child decides).
+    planned_warmup: Option<u64>,
     started: bool,
     warmup: Option<u64>,
     cap: Option<(u64, i64)>,
@@ -427,6 +440,40 @@ struct Collected {
     hang: Option<String>,
     status: Option<ExitStatus>,
     stderr_tail: String,
+}
+
+/// Sums over judged iterations, for the per-iteration means and the throughput.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    iterations: u64,
+    ns: u64,
+    frames: u64,
+    bytes: u64,
+    allocs: u64,
+    alloc_bytes: u64,
+}
+
+impl Collected {
+    fn add(&mut self, sample: &Sample) {
+        self.last = Some(sample.i);
+        self.peak_sampled = self.peak_sampled.max(sample.live_bytes);
+        if self
+            .warmup
+            .or(self.planned_warmup)
+            .is_some_and(|w| sample.i >= w)
+        {
+            let t = &mut self.totals;
+            t.iterations += 1;
+            t.ns += sample.ns;
+            t.frames += sample.frames;
+            t.bytes += sample.bytes;
+            t.allocs += sample.allocs;
+            t.alloc_bytes += sample.alloc_bytes;
+            self.judged.push(sample);
+        } else {
+            self.warm.push(sample);
+        }
+    }
 }
 
 enum Event {
@@ -484,7 +531,10 @@ pub fn supervise(
     });
     let stderr_reader = std::thread::spawn(move || tail_of(stderr, 8 * 1024));
 
-    let mut collected = Collected::default();
+    let mut collected = Collected {
+        planned_warmup: plan.duration.is_none().then_some(plan.warmup),
+        ..Collected::default()
+    };
     let mut last_heard = Instant::now();
     loop {
         let now = Instant::now();
@@ -499,7 +549,7 @@ pub fn supervise(
                     Message::Warmup { iterations } => collected.warmup = Some(iterations),
                     Message::Sample(sample) => {
                         progress(sample.i + 1);
-                        collected.samples.push(sample);
+                        collected.add(&sample);
                     }
                     Message::Cap {
                         iteration,
@@ -547,7 +597,7 @@ fn kill_group(pid: u32) {
 impl Collected {
     /// Iterations the child completed.
     fn reached(&self) -> u64 {
-        self.samples.last().map_or(0, |s| s.i + 1)
+        self.last.map_or(0, |i| i + 1)
     }
 
     /// Where the child had got to, for messages: `during set-up`, or `after N of M
@@ -609,51 +659,72 @@ fn last_line(text: &str) -> Option<&str> {
     text.lines().rev().map(str::trim).find(|l| !l.is_empty())
 }
 
+/// Judges live bytes and blocks over judged buckets of `width` iterations: `value` gives
+/// a bucket's (bytes, blocks) after its last iteration. The budgets are per iteration, so
+/// they scale to the width, and the slopes come back per iteration (with width 1 this is
+/// [`stats::judge`] on every iteration).
+fn judge_buckets(
+    buckets: &[Bucket],
+    width: u64,
+    value: impl Fn(&Bucket) -> (f64, f64),
+) -> stats::HeapJudgement {
+    let (bytes, blocks): (Vec<f64>, Vec<f64>) = buckets.iter().map(value).unzip();
+    let w = width as f64;
+    let scaled = |budget: Budget| Budget {
+        per_iter: budget.per_iter * w,
+        ..budget
+    };
+    let mut judgement = stats::judge(
+        &bytes,
+        &blocks,
+        &scaled(Budget::bytes()),
+        &scaled(Budget::blocks()),
+    );
+    for series in [&mut judgement.bytes, &mut judgement.blocks] {
+        series.slope /= w;
+        series.late_slope /= w;
+    }
+    judgement
+}
+
 /// Turns what a child delivered into a verdict. Worst first: crash, hang, error, cap,
 /// then the trend of the judged window.
 fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResult {
     use std::os::unix::process::ExitStatusExt;
 
     let warmup = c.warmup.unwrap_or(plan.warmup);
-    let judged: Vec<&Sample> = c.samples.iter().filter(|s| s.i >= warmup).collect();
-    let bytes: Vec<f64> = judged.iter().map(|s| s.live_bytes as f64).collect();
-    let blocks: Vec<f64> = judged.iter().map(|s| s.live_blocks as f64).collect();
-    let judgement = stats::judge(&bytes, &blocks, &Budget::bytes(), &Budget::blocks());
+    let judged = c.judged.buckets();
+    let width = c.judged.width();
+    let judgement = judge_buckets(judged, width, |b| {
+        (b.live_bytes.last as f64, b.live_blocks.last as f64)
+    });
     // The same series without the upstream loss the case declares (none undeclared): what
     // the case itself grows by.
-    let known = |s: &Sample| match case.upstream {
-        Some(_) => s.known,
+    let known = |b: &Bucket| match case.upstream {
+        Some(_) => b.known,
         None => Loss::default(),
     };
-    let residual_bytes: Vec<f64> = judged
-        .iter()
-        .map(|s| (s.live_bytes - known(s).bytes) as f64)
-        .collect();
-    let residual_blocks: Vec<f64> = judged
-        .iter()
-        .map(|s| (s.live_blocks - known(s).blocks) as f64)
-        .collect();
-    let residual = stats::judge(
-        &residual_bytes,
-        &residual_blocks,
-        &Budget::bytes(),
-        &Budget::blocks(),
-    );
+    let residual = judge_buckets(judged, width, |b| {
+        (
+            (b.live_bytes.last - known(b).bytes) as f64,
+            (b.live_blocks.last - known(b).blocks) as f64,
+        )
+    });
     let known_per_iter = match (judged.first(), judged.last()) {
-        (Some(first), Some(last)) if judged.len() > 1 => {
-            (known(last).bytes - known(first).bytes) as f64 / (judged.len() - 1) as f64
+        (Some(first), Some(last)) if last.last() > first.last() => {
+            (known(last).bytes - known(first).bytes) as f64 / (last.last() - first.last()) as f64
         }
         _ => 0.0,
     };
 
-    let n = judged.len().max(1) as f64;
-    let ns: u64 = judged.iter().map(|s| s.ns).sum();
-    let seconds = ns as f64 / 1e9;
+    let t = c.totals;
+    let n = t.iterations.max(1) as f64;
+    let seconds = t.ns as f64 / 1e9;
     let per_second = |total: f64| if seconds > 0.0 { total / seconds } else { 0.0 };
     let throughput = Throughput {
-        iters_per_s: per_second(judged.len() as f64),
-        frames_per_s: per_second(judged.iter().map(|s| s.frames).sum::<u64>() as f64),
-        bytes_per_s: per_second(judged.iter().map(|s| s.bytes).sum::<u64>() as f64),
+        iters_per_s: per_second(t.iterations as f64),
+        frames_per_s: per_second(t.frames as f64),
+        bytes_per_s: per_second(t.bytes as f64),
     };
 
     let (peak, end, teardown, suspects, sampling) = match &c.done {
@@ -677,9 +748,13 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
             }),
         ),
         _ => {
-            let last = c.samples.last().map_or(0, |s| s.live_bytes);
-            let peak = c.samples.iter().map(|s| s.live_bytes).max().unwrap_or(0);
-            (peak, last, None, Vec::new(), None)
+            let last = c
+                .judged
+                .buckets()
+                .last()
+                .or(c.warm.buckets().last())
+                .map_or(0, |b| b.live_bytes.last);
+            (c.peak_sampled, last, None, Vec::new(), None)
         }
     };
     let heap = HeapFigures {
@@ -693,8 +768,8 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
         peak_live_bytes: peak,
         end_live_bytes: end,
         teardown_live_bytes: teardown,
-        allocs_per_iter: judged.iter().map(|s| s.allocs).sum::<u64>() as f64 / n,
-        alloc_bytes_per_iter: judged.iter().map(|s| s.alloc_bytes).sum::<u64>() as f64 / n,
+        allocs_per_iter: t.allocs as f64 / n,
+        alloc_bytes_per_iter: t.alloc_bytes as f64 / n,
     };
 
     let signal = c.status.and_then(|s| s.signal());
@@ -765,22 +840,23 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
     } else {
         Outcome::Fail
     };
-    let mut object_samples: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for sample in &c.samples {
-        for (name, &value) in &sample.gauges {
-            object_samples.entry(name.clone()).or_default().push(value);
+    let series: Vec<Bucket> = c
+        .warm
+        .into_buckets()
+        .into_iter()
+        .chain(c.judged.into_buckets())
+        .collect();
+    let mut objects: BTreeMap<String, ObjectFigures> = BTreeMap::new();
+    for bucket in &series {
+        for (name, span) in &bucket.gauges {
+            let figures = objects.entry(name.clone()).or_insert(ObjectFigures {
+                end: span.last,
+                max: span.max,
+            });
+            figures.end = span.last;
+            figures.max = figures.max.max(span.max);
         }
     }
-    let objects = object_samples
-        .iter()
-        .map(|(name, values)| {
-            let figures = ObjectFigures {
-                end: values.last().copied().unwrap_or(0),
-                max: values.iter().copied().max().unwrap_or(0),
-            };
-            (name.clone(), figures)
-        })
-        .collect();
     CaseResult {
         iterations: reached,
         warmup_iterations: warmup.min(reached),
@@ -792,12 +868,7 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
         error,
         note,
         wall_s: wall.as_secs_f64(),
-        samples: c
-            .samples
-            .iter()
-            .map(|s| (s.live_bytes, s.live_blocks))
-            .collect(),
-        object_samples,
+        series,
         ..CaseResult::for_case(case, verdict, outcome)
     }
 }

@@ -9,6 +9,8 @@ use avsoak_harness::report::{
     Verdict,
 };
 use avsoak_harness::scenario::Expect;
+use avsoak_harness::series::{Bucket, Series};
+use avsoak_harness::soak::Sample;
 
 fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> CaseResult {
     CaseResult {
@@ -59,10 +61,32 @@ fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> CaseRe
         note: None,
         wall_s: 1.5,
         about: String::new(),
-        samples: vec![(1, 1), (2, 2)],
+        series: series(2, |i| (i as i64 + 1, i as i64 + 1), &[]),
         objects: BTreeMap::new(),
-        object_samples: BTreeMap::new(),
     }
+}
+
+/// `n` iterations of (live bytes, live blocks) = `live(i)`, with the named gauges at
+/// `gauge(i)`.
+fn series(
+    n: u64,
+    live: impl Fn(u64) -> (i64, i64),
+    gauges: &[(&str, fn(u64) -> i64)],
+) -> Vec<Bucket> {
+    let mut series = Series::default();
+    for i in 0..n {
+        series.push(&Sample {
+            i,
+            live_bytes: live(i).0,
+            live_blocks: live(i).1,
+            gauges: gauges
+                .iter()
+                .map(|(name, g)| (name.to_string(), g(i)))
+                .collect(),
+            ..Sample::default()
+        });
+    }
+    series.into_buckets()
 }
 
 fn report() -> Report {
@@ -167,7 +191,8 @@ fn write_creates_the_run_folder() {
     let csv = std::fs::read_to_string(dir.join("series/picture-pool.pooled.640x480.csv")).unwrap();
     assert_eq!(
         csv,
-        "iteration,live_bytes,live_blocks,judged\n0,1,1,0\n1,2,2,0\n"
+        "iteration,iterations,live_bytes,live_bytes_min,live_bytes_max,live_blocks,\
+         live_blocks_min,live_blocks_max,judged\n0,1,1,1,1,1,1,1,0\n1,1,2,2,2,2,2,2,0\n"
     );
 }
 
@@ -175,10 +200,11 @@ fn write_creates_the_run_folder() {
 fn pipeline_objects_become_columns_and_a_summary_line() {
     let mut report = report();
     let r = &mut report.results[0];
-    r.object_samples = BTreeMap::from([
-        ("frame_queue".to_owned(), vec![3, 3]),
-        ("live_packets".to_owned(), vec![26, 27]),
-    ]);
+    r.series = series(
+        2,
+        |i| (i as i64 + 1, i as i64 + 1),
+        &[("frame_queue", |_| 3), ("live_packets", |i| 26 + i as i64)],
+    );
     r.objects = BTreeMap::from([
         ("frame_queue".to_owned(), ObjectFigures { end: 3, max: 3 }),
         (
@@ -192,8 +218,10 @@ fn pipeline_objects_become_columns_and_a_summary_line() {
     let csv = std::fs::read_to_string(dir.join("series/picture-pool.pooled.640x480.csv")).unwrap();
     assert_eq!(
         csv,
-        "iteration,live_bytes,live_blocks,judged,frame_queue,live_packets\n\
-         0,1,1,0,3,26\n1,2,2,0,3,27\n"
+        "iteration,iterations,live_bytes,live_bytes_min,live_bytes_max,live_blocks,\
+         live_blocks_min,live_blocks_max,judged,frame_queue,frame_queue_min,frame_queue_max,\
+         live_packets,live_packets_min,live_packets_max\n\
+         0,1,1,1,1,1,1,1,0,3,3,3,26,26,26\n1,1,2,2,2,2,2,2,0,3,3,3,27,27,27\n"
     );
     let md = report.markdown();
     assert!(

@@ -143,7 +143,8 @@ fn a_flat_run_is_clean() {
     assert_eq!(r.iterations, 60);
     assert_eq!(r.heap.allocs_per_iter, 3.0);
     assert!((r.throughput.frames_per_s - 1000.0).abs() < 1e-6);
-    assert_eq!(r.samples.len(), 60);
+    assert_eq!(r.series.len(), 60);
+    assert!(r.series.iter().all(|b| b.count == 1));
 }
 
 #[test]
@@ -292,8 +293,13 @@ fn gauges_the_child_reports_become_object_figures_and_series() {
     let packets = r.objects["live_packets"];
     assert_eq!((packets.end, packets.max), (2, 2));
     assert_eq!(r.objects["queue_depth"].max, 25);
-    assert_eq!(r.object_samples["live_packets"].len(), 60);
-    assert_eq!(r.object_samples["live_packets"][..4], [0, 1, 2, 0]);
+    let packets: Vec<i64> = r
+        .series
+        .iter()
+        .map(|b| b.gauges["live_packets"].last)
+        .collect();
+    assert_eq!(packets.len(), 60);
+    assert_eq!(packets[..4], [0, 1, 2, 0]);
 }
 
 #[test]
@@ -385,4 +391,84 @@ fn a_crash_before_the_first_iteration_says_it_was_set_up() {
     let r = supervise_script(&[], "kill -SEGV $$\n", Expect::Clean);
     assert_eq!(r.verdict, Verdict::Crash);
     assert_eq!(r.error.unwrap(), "killed by SIGSEGV during set-up");
+}
+
+/// A child that prints the lines of a file: for series too long for a shell argument.
+fn script_file(name: &str, lines: impl Iterator<Item = String>) -> Command {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let mut body = String::new();
+    for l in lines {
+        body.push_str(&l);
+        body.push('\n');
+    }
+    std::fs::write(&path, body).unwrap();
+    let mut command = Command::new("cat");
+    command.arg(path);
+    command
+}
+
+/// 30,000 iterations: the series the parent keeps stays bounded, covers every
+/// iteration, keeps a one-iteration spike as a bucket maximum, and still judges a leak
+/// and its slope per iteration, and a flat run as clean.
+#[test]
+fn a_long_soak_keeps_a_bounded_series_and_the_same_judgement() {
+    let n = 30_000;
+    let long_plan = Plan {
+        iterations: n,
+        warmup: 3_000,
+        ..plan()
+    };
+    for (name, slope, expect, verdict) in [
+        ("long-leak", 4096, Expect::Leak, Verdict::Leak),
+        ("long-flat", 0, Expect::Clean, Verdict::Clean),
+    ] {
+        let live = move |i: u64| {
+            let spike = if i == 12_345 { 50_000_000 } else { 0 };
+            (
+                5_000_000 + slope * i as i64 + spike,
+                100 + (slope / 4096) * i as i64,
+            )
+        };
+        let mut lines = vec![line(&Message::Start {
+            iterations: n,
+            warmup: 3_000,
+        })];
+        lines.extend(samples_with_known(n, live, |_| Loss::default()));
+        lines.push(done());
+        let r = supervise(
+            script_file(name, lines.into_iter()),
+            &case(expect),
+            &long_plan,
+            quick(),
+            &mut |_| {},
+        );
+        assert_eq!(r.verdict, verdict, "{name}: {:?}", r.error);
+        assert_eq!(r.iterations, n);
+        assert!(
+            r.series.len() <= 2 * 2048,
+            "{name}: {} buckets",
+            r.series.len()
+        );
+        assert_eq!(r.series.iter().map(|b| b.count).sum::<u64>(), n);
+        // Buckets never straddle the end of warm-up.
+        assert!(r.series.iter().any(|b| b.first == 3_000));
+        let spike = r
+            .series
+            .iter()
+            .find(|b| (b.first..=b.last()).contains(&12_345));
+        assert_eq!(spike.unwrap().live_bytes.max, live(12_345).0, "{name}");
+        assert!(
+            (r.heap.leak_bytes_per_iter - slope as f64).abs() <= 1.0,
+            "{name}: {}",
+            r.heap.leak_bytes_per_iter
+        );
+        assert_eq!(r.heap.allocs_per_iter, 3.0);
+        let csv = r.series_csv();
+        assert_eq!(csv.lines().count(), r.series.len() + 1);
+        assert!(csv.starts_with(
+            "iteration,iterations,live_bytes,live_bytes_min,live_bytes_max,live_blocks,\
+             live_blocks_min,live_blocks_max,judged,live_packets,live_packets_min,\
+             live_packets_max,queue_depth,queue_depth_min,queue_depth_max\n"
+        ));
+    }
 }
