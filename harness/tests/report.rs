@@ -66,13 +66,12 @@ fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> CaseRe
     }
 }
 
+/// A named gauge's value after iteration `i`.
+type Gauge<'a> = (&'a str, fn(u64) -> i64);
+
 /// `n` iterations of (live bytes, live blocks) = `live(i)`, with the named gauges at
 /// `gauge(i)`.
-fn series(
-    n: u64,
-    live: impl Fn(u64) -> (i64, i64),
-    gauges: &[(&str, fn(u64) -> i64)],
-) -> Vec<Bucket> {
+fn series(n: u64, live: impl Fn(u64) -> (i64, i64), gauges: &[Gauge]) -> Vec<Bucket> {
     let mut series = Series::default();
     for i in 0..n {
         series.push(&Sample {
