@@ -9,7 +9,8 @@
 //! - [`soak`]: runs each case in its own child process under a watchdog and a heap cap,
 //!   and turns the samples into a verdict.
 //! - [`series`]: a soak's per-iteration series, bounded however long the soak runs.
-//! - [`report`]: `report.json` (schema `avsoak.report/1`), `summary.md`, series CSV.
+//! - [`report`]: `report.json` (schema `avsoak.report/1`), `summary.md`, `index.html`
+//!   with heap timelines, series CSV.
 //!
 //! Counting the heap in a test:
 //!
@@ -26,6 +27,7 @@
 //! ```
 
 pub mod heap;
+mod html;
 pub mod report;
 pub mod scenario;
 pub mod series;

@@ -1,5 +1,6 @@
 //! Results and the files a run leaves behind: `report.json` (schema `avsoak.report/1`),
-//! `summary.md`, and `series/<case>.csv` with one row per iteration.
+//! `summary.md`, `index.html` (heap timelines), and `series/<case>.csv` with one row per
+//! iteration (per bucket of iterations in a long soak, see [`crate::series`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -424,7 +425,8 @@ impl Report {
         self.results.iter().filter(|r| r.outcome == outcome).count()
     }
 
-    /// Writes `report.json`, `summary.md` and `series/*.csv` into `dir`, creating it.
+    /// Writes `report.json`, `summary.md`, `index.html` and `series/*.csv` into `dir`,
+    /// creating it.
     pub fn write(&self, dir: &Path) -> Result<(), ReportError> {
         let series = dir.join("series");
         fs::create_dir_all(&series).map_err(|source| ReportError::Write {
@@ -434,6 +436,7 @@ impl Report {
         let json = serde_json::to_string_pretty(self).expect("reports serialize");
         write_file(&dir.join("report.json"), json.as_bytes())?;
         write_file(&dir.join("summary.md"), self.markdown().as_bytes())?;
+        write_file(&dir.join("index.html"), self.html().as_bytes())?;
         for result in &self.results {
             write_file(
                 &series.join(format!("{}.csv", file_stem(&result.id))),

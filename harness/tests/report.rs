@@ -1,118 +1,12 @@
 //! Reports: the fields DESIGN.md's schema fixes are all there, and the summary reads as
 //! it should (an `insta` snapshot).
 
+mod support;
+
 use std::collections::BTreeMap;
 
-use avsoak_harness::heap::Suspect;
-use avsoak_harness::report::{
-    CaseResult, HeapFigures, ObjectFigures, Outcome, Provenance, Report, Sampling, Throughput,
-    Verdict,
-};
-use avsoak_harness::scenario::Expect;
-use avsoak_harness::series::{Bucket, Series};
-use avsoak_harness::soak::Sample;
-
-fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> CaseResult {
-    CaseResult {
-        id: format!("picture-pool/{variant}/640x480"),
-        scenario: "picture-pool".into(),
-        variant: variant.into(),
-        params: BTreeMap::from([("size".into(), "640x480".into())]),
-        expect,
-        verdict,
-        outcome: Outcome::Pass,
-        iterations: 120,
-        warmup_iterations: 20,
-        heap: HeapFigures {
-            leak_bytes_per_iter: slope,
-            leak_blocks_per_iter: if slope > 0.0 { 1.0 } else { 0.0 },
-            trend_p: if slope > 0.0 { 1.8e-49 } else { 0.5 },
-            trend_blocks_p: 0.5,
-            late_bytes_per_iter: slope,
-            upstream_bytes_per_iter: 0.0,
-            residual_bytes_per_iter: slope,
-            peak_live_bytes: 16_000_000,
-            end_live_bytes: 16_000_000,
-            teardown_live_bytes: Some(257_200),
-            allocs_per_iter: 1.0,
-            alloc_bytes_per_iter: 462_784.0,
-        },
-        throughput: Throughput {
-            iters_per_s: 250.0,
-            frames_per_s: 250.0,
-            bytes_per_s: 1e6,
-        },
-        suspects: vec![Suspect {
-            bytes: 46_000_000,
-            blocks: 100,
-            samples: 58,
-            frames: vec![
-                "memalign".into(),
-                "x264_malloc".into(),
-                "x264_picture_alloc".into(),
-            ],
-        }],
-        sampling: Some(Sampling {
-            interval_bytes: 524_288,
-            taken: 60,
-            dropped: 0,
-        }),
-        error: None,
-        note: None,
-        wall_s: 1.5,
-        about: String::new(),
-        series: series(2, |i| (i as i64 + 1, i as i64 + 1), &[]),
-        objects: BTreeMap::new(),
-    }
-}
-
-/// A named gauge's value after iteration `i`.
-type Gauge<'a> = (&'a str, fn(u64) -> i64);
-
-/// `n` iterations of (live bytes, live blocks) = `live(i)`, with the named gauges at
-/// `gauge(i)`.
-fn series(n: u64, live: impl Fn(u64) -> (i64, i64), gauges: &[Gauge]) -> Vec<Bucket> {
-    let mut series = Series::default();
-    for i in 0..n {
-        series.push(&Sample {
-            i,
-            live_bytes: live(i).0,
-            live_blocks: live(i).1,
-            gauges: gauges
-                .iter()
-                .map(|(name, g)| (name.to_string(), g(i)))
-                .collect(),
-            ..Sample::default()
-        });
-    }
-    series.into_buckets()
-}
-
-fn report() -> Report {
-    let mut provenance = Provenance::here(
-        "abc1234".into(),
-        "rustc 1.95.0".into(),
-        BTreeMap::from([("x264".into(), "build 164".into())]),
-    );
-    provenance.host = "host".into();
-    provenance.cpus = 2;
-    provenance.started_at = "2026-11-21T23:00:00Z".into();
-    let mut report = Report::new(provenance);
-    report
-        .results
-        .push(result("pooled", Expect::Clean, Verdict::Clean, 0.0));
-    report.results.push(result(
-        "per-frame-alloc-leak",
-        Expect::Leak,
-        Verdict::Leak,
-        462_784.0,
-    ));
-    let mut crash = result("clean-after-repoint", Expect::Crash, Verdict::Crash, 0.0);
-    crash.suspects.clear();
-    crash.error = Some("killed by SIGSEGV after 0 of 120 iterations".into());
-    report.results.push(crash);
-    report
-}
+use avsoak_harness::report::{ObjectFigures, Report};
+use support::{report, series};
 
 #[test]
 fn report_json_has_every_field_the_schema_fixes() {
@@ -187,12 +81,20 @@ fn write_creates_the_run_folder() {
     ] {
         assert!(dir.join(file).is_file(), "{file}");
     }
+    assert!(dir.join("index.html").is_file());
     let csv = std::fs::read_to_string(dir.join("series/picture-pool.pooled.640x480.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
-        csv,
-        "iteration,iterations,live_bytes,live_bytes_min,live_bytes_max,live_blocks,\
-         live_blocks_min,live_blocks_max,judged\n0,1,1,1,1,1,1,1,0\n1,1,2,2,2,2,2,2,0\n"
+        lines[..3],
+        [
+            "iteration,iterations,live_bytes,live_bytes_min,live_bytes_max,live_blocks,\
+             live_blocks_min,live_blocks_max,judged",
+            "0,1,15000000,15000000,15000000,200,200,200,0",
+            "1,1,15000128,15000128,15000128,200,200,200,0",
+        ]
     );
+    assert_eq!(lines.len(), 121);
+    assert_eq!(lines[21], "20,1,15000064,15000064,15000064,200,200,200,1");
 }
 
 #[test]
@@ -242,4 +144,17 @@ fn an_unwritable_folder_is_an_error_naming_it() {
         err.to_string().contains("/proc/avsoak-cannot-write-here"),
         "{err}"
     );
+}
+
+/// The JSON of a fixed made-up run, whole: a renamed or lost field shows in review.
+#[test]
+fn report_json_of_a_made_up_run() {
+    let json = serde_json::to_string_pretty(&support::rich_report()).unwrap();
+    insta::assert_snapshot!(json);
+}
+
+/// The summary of the same run: bounded, skipped and failed cases together.
+#[test]
+fn summary_of_a_made_up_run() {
+    insta::assert_snapshot!(support::rich_report().markdown());
 }

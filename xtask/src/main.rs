@@ -30,7 +30,9 @@ const PACKAGES: &[&str] = &[
     "libx265-dev",
     "libheif-dev",
     "ffmpeg",
-];
+    // Renders index.html in the report tests (headless).
+    "chromium",
+]
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "avsoak's tasks")]

@@ -1,0 +1,412 @@
+//! `index.html`: one self-contained page per run (no script, no network). A summary table
+//! on top, then per case its heap timeline as SVG (live bytes and live blocks after every
+//! iteration, the min–max band where iterations were merged, warm-up shaded, the fitted
+//! Theil–Sen slope drawn over the judged window), the verdict, throughput, allocations per
+//! iteration, pipeline objects and the top suspect stacks.
+
+use std::fmt::Write as _;
+
+use crate::report::{file_stem, human_bytes, CaseResult, Outcome, Report, Verdict};
+use crate::series::{Bucket, Span};
+
+/// Width and height of a timeline's drawing, in SVG user units.
+const W: f64 = 520.0;
+const H: f64 = 200.0;
+/// Margins: left for the y labels, bottom for the x labels.
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 12.0;
+const TOP: f64 = 10.0;
+const BOTTOM: f64 = 26.0;
+
+/// Escapes text for HTML element content and attribute values.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #1d2330; }
+h1 { font-size: 1.4em; margin-bottom: 0.2em; }
+h2 { font-size: 1.1em; margin: 0; }
+.meta { color: #556; margin: 0 0 1em; }
+table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
+th, td { padding: 3px 8px; border-bottom: 1px solid #e3e6ec; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f3f5f9; position: sticky; top: 0; }
+.verdict { display: inline-block; padding: 0 6px; border-radius: 3px; color: #fff; font-weight: 600; }
+.v-clean { background: #2f8a4c; } .v-bounded { background: #5d8a2f; } .v-upstream { background: #7a6a1f; }
+.v-leak { background: #c0392b; } .v-error, .v-crash, .v-hang { background: #7d2a8a; } .v-skipped { background: #8a8f99; }
+.fail { color: #c0392b; font-weight: 700; } .pass { color: #2f8a4c; } .skip { color: #8a8f99; }
+section.case { border: 1px solid #e3e6ec; border-radius: 6px; padding: 10px 14px; margin: 14px 0; }
+section.case.failed { border-color: #c0392b; }
+.figures { color: #334; margin: 4px 0; }
+.about { color: #556; margin: 2px 0 6px; }
+.message { background: #fbf3f2; padding: 4px 8px; border-radius: 4px; font-family: ui-monospace, monospace; font-size: 12px; white-space: pre-wrap; }
+.note { background: #f6f4e8; padding: 4px 8px; border-radius: 4px; }
+ol.suspects { font-family: ui-monospace, monospace; font-size: 12px; padding-left: 1.5em; }
+ol.suspects li { margin-bottom: 4px; }
+.plots { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
+svg.timeline { width: 100%; height: auto; display: block; }
+svg text { font: 11px system-ui, sans-serif; fill: #556; }
+.bar { display: inline-block; height: 8px; background: #4a74c9; vertical-align: middle; margin-right: 6px; }
+";
+
+impl Report {
+    /// The run as one self-contained HTML page (see the module documentation).
+    pub fn html(&self) -> String {
+        let p = &self.provenance;
+        let mut html = String::new();
+        let _ = write!(
+            html,
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+             <title>avsoak run {rev}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
+             <h1>avsoak run {rev}</h1>\n<p class=\"meta\">{started} · host {host}, {cpus} CPUs \
+             · {rustc}<br>{libs}</p>\n<p><strong>{tally}.</strong></p>\n",
+            rev = escape(&p.git_rev),
+            started = escape(&p.started_at),
+            host = escape(&p.host),
+            cpus = p.cpus,
+            rustc = escape(&p.rustc),
+            libs = escape(
+                &p.libs
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            tally = escape(&self.tally()),
+        );
+        html.push_str(&self.html_table());
+        for result in &self.results {
+            html.push_str(&case_section(result));
+        }
+        html.push_str("</body>\n</html>\n");
+        html
+    }
+
+    fn html_table(&self) -> String {
+        let mut out = String::from(
+            "<table class=\"summary\">\n<thead><tr><th>case</th><th>expect</th><th>verdict</th>\
+             <th>outcome</th><th>leak/iter</th><th>blocks/iter</th><th>allocs/iter</th>\
+             <th>peak live</th><th>frames/s</th></tr></thead>\n<tbody>\n",
+        );
+        for r in &self.results {
+            // Throughput bars compare the cases of one scenario (frames differ between
+            // scenarios: a still, a packet, a whole encoder lifetime).
+            let best = self
+                .results
+                .iter()
+                .filter(|o| o.scenario == r.scenario)
+                .map(|o| o.throughput.frames_per_s)
+                .fold(0.0, f64::max);
+            let bar = if best > 0.0 {
+                format!(
+                    "<span class=\"bar\" style=\"width:{:.0}px\"></span>",
+                    60.0 * r.throughput.frames_per_s / best
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "<tr><td><a href=\"#{anchor}\">{id}</a></td><td>{expect}</td><td>{verdict}</td>\
+                 <td class=\"{oclass}\">{outcome}</td><td>{leak}/it</td><td>{blocks:.2}</td>\
+                 <td>{allocs:.1}</td><td>{peak}</td><td>{bar}{fps:.0}</td></tr>",
+                anchor = file_stem(&r.id),
+                id = escape(&r.id),
+                expect = r.expect,
+                verdict = verdict_badge(r.verdict),
+                oclass = outcome_class(r.outcome),
+                outcome = r.outcome.as_str(),
+                leak = human_bytes(r.heap.leak_bytes_per_iter),
+                blocks = r.heap.leak_blocks_per_iter,
+                allocs = r.heap.allocs_per_iter,
+                peak = human_bytes(r.heap.peak_live_bytes as f64),
+                fps = r.throughput.frames_per_s,
+            );
+        }
+        out.push_str("</tbody>\n</table>\n");
+        out
+    }
+}
+
+fn verdict_badge(verdict: Verdict) -> String {
+    format!("<span class=\"verdict v-{0}\">{0}</span>", verdict.as_str())
+}
+
+fn outcome_class(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Pass => "pass",
+        Outcome::Fail => "fail",
+        Outcome::Skip => "skip",
+    }
+}
+
+fn case_section(r: &CaseResult) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "<section class=\"case{failed}\" id=\"{anchor}\">\n<h2>{id} {badge} \
+         <span class=\"{oclass}\">{outcome}</span></h2>\n<p class=\"about\">{about} \
+         (expects {expect})</p>",
+        failed = if r.outcome == Outcome::Fail {
+            " failed"
+        } else {
+            ""
+        },
+        anchor = file_stem(&r.id),
+        id = escape(&r.id),
+        badge = verdict_badge(r.verdict),
+        oclass = outcome_class(r.outcome),
+        outcome = r.outcome.as_str(),
+        about = escape(&r.about),
+        expect = r.expect,
+    );
+    if let Some(error) = &r.error {
+        let _ = writeln!(out, "<p class=\"message\">{}</p>", escape(error));
+    }
+    if let Some(note) = &r.note {
+        let _ = writeln!(out, "<p class=\"note\">{}</p>", escape(note));
+    }
+    if r.verdict == Verdict::Skipped {
+        out.push_str("</section>\n");
+        return out;
+    }
+    let h = &r.heap;
+    let _ = writeln!(
+        out,
+        "<p class=\"figures\">{iters} iterations ({warm} warm-up) · leak {leak}/it, \
+         {blocks:.2} blocks/it (p = {p:.1e}) · {allocs:.1} allocations and {abytes} per \
+         iteration · peak live {peak} · {fps:.0} frames/s, {ips:.1} iterations/s</p>",
+        iters = r.iterations,
+        warm = r.warmup_iterations,
+        leak = human_bytes(h.leak_bytes_per_iter),
+        blocks = h.leak_blocks_per_iter,
+        p = h.trend_p,
+        allocs = h.allocs_per_iter,
+        abytes = human_bytes(h.alloc_bytes_per_iter),
+        peak = human_bytes(h.peak_live_bytes as f64),
+        fps = r.throughput.frames_per_s,
+        ips = r.throughput.iters_per_s,
+    );
+    if !r.objects.is_empty() {
+        let gauges: Vec<String> = r
+            .objects
+            .iter()
+            .map(|(name, g)| format!("{} {} (max {})", escape(name), g.end, g.max))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<p class=\"figures\">pipeline objects at the end: {}</p>",
+            gauges.join(", ")
+        );
+    }
+    if !r.series.is_empty() {
+        out.push_str("<div class=\"plots\">\n");
+        out.push_str(&timeline(
+            r,
+            "live bytes",
+            |b| b.live_bytes,
+            h.leak_bytes_per_iter,
+            true,
+        ));
+        out.push_str(&timeline(
+            r,
+            "live blocks",
+            |b| b.live_blocks,
+            h.leak_blocks_per_iter,
+            false,
+        ));
+        out.push_str("</div>\n");
+    }
+    let suspects = r.summary_suspects();
+    if !suspects.is_empty() {
+        out.push_str(
+            "<p>Top suspects (sampled estimates of live allocations made after warm-up):</p>\n\
+             <ol class=\"suspects\">\n",
+        );
+        for s in suspects {
+            let _ = writeln!(
+                out,
+                "<li>~{} in ~{} blocks ({} samples): {}</li>",
+                human_bytes(s.bytes as f64),
+                s.blocks,
+                s.samples,
+                escape(
+                    &s.frames
+                        .iter()
+                        .take(8)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" ← ")
+                )
+            );
+        }
+        out.push_str("</ol>\n");
+    }
+    out.push_str("</section>\n");
+    out
+}
+
+/// One quantity of a case over its iterations, as an SVG plot.
+fn timeline(
+    r: &CaseResult,
+    label: &str,
+    span: impl Fn(&Bucket) -> Span,
+    slope: f64,
+    bytes: bool,
+) -> String {
+    let series = &r.series;
+    let first = series.first().map_or(0, |b| b.first) as f64;
+    let last = series.last().map_or(0, |b| b.last()) as f64;
+    let lo = series.iter().map(|b| span(b).min).min().unwrap_or(0) as f64;
+    let hi = series.iter().map(|b| span(b).max).max().unwrap_or(0) as f64;
+    // A little headroom; a flat series gets a band around its value.
+    let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.01).max(1.0);
+    let (lo, hi) = (
+        (lo - pad).max(if lo >= 0.0 { 0.0 } else { f64::MIN }),
+        hi + pad,
+    );
+    let x = |i: f64| LEFT + (i - first) / (last - first).max(1.0) * (W - LEFT - RIGHT);
+    let y = |v: f64| TOP + (hi - v) / (hi - lo) * (H - TOP - BOTTOM);
+    let format_value = |v: f64| {
+        if bytes {
+            human_bytes(v)
+        } else {
+            format!("{v:.0}")
+        }
+    };
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        "<svg class=\"timeline\" data-quantity=\"{label}\" viewBox=\"0 0 {W} {H}\" \
+         xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"{label} of {id} per \
+         iteration\">",
+        id = escape(&r.id)
+    );
+    // Warm-up, shaded.
+    let warm_end = r.warmup_iterations as f64;
+    if warm_end > first {
+        let _ = writeln!(
+            svg,
+            "<rect class=\"warmup\" x=\"{:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{:.1}\" \
+             fill=\"#eef0f4\"><title>warm-up: not judged</title></rect>",
+            x(first),
+            x(warm_end.min(last)) - x(first),
+            H - TOP - BOTTOM
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\">warm-up</text>",
+            x(first) + 4.0,
+            TOP + 12.0
+        );
+    }
+    // Axes with three ticks each.
+    let _ = writeln!(
+        svg,
+        "<path d=\"M{LEFT} {TOP} V{:.1} H{:.1}\" stroke=\"#99a\" fill=\"none\"/>",
+        H - BOTTOM,
+        W - RIGHT
+    );
+    for k in 0..3 {
+        let v = lo + (hi - lo) * k as f64 / 2.0;
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            LEFT - 6.0,
+            y(v) + 4.0,
+            escape(&format_value(v))
+        );
+        let i = first + (last - first) * k as f64 / 2.0;
+        let anchor = ["start", "middle", "end"][k];
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{:.0}</text>",
+            x(i),
+            H - 8.0,
+            i
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-weight=\"600\">{label} \
+         after each iteration</text>",
+        W - RIGHT,
+        TOP + 12.0
+    );
+    // The min–max band where buckets merged iterations.
+    if series.iter().any(|b| b.count > 1) {
+        let mut band = String::new();
+        for b in series {
+            let _ = write!(
+                band,
+                "{:.1},{:.1} ",
+                x(b.last() as f64),
+                y(span(b).max as f64)
+            );
+        }
+        for b in series.iter().rev() {
+            let _ = write!(
+                band,
+                "{:.1},{:.1} ",
+                x(b.first as f64),
+                y(span(b).min as f64)
+            );
+        }
+        let _ = writeln!(
+            svg,
+            "<polygon class=\"band\" points=\"{}\" fill=\"#c9d6f2\" stroke=\"none\"/>",
+            band.trim_end()
+        );
+    }
+    let mut points = String::new();
+    for b in series {
+        let _ = write!(
+            points,
+            "{:.1},{:.1} ",
+            x(b.last() as f64),
+            y(span(b).last as f64)
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<polyline class=\"series\" points=\"{}\" fill=\"none\" stroke=\"#2b58b5\" \
+         stroke-width=\"1.5\"/>",
+        points.trim_end()
+    );
+    // The fitted slope over the judged window: Theil–Sen slope, intercept the median
+    // of the residuals.
+    let judged: Vec<(f64, f64)> = series
+        .iter()
+        .filter(|b| b.first >= r.warmup_iterations)
+        .map(|b| (b.last() as f64, span(b).last as f64))
+        .collect();
+    if let (Some(&(x0, _)), Some(&(x1, _))) = (judged.first(), judged.last()) {
+        let residuals: Vec<f64> = judged.iter().map(|(i, v)| v - slope * i).collect();
+        let intercept = crate::stats::median_of(&residuals);
+        let _ = writeln!(
+            svg,
+            "<line class=\"fit\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" \
+             stroke=\"#d0452f\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\">\
+             <title>fitted slope {}/iteration</title></line>",
+            x(x0),
+            y(intercept + slope * x0).clamp(0.0, H),
+            x(x1),
+            y(intercept + slope * x1).clamp(0.0, H),
+            escape(&format_value(slope))
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
