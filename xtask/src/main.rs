@@ -32,7 +32,7 @@ const PACKAGES: &[&str] = &[
     "ffmpeg",
     // Renders index.html in the report tests (headless).
     "chromium",
-]
+];
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "avsoak's tasks")]
