@@ -10,7 +10,7 @@
 //!   and turns the samples into a verdict.
 //! - [`series`]: a soak's per-iteration series, bounded however long the soak runs.
 //! - [`report`]: `report.json` (schema `avsoak.report/1`), `summary.md`, `index.html`
-//!   with heap timelines, series CSV.
+//!   with heap timelines, `junit.xml`, series CSV.
 //!
 //! Counting the heap in a test:
 //!
@@ -28,6 +28,7 @@
 
 pub mod heap;
 mod html;
+mod junit;
 pub mod report;
 pub mod scenario;
 pub mod series;

@@ -425,8 +425,8 @@ impl Report {
         self.results.iter().filter(|r| r.outcome == outcome).count()
     }
 
-    /// Writes `report.json`, `summary.md`, `index.html` and `series/*.csv` into `dir`,
-    /// creating it.
+    /// Writes `report.json`, `summary.md`, `index.html`, `junit.xml` and `series/*.csv`
+    /// into `dir`, creating it.
     pub fn write(&self, dir: &Path) -> Result<(), ReportError> {
         let series = dir.join("series");
         fs::create_dir_all(&series).map_err(|source| ReportError::Write {
@@ -437,6 +437,7 @@ impl Report {
         write_file(&dir.join("report.json"), json.as_bytes())?;
         write_file(&dir.join("summary.md"), self.markdown().as_bytes())?;
         write_file(&dir.join("index.html"), self.html().as_bytes())?;
+        write_file(&dir.join("junit.xml"), self.junit().as_bytes())?;
         for result in &self.results {
             write_file(
                 &series.join(format!("{}.csv", file_stem(&result.id))),

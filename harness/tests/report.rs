@@ -158,3 +158,15 @@ fn report_json_of_a_made_up_run() {
 fn summary_of_a_made_up_run() {
     insta::assert_snapshot!(support::rich_report().markdown());
 }
+
+/// JUnit: a suite per scenario, a case per case, failures typed by verdict with the
+/// numbers, skips with their reason.
+#[test]
+fn junit_of_a_made_up_run() {
+    let xml = support::rich_report().junit();
+    insta::assert_snapshot!(xml);
+    assert_eq!(xml.matches("<testsuite ").count(), 4);
+    assert_eq!(xml.matches("<testcase ").count(), 7);
+    assert_eq!(xml.matches("<failure ").count(), 1);
+    assert_eq!(xml.matches("<skipped ").count(), 1);
+}
