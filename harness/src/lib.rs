@@ -8,6 +8,7 @@
 //! - [`scenario`]: what a scenario provides: cases with expectations, and a workload.
 //! - [`soak`]: runs each case in its own child process under a watchdog and a heap cap,
 //!   and turns the samples into a verdict.
+//! - [`gate`]: named baselines, and a run compared with one.
 //! - [`series`]: a soak's per-iteration series, bounded however long the soak runs.
 //! - [`report`]: `report.json` (schema `avsoak.report/1`), `summary.md`, `index.html`
 //!   with heap timelines, `junit.xml`, series CSV.
@@ -26,6 +27,7 @@
 //! drop(buffer);
 //! ```
 
+pub mod gate;
 pub mod heap;
 mod html;
 mod junit;

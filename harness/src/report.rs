@@ -308,6 +308,14 @@ pub struct Provenance {
     pub started_at: String,
     /// Units of the figures in `results`.
     pub units: BTreeMap<String, String>,
+    /// How long each case soaked (`120 iterations, 20 warm-up`, `30m`), as the runner
+    /// states it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// Which cases the run selected, when not all of them (`--scenario …`,
+    /// `--shard 2/4`): a gate then does not miss the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<String>,
 }
 
 impl Provenance {
@@ -338,6 +346,8 @@ impl Provenance {
             libs,
             started_at: rfc3339_utc(std::time::SystemTime::now()),
             units,
+            plan: None,
+            selection: None,
         }
     }
 }

@@ -1,0 +1,423 @@
+//! Baselines and the gate: a run compared with a named baseline
+//! (`reports/baselines/NAME.json`, schema `avsoak.baseline/1`).
+//!
+//! What fails a gate:
+//! - any outcome `fail` in the run;
+//! - a new `leak` verdict where the baseline had none;
+//! - for a case expected clean: allocations per iteration or peak live bytes above the
+//!   baseline by more than their tolerance (both are nearly deterministic: gated tightly),
+//!   or throughput below the baseline by more than the noise threshold (wall-clock on a
+//!   shared machine: gated loosely);
+//! - a baseline case the run does not have, when the run selected every case.
+//!
+//! Everything else that differs is shown but passes: clean ↔ bounded ↔ upstream, a case
+//! new to the baseline, figures that improved beyond their tolerance (worth a new
+//! baseline), a run of another plan.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::{human_bytes, Outcome, Provenance, Report, Verdict};
+use crate::scenario::Expect;
+
+/// The schema tag of a baseline file.
+pub const BASELINE_SCHEMA: &str = "avsoak.baseline/1";
+
+/// How far a figure may move before the gate fails.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Tolerances {
+    /// Allocations per iteration may exceed the baseline by this fraction of it …
+    pub allocs_rel: f64,
+    /// … or by this many, whichever is larger.
+    pub allocs_abs: f64,
+    /// Peak live bytes may exceed the baseline by this fraction of it …
+    pub peak_rel: f64,
+    /// … or by this many bytes, whichever is larger.
+    pub peak_abs: f64,
+    /// Throughput may fall below the baseline by this fraction of it.
+    pub throughput_drop: f64,
+}
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Tolerances {
+            allocs_rel: 0.02,
+            allocs_abs: 2.0,
+            peak_rel: 0.10,
+            peak_abs: 1024.0 * 1024.0,
+            throughput_drop: 0.5,
+        }
+    }
+}
+
+/// The figures of one case a baseline keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineCase {
+    /// What the case expects.
+    pub expect: Expect,
+    /// The verdict the baseline's run reached.
+    pub verdict: Verdict,
+    /// Mean allocations per judged iteration.
+    pub allocs_per_iter: f64,
+    /// Mean bytes allocated per judged iteration.
+    pub alloc_bytes_per_iter: f64,
+    /// Process-wide peak of live bytes.
+    pub peak_live_bytes: i64,
+    /// Frames per second (0 when the case counts no frames).
+    pub frames_per_s: f64,
+    /// Iterations per second.
+    pub iters_per_s: f64,
+}
+
+/// A named baseline: the figures of one passing run, and the tolerances to gate with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Always [`BASELINE_SCHEMA`].
+    pub schema: String,
+    /// Where the run it came from was made.
+    pub provenance: Provenance,
+    /// Tolerances (edit the file to change them; the gate reads them from here).
+    #[serde(default)]
+    pub tolerances: Tolerances,
+    /// Per case id.
+    pub cases: BTreeMap<String, BaselineCase>,
+}
+
+/// Why a run cannot become a baseline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BaselineError {
+    /// The run has failed outcomes.
+    #[error(
+        "the run has {count} failed case(s) ({cases}); a baseline must come from a run that \
+         passed"
+    )]
+    Failed {
+        /// How many.
+        count: usize,
+        /// Their ids, comma-separated.
+        cases: String,
+    },
+    /// The run ran nothing.
+    #[error("the run has no case that ran; a baseline needs at least one")]
+    Empty,
+}
+
+impl Baseline {
+    /// A baseline from `run`, with default tolerances. Skipped cases are left out.
+    pub fn from_run(run: &Report) -> Result<Self, BaselineError> {
+        let failed: Vec<&str> = run
+            .results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Fail)
+            .map(|r| r.id.as_str())
+            .collect();
+        if !failed.is_empty() {
+            return Err(BaselineError::Failed {
+                count: failed.len(),
+                cases: failed.join(", "),
+            });
+        }
+        let cases: BTreeMap<String, BaselineCase> = run
+            .results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Pass)
+            .map(|r| {
+                let case = BaselineCase {
+                    expect: r.expect,
+                    verdict: r.verdict,
+                    allocs_per_iter: r.heap.allocs_per_iter,
+                    alloc_bytes_per_iter: r.heap.alloc_bytes_per_iter,
+                    peak_live_bytes: r.heap.peak_live_bytes,
+                    frames_per_s: r.throughput.frames_per_s,
+                    iters_per_s: r.throughput.iters_per_s,
+                };
+                (r.id.clone(), case)
+            })
+            .collect();
+        if cases.is_empty() {
+            return Err(BaselineError::Empty);
+        }
+        Ok(Baseline {
+            schema: BASELINE_SCHEMA.to_owned(),
+            provenance: run.provenance.clone(),
+            tolerances: Tolerances::default(),
+            cases,
+        })
+    }
+}
+
+/// What one row of the comparison says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Fails the gate.
+    Regressed,
+    /// Shown, passes: a difference worth knowing (a verdict that moved between passing
+    /// ones, a new case, another plan).
+    Note,
+    /// Better than the baseline beyond the tolerance: a new baseline would tighten it.
+    Improved,
+}
+
+impl Status {
+    /// The name in the table (`REGRESSED` loud on purpose).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Regressed => "REGRESSED",
+            Status::Note => "note",
+            Status::Improved => "improved",
+        }
+    }
+}
+
+/// One difference between the run and the baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Difference {
+    /// Case id (or `run` for the run as a whole).
+    pub case: String,
+    /// Which figure.
+    pub figure: String,
+    /// The baseline's value, as shown.
+    pub baseline: String,
+    /// The run's value, as shown.
+    pub run: String,
+    /// What the difference means, with the limit that applied.
+    pub why: String,
+    /// Whether it fails the gate.
+    pub status: Status,
+}
+
+/// The gate's finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gate {
+    /// Cases compared.
+    pub compared: usize,
+    /// Every difference, regressions first.
+    pub differences: Vec<Difference>,
+}
+
+impl Gate {
+    /// True when nothing regressed.
+    pub fn passed(&self) -> bool {
+        self.regressions() == 0
+    }
+
+    /// How many differences fail the gate.
+    pub fn regressions(&self) -> usize {
+        self.differences
+            .iter()
+            .filter(|d| d.status == Status::Regressed)
+            .count()
+    }
+
+    /// The differences as an aligned text table (empty when there are none).
+    pub fn table(&self) -> String {
+        if self.differences.is_empty() {
+            return String::new();
+        }
+        let header = ["case", "figure", "baseline", "run", "status", "why"];
+        let rows: Vec<Vec<String>> = self
+            .differences
+            .iter()
+            .map(|d| {
+                vec![
+                    d.case.clone(),
+                    d.figure.clone(),
+                    d.baseline.clone(),
+                    d.run.clone(),
+                    d.status.as_str().to_owned(),
+                    d.why.clone(),
+                ]
+            })
+            .collect();
+        let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in std::iter::once(header.map(str::to_owned).to_vec()).chain(rows) {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, &w)| format!("{c:<w$}"))
+                .collect();
+            let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+        }
+        out
+    }
+}
+
+/// Compares `run` with `baseline` (see the module documentation for the rules).
+pub fn compare(run: &Report, baseline: &Baseline) -> Gate {
+    let t = &baseline.tolerances;
+    let mut differences = Vec::new();
+    let mut add = |case: &str, figure: &str, base: String, now: String, why: String, status| {
+        differences.push(Difference {
+            case: case.to_owned(),
+            figure: figure.to_owned(),
+            baseline: base,
+            run: now,
+            why,
+            status,
+        });
+    };
+    let base_plan = baseline.provenance.plan.as_deref().unwrap_or("unknown");
+    let run_plan = run.provenance.plan.as_deref().unwrap_or("unknown");
+    if base_plan != run_plan {
+        add(
+            "run",
+            "plan",
+            base_plan.to_owned(),
+            run_plan.to_owned(),
+            "the run soaked another plan; peak live bytes may differ for that reason".into(),
+            Status::Note,
+        );
+    }
+    let mut compared = 0;
+    for r in &run.results {
+        if r.outcome == Outcome::Fail {
+            add(
+                &r.id,
+                "outcome",
+                baseline
+                    .cases
+                    .get(&r.id)
+                    .map_or("-".into(), |b| b.verdict.as_str().to_owned()),
+                format!("{} (FAIL)", r.verdict.as_str()),
+                format!("expected {}", r.expect),
+                Status::Regressed,
+            );
+        }
+        let Some(b) = baseline.cases.get(&r.id) else {
+            if r.outcome != Outcome::Skip {
+                add(
+                    &r.id,
+                    "case",
+                    "-".into(),
+                    r.verdict.as_str().into(),
+                    "not in the baseline".into(),
+                    Status::Note,
+                );
+            }
+            continue;
+        };
+        if r.outcome == Outcome::Skip {
+            add(
+                &r.id,
+                "case",
+                b.verdict.as_str().into(),
+                "skipped".into(),
+                r.note.clone().unwrap_or_default(),
+                Status::Note,
+            );
+            continue;
+        }
+        compared += 1;
+        if r.verdict != b.verdict {
+            let new_leak = r.verdict == Verdict::Leak && b.verdict != Verdict::Leak;
+            if new_leak || r.outcome != Outcome::Fail {
+                add(
+                    &r.id,
+                    "verdict",
+                    b.verdict.as_str().into(),
+                    r.verdict.as_str().into(),
+                    if new_leak {
+                        format!(
+                            "a new leak: {}/iteration",
+                            human_bytes(r.heap.leak_bytes_per_iter)
+                        )
+                    } else {
+                        "both pass".into()
+                    },
+                    if new_leak {
+                        Status::Regressed
+                    } else {
+                        Status::Note
+                    },
+                );
+            }
+        }
+        if r.expect != Expect::Clean || r.outcome == Outcome::Fail {
+            // Controls and failed cases: their figures measure the failure, not the
+            // pipeline.
+            continue;
+        }
+        let allocs_limit = t.allocs_abs.max(t.allocs_rel * b.allocs_per_iter);
+        let allocs = r.heap.allocs_per_iter - b.allocs_per_iter;
+        if allocs.abs() > allocs_limit {
+            add(
+                &r.id,
+                "allocs/iter",
+                format!("{:.1}", b.allocs_per_iter),
+                format!("{:.1}", r.heap.allocs_per_iter),
+                format!("{allocs:+.1} (limit ±{allocs_limit:.1})"),
+                if allocs > 0.0 {
+                    Status::Regressed
+                } else {
+                    Status::Improved
+                },
+            );
+        }
+        let peak_limit = t.peak_abs.max(t.peak_rel * b.peak_live_bytes as f64);
+        let peak = (r.heap.peak_live_bytes - b.peak_live_bytes) as f64;
+        if peak.abs() > peak_limit {
+            add(
+                &r.id,
+                "peak live",
+                human_bytes(b.peak_live_bytes as f64),
+                human_bytes(r.heap.peak_live_bytes as f64),
+                format!("{} (limit ±{})", human_bytes(peak), human_bytes(peak_limit)),
+                if peak > 0.0 {
+                    Status::Regressed
+                } else {
+                    Status::Improved
+                },
+            );
+        }
+        let (figure, base_rate, rate) = if b.frames_per_s > 0.0 {
+            ("frames/s", b.frames_per_s, r.throughput.frames_per_s)
+        } else {
+            ("iterations/s", b.iters_per_s, r.throughput.iters_per_s)
+        };
+        if base_rate > 0.0 && rate < base_rate * (1.0 - t.throughput_drop) {
+            add(
+                &r.id,
+                figure,
+                format!("{base_rate:.1}"),
+                format!("{rate:.1}"),
+                format!(
+                    "{:.2}× the baseline (limit {:.2}×, wall-clock)",
+                    rate / base_rate,
+                    1.0 - t.throughput_drop
+                ),
+                Status::Regressed,
+            );
+        }
+    }
+    let partial = run.provenance.selection.is_some();
+    for (id, b) in &baseline.cases {
+        if run.results.iter().any(|r| &r.id == id) {
+            continue;
+        }
+        if !partial {
+            add(
+                id,
+                "case",
+                b.verdict.as_str().into(),
+                "missing".into(),
+                "the run selected every case but has no result for this one".into(),
+                Status::Regressed,
+            );
+        }
+    }
+    differences.sort_by_key(|d| d.status);
+    Gate {
+        compared,
+        differences,
+    }
+}

@@ -1,0 +1,151 @@
+//! The gate: a baseline's own run passes; a planted regression (more allocations, a new
+//! leak) fails with a row for each; wall-clock figures pass within their noise threshold;
+//! a vanished case fails a full run only.
+
+mod support;
+
+use avsoak_harness::gate::{compare, Baseline, BaselineError, Status};
+use avsoak_harness::report::{Outcome, Report, Verdict};
+
+/// A run that passed: the made-up run without its failed case.
+fn passing_run() -> Report {
+    let mut run = support::rich_report();
+    run.results.retain(|r| r.outcome != Outcome::Fail);
+    run
+}
+
+fn regressed<'a>(gate: &'a avsoak_harness::gate::Gate, case: &str) -> Vec<&'a str> {
+    gate.differences
+        .iter()
+        .filter(|d| d.case == case && d.status == Status::Regressed)
+        .map(|d| d.figure.as_str())
+        .collect()
+}
+
+#[test]
+fn the_baselines_own_run_passes() {
+    let run = passing_run();
+    let baseline = Baseline::from_run(&run).unwrap();
+    // The skipped case is not part of the baseline.
+    assert_eq!(baseline.cases.len(), 5);
+    let gate = compare(&run, &baseline);
+    assert!(gate.passed(), "{}", gate.table());
+    assert_eq!(gate.compared, 5);
+    assert!(gate.differences.is_empty(), "{}", gate.table());
+    // The same comparison, five times over, gives the same finding.
+    for _ in 0..5 {
+        assert_eq!(compare(&run, &baseline), gate);
+    }
+}
+
+#[test]
+fn a_planted_regression_fails_with_a_row_for_each_change() {
+    let baseline = Baseline::from_run(&passing_run()).unwrap();
+    let mut run = passing_run();
+    // More allocations in a clean case: 1.0 → 40 per iteration.
+    run.results[0].heap.allocs_per_iter = 40.0;
+    // A new leak where the baseline was clean.
+    let churn = run
+        .results
+        .iter_mut()
+        .find(|r| r.id == "player-queue/churn/memory")
+        .unwrap();
+    churn.verdict = Verdict::Leak;
+    churn.outcome = Outcome::Fail;
+    churn.heap.leak_bytes_per_iter = 18_432.0;
+    let gate = compare(&run, &baseline);
+    assert!(!gate.passed());
+    assert_eq!(gate.regressions(), 3, "{}", gate.table());
+    assert_eq!(
+        regressed(&gate, "picture-pool/pooled/640x480"),
+        ["allocs/iter"]
+    );
+    assert_eq!(
+        regressed(&gate, "player-queue/churn/memory"),
+        ["outcome", "verdict"]
+    );
+    let table = gate.table();
+    assert!(table.contains("+39.0 (limit ±2.0)"), "{table}");
+    assert!(table.contains("a new leak: 18.0 KiB/iteration"), "{table}");
+    // Regressions come first.
+    assert_eq!(gate.differences[0].status, Status::Regressed);
+}
+
+#[test]
+fn peak_live_bytes_are_gated_by_their_tolerance() {
+    let baseline = Baseline::from_run(&passing_run()).unwrap();
+    let mut run = passing_run();
+    // 16 MB peak: +5 % is within 10 %; +20 % is not.
+    run.results[0].heap.peak_live_bytes = 16_800_000;
+    assert!(compare(&run, &baseline).passed());
+    run.results[0].heap.peak_live_bytes = 19_200_000;
+    let gate = compare(&run, &baseline);
+    assert_eq!(
+        regressed(&gate, "picture-pool/pooled/640x480"),
+        ["peak live"]
+    );
+}
+
+#[test]
+fn throughput_fails_only_beyond_the_noise_threshold() {
+    let baseline = Baseline::from_run(&passing_run()).unwrap();
+    let mut run = passing_run();
+    run.results[0].throughput.frames_per_s = 250.0 * 0.6;
+    assert!(compare(&run, &baseline).passed());
+    run.results[0].throughput.frames_per_s = 250.0 * 0.4;
+    let gate = compare(&run, &baseline);
+    assert_eq!(
+        regressed(&gate, "picture-pool/pooled/640x480"),
+        ["frames/s"]
+    );
+    // A control's throughput measures its leak, not the pipeline: never gated.
+    let mut run = passing_run();
+    run.results[1].throughput.frames_per_s = 1.0;
+    assert!(compare(&run, &baseline).passed());
+}
+
+#[test]
+fn fewer_allocations_and_passing_verdict_changes_are_shown_but_pass() {
+    let mut baseline = Baseline::from_run(&passing_run()).unwrap();
+    let pooled = baseline
+        .cases
+        .get_mut("picture-pool/pooled/640x480")
+        .unwrap();
+    pooled.allocs_per_iter = 50.0;
+    let mut run = passing_run();
+    run.results[0].verdict = Verdict::Bounded;
+    let gate = compare(&run, &baseline);
+    assert!(gate.passed(), "{}", gate.table());
+    let statuses: Vec<Status> = gate.differences.iter().map(|d| d.status).collect();
+    assert_eq!(statuses, [Status::Note, Status::Improved]);
+}
+
+#[test]
+fn a_missing_case_fails_a_full_run_but_not_a_selection() {
+    let baseline = Baseline::from_run(&passing_run()).unwrap();
+    let mut run = passing_run();
+    run.results.retain(|r| r.scenario != "player-queue");
+    let gate = compare(&run, &baseline);
+    assert_eq!(gate.regressions(), 2, "{}", gate.table());
+    run.provenance.selection = Some("--shard 1/2".into());
+    assert!(compare(&run, &baseline).passed());
+}
+
+#[test]
+fn a_failed_run_cannot_become_a_baseline() {
+    let err = Baseline::from_run(&support::rich_report()).unwrap_err();
+    assert!(matches!(err, BaselineError::Failed { count: 1, .. }));
+    assert!(
+        err.to_string().contains("fmp4-mux/fragmented/256k"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_baseline_reads_back() {
+    let baseline = Baseline::from_run(&passing_run()).unwrap();
+    let json = serde_json::to_string_pretty(&baseline).unwrap();
+    assert!(json.contains("\"schema\": \"avsoak.baseline/1\""));
+    let back: Baseline = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, baseline);
+}
