@@ -363,7 +363,7 @@ const SHOWN_FRAMES: usize = 24;
 
 /// Names for raw return addresses, innermost first: drops the sampler's own frames, keeps
 /// the allocation function, stops at the runtime's entry frames.
-fn symbolize(ips: &[usize]) -> Vec<String> {
+pub(crate) fn symbolize(ips: &[usize]) -> Vec<String> {
     let mut names = Vec::new();
     for (i, &ip) in ips.iter().enumerate() {
         // Return addresses point after the call; look up the call itself.

@@ -229,6 +229,14 @@ fn case_section(r: &CaseResult) -> String {
         ));
         out.push_str("</div>\n");
     }
+    if let Some(profile) = &r.profile {
+        let _ = writeln!(
+            out,
+            "<p class=\"figures\">Heap profile of the whole child (sampled): \
+             <a href=\"{0}\">{0}</a>, for DHAT's viewer (dh_view.html).</p>",
+            escape(profile)
+        );
+    }
     let suspects = r.summary_suspects();
     if !suspects.is_empty() {
         out.push_str(

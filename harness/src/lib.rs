@@ -9,6 +9,7 @@
 //! - [`soak`]: runs each case in its own child process under a watchdog and a heap cap,
 //!   and turns the samples into a verdict.
 //! - [`gate`]: named baselines, and a run compared with one.
+//! - [`profile`]: heap profiles in DHAT's format from the sampled stacks.
 //! - [`series`]: a soak's per-iteration series, bounded however long the soak runs.
 //! - [`report`]: `report.json` (schema `avsoak.report/1`), `summary.md`, `index.html`
 //!   with heap timelines, `junit.xml`, series CSV.
@@ -31,6 +32,7 @@ pub mod gate;
 pub mod heap;
 mod html;
 mod junit;
+pub mod profile;
 pub mod report;
 pub mod scenario;
 pub mod series;

@@ -173,6 +173,10 @@ pub struct CaseResult {
     /// declared upstream leak explains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The case's heap profile (DHAT JSON), relative to the run folder, when the child
+    /// wrote one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     /// Wall-clock seconds of the child, start-up and symbolization included.
     pub wall_s: f64,
     /// What the variant does.
@@ -214,6 +218,7 @@ impl CaseResult {
             sampling: None,
             error: None,
             note: None,
+            profile: None,
             wall_s: 0.0,
             about: case.about.clone(),
             series: Vec::new(),

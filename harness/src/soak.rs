@@ -95,6 +95,15 @@ impl Plan {
         }
     }
 
+    /// The plan in words, as reports record it: `120 iterations, 20 warm-up`, or
+    /// `1800s, at least 20 warm-up`.
+    pub fn describe(&self) -> String {
+        match self.duration {
+            None => format!("{} iterations, {} warm-up", self.iterations, self.warmup),
+            Some(d) => format!("{}s, at least {} warm-up", d.as_secs(), self.warmup),
+        }
+    }
+
     /// Checks that enough iterations remain after warm-up to judge a trend.
     pub fn validate(&self) -> Result<(), PlanError> {
         if self.duration == Some(Duration::ZERO) {
@@ -239,9 +248,19 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Runs `case` of `scenario` in this process according to `plan`, writing protocol lines
-/// to `out`. Returns the process exit code. Meant for a child process: the heap counters
-/// are process-wide, so nothing else may run in the process meanwhile.
-pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dyn Write) -> i32 {
+/// to `out`, and after a normal end the heap profile of the whole child to `profile` (DHAT
+/// JSON, see [`crate::profile`]; taken after the last iteration, before the workload is
+/// dropped) when given. Returns the process exit code. Meant for a
+/// child process: the heap counters are process-wide, so nothing else may run in the
+/// process meanwhile.
+pub fn run_child(
+    scenario: &dyn Scenario,
+    case: &Case,
+    plan: &Plan,
+    out: &mut dyn Write,
+    profile: Option<&std::path::Path>,
+) -> i32 {
+    let child_started = Instant::now();
     disable_core_dumps();
     let mut emit = Emitter {
         out,
@@ -352,6 +371,7 @@ pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dy
     let end = Snapshot::now();
     heap::set_epoch(i);
     let live = heap::live_samples(warmup_end.unwrap_or(plan.warmup));
+    let raw_profile = profile.map(|_| crate::profile::RawProfile::now());
     drop(workload);
     let teardown = Snapshot::now();
     let suspects = live.suspects(plan.suspects);
@@ -365,6 +385,19 @@ pub fn run_child(scenario: &dyn Scenario, case: &Case, plan: &Plan, out: &mut dy
         samples_dropped,
         sample_interval: heap::sample_interval(),
     });
+    if let (Some(path), Some(raw)) = (profile, raw_profile) {
+        let cmd = format!("avsoak-run child --case {}", case.id());
+        if let Err(e) =
+            raw.symbolize()
+                .write_dhat(path, &cmd, std::process::id(), child_started.elapsed())
+        {
+            // The verdict stands without a profile; say why it is missing.
+            eprintln!(
+                "avsoak: cannot write the heap profile {}: {e}",
+                path.display()
+            );
+        }
+    }
     0
 }
 

@@ -111,7 +111,7 @@ fn run(kind: Kind) -> (i32, Vec<Message>) {
 fn run_plan(kind: Kind, plan: Plan) -> (i32, Vec<Message>) {
     // Sized up front: a growing sink would itself show as growth in the samples.
     let mut out = Vec::with_capacity(1 << 20);
-    let code = run_child(&Fake(kind), &case(), &plan, &mut out);
+    let code = run_child(&Fake(kind), &case(), &plan, &mut out, None);
     let messages = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -278,7 +278,7 @@ fn a_child_whose_parent_is_gone_stops() {
     let mut pipe = BreakingPipe { room: 2000 };
     // With an endless plan, only the broken pipe can end this call.
     assert_eq!(
-        run_child(&Fake(Kind::Clean), &case(), &plan, &mut pipe),
+        run_child(&Fake(Kind::Clean), &case(), &plan, &mut pipe, None),
         EXIT_ORPHANED
     );
 }

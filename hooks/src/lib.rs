@@ -29,7 +29,7 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 mod sample;
 
-pub use sample::{LiveSample, MAX_FRAMES, TABLE_SLOTS};
+pub use sample::{LiveSample, StackRecord, MAX_FRAMES, STACK_SLOTS, TABLE_SLOTS};
 
 extern "C" {
     fn __libc_malloc(size: usize) -> *mut c_void;
@@ -103,7 +103,7 @@ pub fn hook_addresses() -> [(&'static str, usize); 6] {
 
 pub use sample::{
     epoch, live_samples, sample_interval, sampling_stats, set_epoch, set_sample_interval,
-    SamplingStats,
+    stack_profile, SamplingStats,
 };
 
 #[inline(always)]

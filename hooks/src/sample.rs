@@ -6,7 +6,12 @@
 //! the countdown to zero or below is sampled. A sample of `size` bytes stands for
 //! `size / (1 - exp(-size / interval))` bytes, computed at report time.
 //!
-//! The table is a static array that never allocates. Inserting and removing take one
+//! Every sample also adds to its stack's entry in a second static table
+//! ([`stack_profile`]): estimated bytes and blocks allocated from that stack over the whole
+//! process, live now, and at most live at once. That is what a heap profile (DHAT's
+//! `tb`/`eb`/`mb`) needs, for freed allocations as well as live ones.
+//!
+//! The tables are static arrays that never allocate. Inserting and removing take one
 //! spin lock, held only while slots are written, never while calling anything that can
 //! allocate. `fork` takes the lock in its prepare handler so a child never inherits it
 //! held by a thread that does not exist in the child.
@@ -23,6 +28,10 @@ const MAX_PROBE: usize = 64;
 const EMPTY: usize = 0;
 const TOMBSTONE: usize = 1;
 const DEFAULT_INTERVAL: u64 = 512 * 1024;
+/// Capacity of the per-stack table (a power of two).
+pub const STACK_SLOTS: usize = 1 << 12;
+/// A sample whose stack found no entry in the per-stack table.
+const NO_STACK: u32 = u32::MAX;
 
 static INTERVAL: AtomicU64 = AtomicU64::new(DEFAULT_INTERVAL);
 static EPOCH: AtomicU64 = AtomicU64::new(0);
@@ -30,6 +39,7 @@ static LIVE: AtomicUsize = AtomicUsize::new(0);
 static TAKEN: AtomicU64 = AtomicU64::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static LOCK: AtomicBool = AtomicBool::new(false);
+static STACKS_DROPPED: AtomicU64 = AtomicU64::new(0);
 
 struct Slot {
     /// The sampled pointer, or EMPTY / TOMBSTONE. Read without the lock by `on_free`.
@@ -44,7 +54,48 @@ struct SlotData {
     epoch: u64,
     depth: usize,
     frames: [usize; MAX_FRAMES],
+    /// The sample's entry in the per-stack table, or NO_STACK.
+    stack: u32,
+    /// Allocations this sample stands for (1 / the probability it was sampled).
+    weight: f64,
 }
+
+/// One stack's sums, all estimates from samples.
+#[derive(Clone, Copy)]
+struct StackData {
+    /// Hash of the frames; 0 marks a free entry.
+    hash: u64,
+    depth: usize,
+    frames: [usize; MAX_FRAMES],
+    samples: u64,
+    total_bytes: f64,
+    total_blocks: f64,
+    live_bytes: f64,
+    live_blocks: f64,
+    max_bytes: f64,
+    max_blocks: f64,
+}
+
+const EMPTY_STACK: StackData = StackData {
+    hash: 0,
+    depth: 0,
+    frames: [0; MAX_FRAMES],
+    samples: 0,
+    total_bytes: 0.0,
+    total_blocks: 0.0,
+    live_bytes: 0.0,
+    live_blocks: 0.0,
+    max_bytes: 0.0,
+    max_blocks: 0.0,
+};
+
+/// The per-stack table: only touched under LOCK.
+struct Stacks(UnsafeCell<[StackData; STACK_SLOTS]>);
+
+// SAFETY: the array is only read or written while LOCK is held.
+unsafe impl Sync for Stacks {}
+
+static STACKS: Stacks = Stacks(UnsafeCell::new([EMPTY_STACK; STACK_SLOTS]));
 
 struct Table([Slot; TABLE_SLOTS]);
 
@@ -60,6 +111,8 @@ const SLOT: Slot = Slot {
         epoch: 0,
         depth: 0,
         frames: [0; MAX_FRAMES],
+        stack: NO_STACK,
+        weight: 0.0,
     }),
 };
 
@@ -85,6 +138,28 @@ pub struct LiveSample {
     pub frames: Vec<usize>,
 }
 
+/// One allocation stack's sampled sums (estimates: each sample stands for the
+/// allocations it was drawn from).
+#[derive(Debug, Clone)]
+pub struct StackRecord {
+    /// Raw instruction pointers, innermost first.
+    pub frames: Vec<usize>,
+    /// Samples taken from this stack.
+    pub samples: u64,
+    /// Estimated bytes allocated from it over the whole process.
+    pub total_bytes: f64,
+    /// Estimated blocks allocated from it.
+    pub total_blocks: f64,
+    /// Estimated bytes from it still live.
+    pub live_bytes: f64,
+    /// Estimated blocks from it still live.
+    pub live_blocks: f64,
+    /// The most estimated bytes from it live at once.
+    pub max_bytes: f64,
+    /// The most estimated blocks from it live at once.
+    pub max_blocks: f64,
+}
+
 /// Counts about the sampler since start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SamplingStats {
@@ -94,6 +169,9 @@ pub struct SamplingStats {
     pub dropped: u64,
     /// Samples in the table now.
     pub live: usize,
+    /// Samples whose stack found no room in the per-stack table (non-zero means the
+    /// profile under-counts).
+    pub stacks_dropped: u64,
 }
 
 /// The mean sampling interval in bytes; 0 means sampling is off.
@@ -124,6 +202,7 @@ pub fn sampling_stats() -> SamplingStats {
         taken: TAKEN.load(Ordering::Relaxed),
         dropped: DROPPED.load(Ordering::Relaxed),
         live: LIVE.load(Ordering::Relaxed),
+        stacks_dropped: STACKS_DROPPED.load(Ordering::Relaxed),
     }
 }
 
@@ -258,14 +337,24 @@ fn record(ptr: usize, size: usize) {
             depth < MAX_FRAMES
         });
     }
-    let data = SlotData {
+    let interval = INTERVAL.load(Ordering::Relaxed).max(1);
+    let probability = 1.0 - (-(size as f64) / interval as f64).exp();
+    let weight = if probability > 0.0 {
+        1.0 / probability
+    } else {
+        1.0
+    };
+    let mut data = SlotData {
         size,
         epoch: EPOCH.load(Ordering::Relaxed),
         depth,
         frames,
+        stack: NO_STACK,
+        weight,
     };
     let home = slot_of(ptr);
     let _locked = LockGuard::acquire();
+    data.stack = add_to_stack(&frames[..depth], size, weight);
     for probe in 0..MAX_PROBE {
         let slot = &TABLE.0[(home + probe) & (TABLE_SLOTS - 1)];
         let current = slot.ptr.load(Ordering::Relaxed);
@@ -299,12 +388,90 @@ pub(crate) fn on_free(ptr: usize) {
             // Re-check under the lock: the lock-free read above may have raced with a
             // `live_samples` copy or an insert into a neighbouring slot.
             if slot.ptr.load(Ordering::Relaxed) == ptr {
+                // SAFETY: LOCK is held, so no other thread writes this slot's data.
+                let data = unsafe { *slot.data.get() };
+                remove_from_stack(data.stack, data.size, data.weight);
                 slot.ptr.store(TOMBSTONE, Ordering::Relaxed);
                 LIVE.fetch_sub(1, Ordering::Relaxed);
             }
             return;
         }
     }
+}
+
+/// Adds a sample to its stack's entry and returns the entry (NO_STACK when the table has
+/// no room near the stack's home). Caller holds LOCK.
+fn add_to_stack(frames: &[usize], size: usize, weight: f64) -> u32 {
+    // FNV-1a over the frames, never 0 (0 marks a free entry).
+    let hash = frames
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &ip| {
+            (h ^ ip as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+        .max(1);
+    // SAFETY: the caller holds LOCK, the only guard of STACKS; the reference does not
+    // outlive this call.
+    let stacks = unsafe { &mut *STACKS.0.get() };
+    let home = (hash as usize) & (STACK_SLOTS - 1);
+    for probe in 0..MAX_PROBE {
+        let at = (home + probe) & (STACK_SLOTS - 1);
+        let entry = &mut stacks[at];
+        let mine = entry.hash == hash && entry.frames[..entry.depth] == *frames;
+        if entry.hash == 0 {
+            entry.hash = hash;
+            entry.depth = frames.len();
+            entry.frames[..frames.len()].copy_from_slice(frames);
+        } else if !mine {
+            continue;
+        }
+        let bytes = size as f64 * weight;
+        entry.samples += 1;
+        entry.total_bytes += bytes;
+        entry.total_blocks += weight;
+        entry.live_bytes += bytes;
+        entry.live_blocks += weight;
+        entry.max_bytes = entry.max_bytes.max(entry.live_bytes);
+        entry.max_blocks = entry.max_blocks.max(entry.live_blocks);
+        return at as u32;
+    }
+    STACKS_DROPPED.fetch_add(1, Ordering::Relaxed);
+    NO_STACK
+}
+
+/// Takes a freed sample off its stack's live sums. Caller holds LOCK.
+fn remove_from_stack(stack: u32, size: usize, weight: f64) {
+    if stack == NO_STACK {
+        return;
+    }
+    // SAFETY: the caller holds LOCK, the only guard of STACKS.
+    let entry = unsafe { &mut (*STACKS.0.get())[stack as usize] };
+    entry.live_bytes = (entry.live_bytes - size as f64 * weight).max(0.0);
+    entry.live_blocks = (entry.live_blocks - weight).max(0.0);
+}
+
+/// Copies out every stack's sums. Like [`live_samples`], it runs under the re-entrancy
+/// guard and allocates only outside the lock.
+pub fn stack_profile() -> Vec<StackRecord> {
+    let _inside = Reentrancy::enter();
+    let mut raw: Vec<StackData> = Vec::with_capacity(STACK_SLOTS);
+    {
+        let _locked = LockGuard::acquire();
+        // SAFETY: LOCK is held; the shared reference ends with this block.
+        let stacks = unsafe { &*STACKS.0.get() };
+        raw.extend(stacks.iter().filter(|e| e.hash != 0).copied());
+    }
+    raw.into_iter()
+        .map(|e| StackRecord {
+            frames: e.frames[..e.depth].to_vec(),
+            samples: e.samples,
+            total_bytes: e.total_bytes,
+            total_blocks: e.total_blocks,
+            live_bytes: e.live_bytes,
+            live_blocks: e.live_blocks,
+            max_bytes: e.max_bytes,
+            max_blocks: e.max_blocks,
+        })
+        .collect()
 }
 
 fn slot_of(ptr: usize) -> usize {

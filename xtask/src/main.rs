@@ -4,6 +4,8 @@
 //!   prints the exact command and stops).
 //! - `soak`: deps, a release build of `avsoak-run`, then `avsoak-run soak` with the
 //!   arguments given (`cargo xtask soak -- --help` lists them).
+//! - `gate`: compares a run folder with `reports/baselines/NAME.json`, or saves one
+//!   (`--save-baseline NAME`, never implicitly); `--repeat N` soaks N times and gates each.
 //! - `test`: deps, then the whole test suite (nextest, one process per test, because the
 //!   heap counters are process-wide), doc tests, clippy with warnings denied, and a build
 //!   without the heap hooks.
@@ -49,6 +51,8 @@ enum Task {
     Soak(Soak),
     /// Run the whole test suite.
     Test(Test),
+    /// Compare a run with a named baseline (exit 1 on a regression), or save a run as one.
+    Gate(Gate),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +73,7 @@ fn run() -> Result<()> {
         Task::Deps(task) => task.run(&sh),
         Task::Soak(task) => task.run(&sh),
         Task::Test(task) => task.run(&sh),
+        Task::Gate(task) => task.run(&sh),
     }
 }
 
@@ -205,25 +210,29 @@ struct Soak {
 
 impl Soak {
     fn run(self, sh: &Shell) -> Result<()> {
-        Deps { check: false }.run(sh)?;
-        cmd!(
-            sh,
-            "cargo build --release --package avsoak-scenarios --bin avsoak-run"
-        )
-        .run()?;
-        let runner = target_dir().join("release/avsoak-run");
-        let args = self.args;
-        let status = std::process::Command::new(&runner)
-            .arg("soak")
-            .args(&args)
-            .current_dir(workspace_root())
-            .status()
-            .with_context(|| format!("cannot start {}", runner.display()))?;
+        let status = soak(sh, &self.args)?;
         if !status.success() {
             bail!("soak failed ({status}): see the table above and the report it names");
         }
         Ok(())
     }
+}
+
+/// Installs what is missing, builds the runner and soaks with `args`.
+fn soak(sh: &Shell, args: &[String]) -> Result<std::process::ExitStatus> {
+    Deps { check: false }.run(sh)?;
+    cmd!(
+        sh,
+        "cargo build --release --package avsoak-scenarios --bin avsoak-run"
+    )
+    .run()?;
+    let runner = target_dir().join("release/avsoak-run");
+    std::process::Command::new(&runner)
+        .arg("soak")
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot start {}", runner.display()))
 }
 
 #[derive(clap::Args)]
@@ -271,4 +280,226 @@ impl Test {
         }
         Ok(())
     }
+}
+
+#[derive(clap::Args)]
+struct Gate {
+    /// The baseline to compare with: `reports/baselines/NAME.json`.
+    #[arg(
+        long,
+        required_unless_present = "save_baseline",
+        conflicts_with = "save_baseline"
+    )]
+    baseline: Option<String>,
+    /// The run folder [default: the newest in reports/runs].
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Save the run as `reports/baselines/NAME.json` instead of comparing (it must have
+    /// passed).
+    #[arg(long, value_name = "NAME")]
+    save_baseline: Option<String>,
+    /// Soak N times (with the arguments after `--`) and gate each run: fails unless every
+    /// gate reaches the same finding.
+    #[arg(long, value_name = "N", requires = "baseline", conflicts_with = "run")]
+    repeat: Option<u32>,
+    /// Arguments for the soaks of `--repeat` (e.g. `-- --scenario player-queue`).
+    #[arg(last = true)]
+    soak_args: Vec<String>,
+}
+
+impl Gate {
+    fn run(self, sh: &Shell) -> Result<()> {
+        let root = workspace_root();
+        if let Some(name) = &self.save_baseline {
+            let run = match &self.run {
+                Some(dir) => dir.clone(),
+                None => newest_run(&root.join("reports/runs"))?,
+            };
+            let path = save_baseline(&root, name, &run)?;
+            eprintln!(
+                "xtask gate: saved {} from {}",
+                path.display(),
+                run.display()
+            );
+            return Ok(());
+        }
+        let name = self.baseline.as_deref().expect("clap requires --baseline");
+        if let Some(times) = self.repeat {
+            return repeat(sh, &root, name, times, &self.soak_args);
+        }
+        let run = match &self.run {
+            Some(dir) => dir.clone(),
+            None => newest_run(&root.join("reports/runs"))?,
+        };
+        let gate = gate(&root, name, &run)?;
+        print!("{}", gate_summary(&gate, name, &run));
+        if !gate.passed() {
+            bail!("gate failed: {} regression(s)", gate.regressions());
+        }
+        Ok(())
+    }
+}
+
+/// `reports/baselines/NAME.json`, after checking that NAME is a plain file name.
+fn baseline_path(root: &Path, name: &str) -> Result<PathBuf> {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if !plain {
+        bail!("invalid baseline name {name:?} (expected letters, digits, '-', '_' or '.')");
+    }
+    Ok(root.join("reports/baselines").join(format!("{name}.json")))
+}
+
+/// The run folder's `report.json`, read.
+fn read_run(run: &Path) -> Result<avsoak_harness::report::Report> {
+    let path = run.join("report.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the run's report {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an avsoak report", path.display()))
+}
+
+/// The newest run folder (their names begin with the UTC start time).
+fn newest_run(runs: &Path) -> Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs)
+        .with_context(|| {
+            format!(
+                "no runs in {} (soak first, or pass --run DIR)",
+                runs.display()
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("report.json").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .with_context(|| format!("no run with a report.json in {}", runs.display()))
+}
+
+fn save_baseline(root: &Path, name: &str, run: &Path) -> Result<PathBuf> {
+    let path = baseline_path(root, name)?;
+    let report = read_run(run)?;
+    let baseline = avsoak_harness::gate::Baseline::from_run(&report)
+        .with_context(|| format!("{} cannot become baseline {name:?}", run.display()))?;
+    std::fs::create_dir_all(path.parent().expect("baselines have a folder"))?;
+    let mut json = serde_json::to_string_pretty(&baseline)?;
+    json.push('\n');
+    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+fn gate(root: &Path, name: &str, run: &Path) -> Result<avsoak_harness::gate::Gate> {
+    let path = baseline_path(root, name)?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        let known: Vec<String> = std::fs::read_dir(root.join("reports/baselines"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        format!(
+            "no baseline {name:?} at {} (baselines: {}); save one with: cargo xtask gate \
+             --run {} --save-baseline {name}",
+            path.display(),
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+            run.display()
+        )
+    })?;
+    let baseline: avsoak_harness::gate::Baseline = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an avsoak baseline", path.display()))?;
+    let report = read_run(run)?;
+    Ok(avsoak_harness::gate::compare(&report, &baseline))
+}
+
+/// What the gate prints: the differences, the finding, and on a regression the command
+/// that accepts the new numbers.
+fn gate_summary(gate: &avsoak_harness::gate::Gate, name: &str, run: &Path) -> String {
+    let mut out = gate.table();
+    if gate.passed() {
+        out.push_str(&format!(
+            "gate passed: {} case(s) within baseline {name:?}\n",
+            gate.compared
+        ));
+    } else {
+        out.push_str(&format!(
+            "gate FAILED: {} regression(s) against baseline {name:?}\n\
+             if the new numbers are right, accept them with:\n  \
+             cargo xtask gate --run {} --save-baseline {name}\n",
+            gate.regressions(),
+            run.display()
+        ));
+    }
+    out
+}
+
+/// Soaks `times` times, gates each run, and fails unless every gate found the same.
+fn repeat(sh: &Shell, root: &Path, name: &str, times: u32, soak_args: &[String]) -> Result<()> {
+    if soak_args
+        .iter()
+        .any(|a| a == "--out" || a.starts_with("--out="))
+    {
+        bail!("--repeat chooses the run folders itself; drop --out from the soak arguments");
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut findings = Vec::new();
+    for k in 1..=times {
+        let out = root.join(format!("reports/runs/repeat-{stamp}/{k}"));
+        let mut args = soak_args.to_vec();
+        args.push("--out".into());
+        args.push(out.display().to_string());
+        eprintln!("xtask gate: soak {k} of {times} into {}", out.display());
+        // A failing soak is a gate regression below; the repeat goes on.
+        soak(sh, &args)?;
+        let gate = gate(root, name, &out)?;
+        print!("{}", gate_summary(&gate, name, &out));
+        let regressed: Vec<(String, String)> = gate
+            .differences
+            .iter()
+            .filter(|d| d.status == avsoak_harness::gate::Status::Regressed)
+            .map(|d| (d.case.clone(), d.figure.clone()))
+            .collect();
+        findings.push((gate.passed(), regressed));
+    }
+    println!("\nrepeatability: {times} soaks of the same commit gated against {name:?}");
+    for (k, (passed, regressed)) in findings.iter().enumerate() {
+        println!(
+            "  run {}: {}{}",
+            k + 1,
+            if *passed { "passed" } else { "FAILED" },
+            if regressed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    regressed
+                        .iter()
+                        .map(|(c, f)| format!("{c} {f}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    if findings.windows(2).any(|w| w[0] != w[1]) {
+        bail!("the gate's finding changed between soaks of the same commit: not repeatable");
+    }
+    println!("the same finding every time");
+    if !findings[0].0 {
+        bail!("the gate failed, every time");
+    }
+    Ok(())
 }

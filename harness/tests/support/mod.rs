@@ -84,6 +84,7 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
         }),
         error: None,
         note: None,
+        profile: None,
         wall_s: 1.5,
         about: String::new(),
         series: series(

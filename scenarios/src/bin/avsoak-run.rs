@@ -121,6 +121,42 @@ struct SoakArgs {
     /// Revision recorded in the report [default: from git, if available].
     #[arg(long)]
     git_rev: Option<String>,
+    /// Run only slice I of N (`2/4`): every Nth selected case, starting at the Ith, so N
+    /// runners together soak every case once.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<Shard>,
+}
+
+/// Slice `index` (from 1) of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shard {
+    index: usize,
+    count: usize,
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Parses `I/N` with 1 ≤ I ≤ N.
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    let invalid = || format!("invalid shard {text:?} (expected I/N with 1 <= I <= N, e.g. 2/4)");
+    let (i, n) = text.split_once('/').ok_or_else(invalid)?;
+    let index: usize = i.trim().parse().map_err(|_| invalid())?;
+    let count: usize = n.trim().parse().map_err(|_| invalid())?;
+    if index == 0 || index > count {
+        return Err(invalid());
+    }
+    Ok(Shard { index, count })
+}
+
+impl Shard {
+    /// Whether the `position`th selected case (from 0) is in this slice.
+    fn takes(self, position: usize) -> bool {
+        position % self.count == self.index - 1
+    }
 }
 
 #[derive(Args)]
@@ -128,6 +164,9 @@ struct ChildArgs {
     /// The case id (`scenario/variant/params…`).
     #[arg(long)]
     case: String,
+    /// Where to write the child's heap profile (DHAT JSON) after a normal end.
+    #[arg(long)]
+    profile: Option<PathBuf>,
     #[command(flatten)]
     plan: PlanArgs,
 }
@@ -199,6 +238,21 @@ fn select(scenarios: &[String], variants: &[String]) -> Result<Vec<Case>> {
         .collect())
 }
 
+/// The run's selection as its options, or none when it selected every case.
+fn selection(args: &SoakArgs) -> Option<String> {
+    let mut parts = Vec::new();
+    if !args.scenario.is_empty() {
+        parts.push(format!("--scenario {}", args.scenario.join(",")));
+    }
+    if !args.variant.is_empty() {
+        parts.push(format!("--variant {}", args.variant.join(",")));
+    }
+    if let Some(shard) = args.shard {
+        parts.push(format!("--shard {shard}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
 fn git_rev() -> String {
     let run = |args: &[&str]| {
         Command::new("git")
@@ -223,18 +277,27 @@ fn git_rev() -> String {
 
 fn soak(args: SoakArgs) -> Result<bool> {
     let plan = args.plan.plan()?;
-    let cases = select(&args.scenario, &args.variant)?;
+    let mut cases = select(&args.scenario, &args.variant)?;
+    if let Some(shard) = args.shard {
+        cases = cases
+            .into_iter()
+            .enumerate()
+            .filter(|&(position, _)| shard.takes(position))
+            .map(|(_, case)| case)
+            .collect();
+    }
     let rev = args.git_rev.clone().unwrap_or_else(git_rev);
-    let provenance = Provenance::here(
+    let mut provenance = Provenance::here(
         rev.clone(),
         avsoak_scenarios::RUSTC_VERSION.to_owned(),
         avsoak_scenarios::library_versions(),
     );
+    provenance.plan = Some(plan.describe());
+    provenance.selection = selection(&args);
     let out = args.out.clone().unwrap_or_else(|| {
         let stamp = provenance.started_at.replace(['-', ':'], "");
         PathBuf::from("reports/runs").join(format!("{stamp}-{rev}"))
     });
-    let exe = std::env::current_exe().context("cannot find the avsoak-run executable")?;
     // A timed soak gets its duration plus a fifth and two minutes for set-up and reports.
     let timed = plan
         .duration
@@ -257,12 +320,12 @@ fn soak(args: SoakArgs) -> Result<bool> {
             Some(reason) => CaseResult::skipped(case, reason),
             None => run_case(
                 case,
-                &exe,
                 &plan,
                 &args,
                 watchdog,
                 &style,
                 format!("[{}/{total}] {}", n + 1, case.id()),
+                &out,
             )?,
         };
         eprintln!(
@@ -293,22 +356,30 @@ fn soak(args: SoakArgs) -> Result<bool> {
     Ok(report.passed())
 }
 
-/// Runs one case in a child of `exe` under the watchdog, with a progress bar.
+/// Runs one case in a child of this executable under the watchdog, with a progress bar;
+/// the child writes its heap profile into `out`.
 fn run_case(
     case: &Case,
-    exe: &std::path::Path,
     plan: &Plan,
     args: &SoakArgs,
     watchdog: Watchdog,
     style: &ProgressStyle,
     prefix: String,
+    out: &std::path::Path,
 ) -> Result<CaseResult> {
+    let profile = format!(
+        "profiles/{}.dhat.json",
+        avsoak_harness::report::file_stem(&case.id())
+    );
+    let profile_path = out.join(&profile);
+    let _ = std::fs::remove_file(&profile_path);
     let bar = ProgressBar::new(plan.iterations).with_style(style.clone());
     bar.set_prefix(prefix);
     if let Some(duration) = plan.duration {
         bar.set_message(format!("{}s", duration.as_secs()));
         bar.enable_steady_tick(Duration::from_millis(250));
     }
+    let exe = std::env::current_exe().context("cannot find the avsoak-run executable")?;
     let mut command = Command::new(exe);
     command
         .args(["child", "--case", &case.id()])
@@ -324,8 +395,12 @@ fn run_case(
                 .to_string(),
         )
         .current_dir(std::env::current_dir()?);
-    let result = soak::supervise(command, case, plan, watchdog, &mut |i| bar.set_position(i));
+    command.arg("--profile").arg(&profile_path);
+    let mut result = soak::supervise(command, case, plan, watchdog, &mut |i| bar.set_position(i));
     bar.finish_and_clear();
+    if profile_path.is_file() {
+        result.profile = Some(profile);
+    }
     Ok(result)
 }
 
@@ -348,6 +423,38 @@ fn child(args: ChildArgs) -> ExitCode {
         avsoak_scenarios::find(&case.scenario).expect("cases come from registered scenarios");
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let code = soak::run_child(scenario, &case, &plan, &mut out);
+    let code = soak::run_child(scenario, &case, &plan, &mut out, args.profile.as_deref());
     ExitCode::from(code as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_the_cases_into_disjoint_slices_that_cover_them() {
+        let cases = all_cases();
+        for count in 1..=5 {
+            let mut seen = vec![0; cases.len()];
+            for index in 1..=count {
+                let shard = parse_shard(&format!("{index}/{count}")).unwrap();
+                let slice: Vec<usize> = (0..cases.len()).filter(|&p| shard.takes(p)).collect();
+                // Balanced: sizes differ by at most one.
+                assert!(slice.len() >= cases.len() / count, "{shard}");
+                for p in slice {
+                    seen[p] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{count} shards");
+        }
+    }
+
+    #[test]
+    fn a_bad_shard_names_the_value_and_the_form() {
+        for text in ["0/4", "5/4", "2", "a/b", "1/0"] {
+            let err = parse_shard(text).unwrap_err();
+            assert!(err.contains(&format!("{text:?}")), "{err}");
+            assert!(err.contains("expected I/N"), "{err}");
+        }
+    }
 }
