@@ -256,10 +256,51 @@ fn grows(y: &[f64], budget: &Budget, floor: f64) -> (bool, f64, f64) {
     )
 }
 
+/// The split of `y` into two parts of at least `side` points each that leaves the least
+/// absolute deviation from the two parts' medians (every split when short, about 200
+/// evenly spread ones otherwise), with the rise of the medians from the first part to
+/// the second.
+fn best_split(y: &[f64], side: usize) -> Option<(usize, f64)> {
+    let n = y.len();
+    if side == 0 || n < 2 * side {
+        return None;
+    }
+    let deviation = |part: &[f64]| {
+        let centre = median_of(part);
+        part.iter().map(|v| (v - centre).abs()).sum::<f64>()
+    };
+    let cost = |k: usize| deviation(&y[..k]) + deviation(&y[k..]);
+    let stride = ((n - 2 * side) / 200).max(1);
+    let k = (side..=n - side)
+        .step_by(stride)
+        .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))?;
+    Some((k, median_of(&y[k..]) - median_of(&y[..k])))
+}
+
+/// Whether `y` is one rise between two flat levels, each at least
+/// `max(MIN_POINTS, n / 10)` points long: growth that happened once (a pool taking one
+/// more buffer late in the window) and stopped, not growth that goes on. Neither level
+/// may grow steadily or hold a rise of its own above half the floor (a staircase is a
+/// leak).
+fn single_step(y: &[f64], budget: &Budget) -> bool {
+    let side = MIN_POINTS.max(y.len() / 10);
+    let Some((k, rise)) = best_split(y, side) else {
+        return false;
+    };
+    let floor = budget.min_growth / 2.0;
+    let level = |part: &[f64]| {
+        !grows(part, budget, floor).0
+            && best_split(part, MIN_POINTS / 2).is_none_or(|(_, r)| r <= floor)
+    };
+    let (before, after) = y.split_at(k);
+    rise > 0.0 && level(before) && level(after)
+}
+
 /// Judges one series sampled once per iteration (warm-up already removed).
 ///
 /// - *growing*: the second half of the window still grows steadily (a leak that started
-///   late is still a leak);
+///   late is still a leak), unless the whole window is one rise between two flat levels
+///   (growth that happened once, late, and stopped: *bounded*);
 /// - *bounded*: it does not, but the series rose: the whole window grows steadily, or the
 ///   second half's level stands above the first tenth's by more than the floor and the
 ///   noise, with a significant increasing trend (a step, a plateau after filling);
@@ -271,8 +312,10 @@ pub fn judge_series(y: &[f64], budget: &Budget) -> SeriesJudgement {
     let (late_grows, late_slope, _) = grows(late, budget, budget.min_growth / 2.0);
     let trend = if n < MIN_POINTS {
         Trend::Flat
-    } else if late_grows {
+    } else if late_grows && !single_step(y, budget) {
         Trend::Growing
+    } else if late_grows {
+        Trend::Bounded
     } else {
         let head = &y[..(n / 10).max(MIN_POINTS / 2).min(n)];
         let rise = median_of(late) - median_of(head);

@@ -98,6 +98,28 @@ fn a_step_is_bounded() {
 }
 
 #[test]
+fn a_late_single_step_is_bounded_and_a_staircase_a_leak() {
+    // A decoder's frame pool taking one more picture (150 KB, 6 blocks) late in the
+    // window, on a series that dips every 30 iterations (seeks).
+    let pool = |i: usize, at: usize| {
+        let dip = if i % 30 == 16 { -400_000.0 } else { 0.0 };
+        BASE + dip + if i >= at { 150_000.0 } else { 0.0 }
+    };
+    let late: Vec<f64> = (0..100).map(|i| pool(i, 78)).collect();
+    assert_eq!(bytes(&add(&late, &noise(3, 100, 400.0))), Trend::Bounded);
+    // The same rise every 25 iterations goes on: a leak.
+    let stairs: Vec<f64> = (0..100)
+        .map(|i| BASE + 150_000.0 * (i / 25) as f64)
+        .collect();
+    assert_eq!(bytes(&stairs), Trend::Growing);
+    // A linear leak that starts late is still a leak.
+    let late_leak: Vec<f64> = (0..100usize)
+        .map(|i| BASE + 4_096.0 * i.saturating_sub(60) as f64)
+        .collect();
+    assert_eq!(bytes(&late_leak), Trend::Growing);
+}
+
+#[test]
 fn a_plateau_is_bounded_in_a_long_window_and_a_leak_in_a_short_one() {
     // Like x265's lazily filled tables: ~1.2 KB per iteration for 40 iterations, then flat.
     let plateau = |n: usize| -> Vec<f64> {

@@ -128,6 +128,108 @@ fn picture_pool_controls_are_flagged_and_clean_twins_pass() {
         "{summary}"
     );
     assert!(out.join("series/picture-pool.pooled.640x480.csv").is_file());
+
+    // The run folder holds the page, JUnit and a heap profile per finished case.
+    let cases = report["results"].as_array().unwrap();
+    let ran = cases
+        .iter()
+        .filter(|r| r["iterations"].as_u64() > Some(0))
+        .count();
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert_eq!(
+        html.matches("data-quantity=\"live bytes\"").count(),
+        ran,
+        "one timeline per case that ran"
+    );
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testcase ").count(), cases.len());
+    let leak = result(&report, "picture-pool/per-frame-alloc-leak/640x480");
+    assert_eq!(
+        leak["profile"],
+        "profiles/picture-pool.per-frame-alloc-leak.640x480.dhat.json"
+    );
+    let dhat: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(leak["profile"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(dhat["dhatFileVersion"], 2);
+    let ftbl = dhat["ftbl"].as_array().unwrap();
+    let alloc = ftbl
+        .iter()
+        .position(|f| f == "x264_picture_alloc")
+        .expect("x264_picture_alloc in the frame table");
+    // The leaking stack holds most of what is live at the end.
+    let live_from_alloc: u64 = dhat["pps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pp| pp["fs"].as_array().unwrap().iter().any(|f| f == alloc))
+        .map(|pp| pp["eb"].as_u64().unwrap())
+        .sum();
+    let end = leak["heap"]["end_live_bytes"].as_u64().unwrap();
+    assert!(
+        live_from_alloc as f64 > 0.5 * end as f64,
+        "{live_from_alloc} of {end} live bytes from x264_picture_alloc"
+    );
+}
+
+/// The gate on real soaks: five soaks of the same commit against a baseline made from
+/// the first give the same finding (pass) every time; the first run with a planted
+/// regression (more allocations, a new leak) fails it.
+#[test]
+fn the_gate_repeats_on_the_same_commit_and_fails_a_planted_regression() {
+    use avsoak_harness::gate::{compare, Baseline};
+    use avsoak_harness::report::{Outcome, Report, Verdict};
+
+    let mut runs: Vec<Report> = Vec::new();
+    for k in 1..=5 {
+        let (out, _) = quick_soak(
+            &format!("e2e-gate-{k}"),
+            "picture-pool,player-queue",
+            "pooled,per-frame-alloc-leak,steady,flush-without-unref",
+        );
+        let text = std::fs::read_to_string(out.join("report.json")).unwrap();
+        runs.push(serde_json::from_str(&text).unwrap());
+    }
+    let mut baseline = Baseline::from_run(&runs[0]).unwrap();
+    // The test suite runs two tests at a time, so wall-clock here says little: the
+    // deterministic figures are under test (`cargo xtask gate --repeat 5` checks the
+    // default thresholds on a quiet machine).
+    baseline.tolerances.throughput_drop = 0.9;
+    for (k, run) in runs.iter().enumerate() {
+        let gate = compare(run, &baseline);
+        assert!(gate.passed(), "soak {}:\n{}", k + 1, gate.table());
+    }
+
+    let mut planted = runs[0].clone();
+    let pooled = planted
+        .results
+        .iter_mut()
+        .find(|r| r.id == "picture-pool/pooled/640x480")
+        .unwrap();
+    pooled.heap.allocs_per_iter += 12.0;
+    let steady = planted
+        .results
+        .iter_mut()
+        .find(|r| r.variant == "steady")
+        .unwrap();
+    steady.verdict = Verdict::Leak;
+    steady.outcome = Outcome::Fail;
+    let gate = compare(&planted, &baseline);
+    assert!(!gate.passed());
+    let figures: Vec<(&str, &str)> = gate
+        .differences
+        .iter()
+        .filter(|d| d.status == avsoak_harness::gate::Status::Regressed)
+        .map(|d| (d.case.as_str(), d.figure.as_str()))
+        .collect();
+    assert!(
+        figures.contains(&("picture-pool/pooled/640x480", "allocs/iter")),
+        "{figures:?}"
+    );
+    assert!(figures
+        .iter()
+        .any(|(c, f)| c.contains("steady") && *f == "verdict"));
 }
 
 /// Whether a frame of the first suspect of `id` is `function`.

@@ -6,6 +6,8 @@
 //!   arguments given (`cargo xtask soak -- --help` lists them).
 //! - `gate`: compares a run folder with `reports/baselines/NAME.json`, or saves one
 //!   (`--save-baseline NAME`, never implicitly); `--repeat N` soaks N times and gates each.
+//! - `profile`: soaks one scenario or variant with dense stack sampling and prints where
+//!   its DHAT profiles are and how to open them.
 //! - `test`: deps, then the whole test suite (nextest, one process per test, because the
 //!   heap counters are process-wide), doc tests, clippy with warnings denied, and a build
 //!   without the heap hooks.
@@ -53,6 +55,9 @@ enum Task {
     Test(Test),
     /// Compare a run with a named baseline (exit 1 on a regression), or save a run as one.
     Gate(Gate),
+    /// Soak one scenario (or one variant) with dense stack sampling and say where its heap
+    /// profiles are.
+    Profile(Profile),
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,6 +79,7 @@ fn run() -> Result<()> {
         Task::Soak(task) => task.run(&sh),
         Task::Test(task) => task.run(&sh),
         Task::Gate(task) => task.run(&sh),
+        Task::Profile(task) => task.run(&sh),
     }
 }
 
@@ -502,4 +508,76 @@ fn repeat(sh: &Shell, root: &Path, name: &str, times: u32, soak_args: &[String])
         bail!("the gate failed, every time");
     }
     Ok(())
+}
+
+#[derive(clap::Args)]
+struct Profile {
+    /// The scenario to soak (`target/release/avsoak-run list` names them all).
+    scenario: String,
+    /// Only this variant.
+    #[arg(long)]
+    variant: Option<String>,
+    /// Mean bytes between sampled allocations (denser than a soak's 512 KiB).
+    #[arg(long, default_value_t = 32 * 1024)]
+    sample_interval: u64,
+}
+
+impl Profile {
+    fn run(self, sh: &Shell) -> Result<()> {
+        if self.sample_interval == 0 {
+            bail!("invalid --sample-interval 0 (expected a positive number of bytes; 0 turns sampling off)");
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let out = workspace_root().join(format!("reports/runs/profile-{stamp}-{}", self.scenario));
+        let mut args = vec![
+            "--scenario".to_owned(),
+            self.scenario.clone(),
+            "--sample-interval".to_owned(),
+            self.sample_interval.to_string(),
+            "--out".to_owned(),
+            out.display().to_string(),
+        ];
+        if let Some(variant) = &self.variant {
+            args.extend(["--variant".to_owned(), variant.clone()]);
+        }
+        let status = soak(sh, &args)?;
+        let profiles = out.join("profiles");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&profiles)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            bail!(
+                "no profile was written to {} (every case failed to finish, or was skipped); \
+                 see the table above",
+                profiles.display()
+            );
+        }
+        println!(
+            "\nheap profiles (DHAT JSON, sampled every ~{} bytes):",
+            self.sample_interval
+        );
+        for f in &files {
+            println!("  {}", f.display());
+        }
+        let viewer = Path::new("/usr/libexec/valgrind/dh_view.html");
+        println!(
+            "open them in DHAT's viewer: {} (or https://nnethercote.github.io/dh_view/dh_view.html), \
+             then \"Load…\" a file; the run's report is {}",
+            if viewer.is_file() {
+                format!("file://{}", viewer.display())
+            } else {
+                "valgrind's dh_view.html".to_owned()
+            },
+            out.join("index.html").display()
+        );
+        if !status.success() {
+            bail!("the soak failed ({status}): see the table above");
+        }
+        Ok(())
+    }
 }
