@@ -45,8 +45,10 @@ impl Default for Tolerances {
         Tolerances {
             allocs_rel: 0.02,
             allocs_abs: 2.0,
-            peak_rel: 0.10,
-            peak_abs: 1024.0 * 1024.0,
+            // Threaded encoders (x264's lookahead) move the peak by up to ~11 % between
+            // runs of the same commit.
+            peak_rel: 0.20,
+            peak_abs: 2.0 * 1024.0 * 1024.0,
             throughput_drop: 0.5,
         }
     }
