@@ -482,7 +482,11 @@ fn player_queue_controls_are_flagged_in_ffmpeg_and_the_watchdog_names_the_stuck_
     );
     let csv = std::fs::read_to_string(out.join("series/player-queue.seeks.memory.csv")).unwrap();
     assert!(
-        csv.starts_with("iteration,live_bytes,live_blocks,judged,frame_queue,frames_dropped,"),
+        csv.starts_with(
+            "iteration,iterations,live_bytes,live_bytes_min,live_bytes_max,live_blocks,\
+             live_blocks_min,live_blocks_max,judged,frame_queue,frame_queue_min,\
+             frame_queue_max,frames_dropped,"
+        ),
         "{csv}"
     );
 }
