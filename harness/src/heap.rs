@@ -296,6 +296,29 @@ pub struct Suspect {
     pub frames: Vec<String>,
 }
 
+impl Suspect {
+    /// `~43.9 MiB in ~100 blocks (sampled, 58 samples)`.
+    pub fn figures(&self) -> String {
+        format!(
+            "~{} in ~{} blocks (sampled, {} samples)",
+            crate::report::human_bytes(self.bytes as f64),
+            self.blocks,
+            self.samples
+        )
+    }
+
+    /// The first `frames` frames joined with ` ← `, allocation function first.
+    pub fn stack(&self, frames: usize) -> String {
+        let shown: Vec<&str> = self
+            .frames
+            .iter()
+            .take(frames)
+            .map(String::as_str)
+            .collect();
+        shown.join(" ← ")
+    }
+}
+
 /// Sampled allocations still live, copied out of the sampler but not yet symbolized.
 #[derive(Debug, Clone, Default)]
 pub struct LiveSamples {

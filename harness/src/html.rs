@@ -246,18 +246,9 @@ fn case_section(r: &CaseResult) -> String {
         for s in suspects {
             let _ = writeln!(
                 out,
-                "<li>~{} in ~{} blocks ({} samples): {}</li>",
-                human_bytes(s.bytes as f64),
-                s.blocks,
-                s.samples,
-                escape(
-                    &s.frames
-                        .iter()
-                        .take(8)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(" ← ")
-                )
+                "<li>{}: {}</li>",
+                escape(&s.figures()),
+                escape(&s.stack(8))
             );
         }
         out.push_str("</ol>\n");
@@ -355,43 +346,29 @@ fn timeline(
     );
     // The min–max band where buckets merged iterations.
     if series.iter().any(|b| b.count > 1) {
-        let mut band = String::new();
-        for b in series {
-            let _ = write!(
-                band,
-                "{:.1},{:.1} ",
-                x(b.last() as f64),
-                y(span(b).max as f64)
-            );
-        }
-        for b in series.iter().rev() {
-            let _ = write!(
-                band,
-                "{:.1},{:.1} ",
-                x(b.first as f64),
-                y(span(b).min as f64)
-            );
-        }
+        let top = series
+            .iter()
+            .map(|b| (x(b.last() as f64), y(span(b).max as f64)));
+        let bottom = series
+            .iter()
+            .rev()
+            .map(|b| (x(b.first as f64), y(span(b).min as f64)));
         let _ = writeln!(
             svg,
             "<polygon class=\"band\" points=\"{}\" fill=\"#c9d6f2\" stroke=\"none\"/>",
-            band.trim_end()
+            svg_points(top.chain(bottom))
         );
     }
-    let mut points = String::new();
-    for b in series {
-        let _ = write!(
-            points,
-            "{:.1},{:.1} ",
-            x(b.last() as f64),
-            y(span(b).last as f64)
-        );
-    }
+    let points = svg_points(
+        series
+            .iter()
+            .map(|b| (x(b.last() as f64), y(span(b).last as f64))),
+    );
     let _ = writeln!(
         svg,
         "<polyline class=\"series\" points=\"{}\" fill=\"none\" stroke=\"#2b58b5\" \
          stroke-width=\"1.5\"/>",
-        points.trim_end()
+        points
     );
     // The fitted slope over the judged window: Theil–Sen slope, intercept the median
     // of the residuals.
@@ -417,4 +394,16 @@ fn timeline(
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// `x,y x,y …` for an SVG `points` attribute.
+fn svg_points(points: impl Iterator<Item = (f64, f64)>) -> String {
+    let mut out = String::new();
+    for (x, y) in points {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let _ = write!(out, "{x:.1},{y:.1}");
+    }
+    out
 }

@@ -83,12 +83,7 @@ fn test_case(r: &CaseResult) -> TestCase {
             }
             let mut description = String::new();
             for s in r.summary_suspects() {
-                description.push_str(&format!(
-                    "~{} in ~{} blocks (sampled): {}\n",
-                    human_bytes(s.bytes as f64),
-                    s.blocks,
-                    s.frames.join(" <- ")
-                ));
+                description.push_str(&format!("{}: {}\n", s.figures(), s.stack(usize::MAX)));
             }
             status.set_message(message).set_type(r.verdict.as_str());
             if !description.is_empty() {

@@ -502,19 +502,7 @@ impl Report {
                 let _ = writeln!(md, "- pipeline objects at the end: {}", gauges.join(", "));
             }
             for s in r.summary_suspects() {
-                let _ = writeln!(
-                    md,
-                    "- ~{} in ~{} blocks (sampled, {} samples): `{}`",
-                    human_bytes(s.bytes as f64),
-                    s.blocks,
-                    s.samples,
-                    s.frames
-                        .iter()
-                        .take(6)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(" ← ")
-                );
+                let _ = writeln!(md, "- {}: `{}`", s.figures(), s.stack(6));
             }
         }
         md
@@ -591,7 +579,9 @@ pub fn file_stem(id: &str) -> String {
         .collect()
 }
 
-fn render_table(header: &[&str], rows: &[Vec<String>], markdown: bool) -> String {
+/// Rows under a header, as Markdown (`markdown = true`) or aligned plain text: the first
+/// column left-aligned, the others right-aligned.
+pub(crate) fn render_table(header: &[&str], rows: &[Vec<String>], markdown: bool) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
