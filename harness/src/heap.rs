@@ -319,11 +319,11 @@ impl Suspect {
     }
 }
 
-/// Sampled allocations still live, copied out of the sampler but not yet symbolized.
+/// Sampled allocations still live, copied out of the sampler but not yet symbolized:
+/// (size, weight, frames) each.
 #[derive(Debug, Clone, Default)]
 pub struct LiveSamples {
-    interval: u64,
-    samples: Vec<(usize, Vec<usize>)>,
+    samples: Vec<(usize, f64, Vec<usize>)>,
 }
 
 /// Copies the sampled allocations still live that were made at `min_epoch` or later.
@@ -336,27 +336,23 @@ pub fn live_samples(min_epoch: u64) -> LiveSamples {
     }
     #[cfg(feature = "hooks")]
     LiveSamples {
-        interval: avsoak_hooks::sample_interval(),
         samples: avsoak_hooks::live_samples(min_epoch)
             .into_iter()
-            .map(|s| (s.size, s.frames))
+            .map(|s| (s.size, s.weight, s.frames))
             .collect(),
     }
 }
 
 impl LiveSamples {
-    /// Groups the samples by stack, estimates each group's live bytes and blocks, and
-    /// returns the `top` largest, symbolized (slow, allocates: call after measuring).
+    /// Groups the samples by stack, estimates each group's live bytes and blocks from
+    /// the samples' weights, and returns the `top` largest, symbolized (slow, allocates:
+    /// call after measuring). Empty when sampling was off.
     pub fn suspects(self, top: usize) -> Vec<Suspect> {
-        if self.interval == 0 {
-            return Vec::new();
-        }
         let mut groups: HashMap<Vec<usize>, (f64, f64, u64)> = HashMap::new();
-        for (size, frames) in self.samples {
-            let probability = 1.0 - (-(size as f64) / self.interval as f64).exp();
+        for (size, weight, frames) in self.samples {
             let entry = groups.entry(frames).or_default();
-            entry.0 += size as f64 / probability;
-            entry.1 += 1.0 / probability;
+            entry.0 += size as f64 * weight;
+            entry.1 += weight;
             entry.2 += 1;
         }
         let mut ranked: Vec<_> = groups.into_iter().collect();

@@ -105,12 +105,6 @@ impl RawProfile {
 }
 
 impl HeapProfile {
-    /// Copies and symbolizes every sampled stack of the process now:
-    /// `RawProfile::now().symbolize()`.
-    pub fn capture() -> Self {
-        RawProfile::now().symbolize()
-    }
-
     /// The profile as DHAT JSON. `cmd` names what ran, `elapsed` is how long it ran.
     pub fn dhat_json(&self, cmd: &str, pid: u32, elapsed: Duration) -> Value {
         let mut ftbl: Vec<String> = vec!["[root]".to_owned()];

@@ -458,10 +458,6 @@ struct Collected {
     judged: Series,
     /// Sums over the judged iterations.
     totals: Totals,
-    /// The last iteration reported.
-    last: Option<u64>,
-    /// The largest live heap reported after an iteration.
-    peak_sampled: i64,
     /// Where judging starts until the child says (a fixed plan's warm-up; none for a
     /// timed one, whose warm-up the child decides).
     planned_warmup: Option<u64>,
@@ -478,7 +474,6 @@ struct Collected {
 /// Sums over judged iterations, for the per-iteration means and the throughput.
 #[derive(Debug, Default, Clone, Copy)]
 struct Totals {
-    iterations: u64,
     ns: u64,
     frames: u64,
     bytes: u64,
@@ -488,15 +483,12 @@ struct Totals {
 
 impl Collected {
     fn add(&mut self, sample: &Sample) {
-        self.last = Some(sample.i);
-        self.peak_sampled = self.peak_sampled.max(sample.live_bytes);
         if self
             .warmup
             .or(self.planned_warmup)
             .is_some_and(|w| sample.i >= w)
         {
             let t = &mut self.totals;
-            t.iterations += 1;
             t.ns += sample.ns;
             t.frames += sample.frames;
             t.bytes += sample.bytes;
@@ -628,9 +620,14 @@ fn kill_group(pid: u32) {
 }
 
 impl Collected {
+    /// The latest bucket: the one that holds the last iteration reported.
+    fn latest(&self) -> Option<&Bucket> {
+        self.judged.buckets().last().or(self.warm.buckets().last())
+    }
+
     /// Iterations the child completed.
     fn reached(&self) -> u64 {
-        self.last.map_or(0, |i| i + 1)
+        self.latest().map_or(0, |b| b.last() + 1)
     }
 
     /// Where the child had got to, for messages: `during set-up`, or `after N of M
@@ -751,11 +748,12 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
     };
 
     let t = c.totals;
-    let n = t.iterations.max(1) as f64;
+    let iterations: u64 = judged.iter().map(|b| b.count).sum();
+    let n = iterations.max(1) as f64;
     let seconds = t.ns as f64 / 1e9;
     let per_second = |total: f64| if seconds > 0.0 { total / seconds } else { 0.0 };
     let throughput = Throughput {
-        iters_per_s: per_second(t.iterations as f64),
+        iters_per_s: per_second(iterations as f64),
         frames_per_s: per_second(t.frames as f64),
         bytes_per_s: per_second(t.bytes as f64),
     };
@@ -781,13 +779,16 @@ fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResul
             }),
         ),
         _ => {
-            let last = c
-                .judged
+            let last = c.latest().map_or(0, |b| b.live_bytes.last);
+            let peak = c
+                .warm
                 .buckets()
-                .last()
-                .or(c.warm.buckets().last())
-                .map_or(0, |b| b.live_bytes.last);
-            (c.peak_sampled, last, None, Vec::new(), None)
+                .iter()
+                .chain(judged)
+                .map(|b| b.live_bytes.max)
+                .max()
+                .unwrap_or(0);
+            (peak, last, None, Vec::new(), None)
         }
     };
     let heap = HeapFigures {

@@ -4,7 +4,8 @@
 //! Sampling is Poisson over bytes (tcmalloc, heapprofd): each thread counts down bytes
 //! from an exponentially distributed draw with mean `interval`; the allocation that takes
 //! the countdown to zero or below is sampled. A sample of `size` bytes stands for
-//! `size / (1 - exp(-size / interval))` bytes, computed at report time.
+//! `1 / (1 - exp(-size / interval))` allocations of that size: its weight, computed when
+//! it is taken and kept with it.
 //!
 //! Every sample also adds to its stack's entry in a second static table
 //! ([`stack_profile`]): estimated bytes and blocks allocated from that stack over the whole
@@ -134,6 +135,9 @@ pub struct LiveSample {
     pub size: usize,
     /// The epoch (see [`set_epoch`]) when it was allocated.
     pub epoch: u64,
+    /// Allocations this sample stands for (1 / the probability it was sampled, at the
+    /// interval in force when it was taken).
+    pub weight: f64,
     /// Raw instruction pointers, innermost first.
     pub frames: Vec<usize>,
 }
@@ -368,6 +372,9 @@ fn record(ptr: usize, size: usize) {
             return;
         }
     }
+    // Without a slot its free is never seen: it counts as allocated from its stack, not
+    // as live.
+    remove_from_stack(data.stack, size, weight);
     DROPPED.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -416,12 +423,11 @@ fn add_to_stack(frames: &[usize], size: usize, weight: f64) -> u32 {
     for probe in 0..MAX_PROBE {
         let at = (home + probe) & (STACK_SLOTS - 1);
         let entry = &mut stacks[at];
-        let mine = entry.hash == hash && entry.frames[..entry.depth] == *frames;
         if entry.hash == 0 {
             entry.hash = hash;
             entry.depth = frames.len();
             entry.frames[..frames.len()].copy_from_slice(frames);
-        } else if !mine {
+        } else if entry.hash != hash || entry.frames[..entry.depth] != *frames {
             continue;
         }
         let bytes = size as f64 * weight;
@@ -504,6 +510,7 @@ pub fn live_samples(min_epoch: u64) -> Vec<LiveSample> {
         .map(|data| LiveSample {
             size: data.size,
             epoch: data.epoch,
+            weight: data.weight,
             frames: data.frames[..data.depth].to_vec(),
         })
         .collect()

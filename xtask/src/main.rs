@@ -316,11 +316,12 @@ struct Gate {
 impl Gate {
     fn run(self, sh: &Shell) -> Result<()> {
         let root = workspace_root();
+        let run = || match &self.run {
+            Some(dir) => Ok(dir.clone()),
+            None => newest_run(&root.join("reports/runs")),
+        };
         if let Some(name) = &self.save_baseline {
-            let run = match &self.run {
-                Some(dir) => dir.clone(),
-                None => newest_run(&root.join("reports/runs"))?,
-            };
+            let run = run()?;
             let path = save_baseline(&root, name, &run)?;
             eprintln!(
                 "xtask gate: saved {} from {}",
@@ -333,10 +334,7 @@ impl Gate {
         if let Some(times) = self.repeat {
             return repeat(sh, &root, name, times, &self.soak_args);
         }
-        let run = match &self.run {
-            Some(dir) => dir.clone(),
-            None => newest_run(&root.join("reports/runs"))?,
-        };
+        let run = run()?;
         let gate = gate(&root, name, &run)?;
         print!("{}", gate_summary(&gate, name, &run));
         if !gate.passed() {
@@ -344,6 +342,13 @@ impl Gate {
         }
         Ok(())
     }
+}
+
+/// Seconds since the epoch: a stamp for run folders that xtask names itself.
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `reports/baselines/NAME.json`, after checking that NAME is a plain file name.
@@ -458,9 +463,7 @@ fn repeat(sh: &Shell, root: &Path, name: &str, times: u32, soak_args: &[String])
     {
         bail!("--repeat chooses the run folders itself; drop --out from the soak arguments");
     }
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let stamp = unix_seconds();
     let mut findings = Vec::new();
     for k in 1..=times {
         let out = root.join(format!("reports/runs/repeat-{stamp}/{k}"));
@@ -527,9 +530,7 @@ impl Profile {
         if self.sample_interval == 0 {
             bail!("invalid --sample-interval 0 (expected a positive number of bytes; 0 turns sampling off)");
         }
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let stamp = unix_seconds();
         let out = workspace_root().join(format!("reports/runs/profile-{stamp}-{}", self.scenario));
         let mut args = vec![
             "--scenario".to_owned(),
