@@ -8,6 +8,7 @@
 //! - [`scenario`]: what a scenario provides: cases with expectations, and a workload.
 //! - [`soak`]: runs each case in its own child process under a watchdog and a heap cap,
 //!   and turns the samples into a verdict.
+//! - [`compare`]: encoder backends side by side (`compare.json`, table, page).
 //! - [`gate`]: named baselines, and a run compared with one.
 //! - [`profile`]: heap profiles in DHAT's format from the sampled stacks.
 //! - [`series`]: a soak's per-iteration series, bounded however long the soak runs.
@@ -28,6 +29,7 @@
 //! drop(buffer);
 //! ```
 
+pub mod compare;
 pub mod gate;
 pub mod heap;
 mod html;

@@ -347,7 +347,10 @@ pub enum EncodeError {
     },
 }
 
-fn ffmpeg_error(codec: &'static str, call: &'static str) -> impl Fn(ffmpeg::Error) -> EncodeError {
+pub(crate) fn ffmpeg_error(
+    codec: &'static str,
+    call: &'static str,
+) -> impl Fn(ffmpeg::Error) -> EncodeError {
     move |error| EncodeError::Ffmpeg { codec, call, error }
 }
 
@@ -743,7 +746,11 @@ fn send_checked(
 
 /// Copies `src` into `frame`, which the encoder may still reference from the last send:
 /// `av_frame_make_writable` gives it fresh planes first if so.
-fn fill_frame(frame: &mut ffmpeg::frame::Video, src: &Frame, pts: i64) -> Result<(), EncodeError> {
+pub(crate) fn fill_frame(
+    frame: &mut ffmpeg::frame::Video,
+    src: &Frame,
+    pts: i64,
+) -> Result<(), EncodeError> {
     // SAFETY: `frame` is a live, allocated AVFrame we own; make_writable replaces shared
     // buffers with copies and keeps the frame's geometry.
     let rc = unsafe { ffmpeg::ffi::av_frame_make_writable(frame.as_mut_ptr()) };

@@ -384,6 +384,36 @@ impl Image {
 }
 
 impl Image {
+    /// Plane `i` (0 = Y, 1 = Cb, 2 = Cr) as bytes, row stride, width and height; `None`
+    /// when the image has no such plane.
+    pub fn plane(&self, i: usize) -> Option<(&[u8], usize, usize, usize)> {
+        let channel = [
+            sys::heif_channel_heif_channel_Y,
+            sys::heif_channel_heif_channel_Cb,
+            sys::heif_channel_heif_channel_Cr,
+        ]
+        .get(i)
+        .copied()?;
+        let mut stride = 0;
+        // SAFETY: the image is live; NULL comes back for a plane it does not have.
+        let data = unsafe { sys::heif_image_get_plane_readonly(self.raw, channel, &mut stride) };
+        // SAFETY: the image is live.
+        let (w, h) = unsafe {
+            (
+                sys::heif_image_get_width(self.raw, channel),
+                sys::heif_image_get_height(self.raw, channel),
+            )
+        };
+        if data.is_null() || stride <= 0 || w <= 0 || h <= 0 {
+            return None;
+        }
+        let (stride, w, h) = (stride as usize, w as usize, h as usize);
+        // SAFETY: libheif's plane has `h` rows `stride` bytes apart, each at least `w`
+        // bytes long, and lives as long as the image, which this borrow is tied to.
+        let bytes = unsafe { std::slice::from_raw_parts(data, stride * (h - 1) + w) };
+        Some((bytes, stride, w, h))
+    }
+
     /// Width of the luma plane.
     pub fn width(&self) -> u32 {
         // SAFETY: the image is live.
@@ -404,6 +434,41 @@ impl Drop for Image {
         // SAFETY: we own the image.
         unsafe { sys::heif_image_release(self.raw) }
     }
+}
+
+/// Decodes the primary image of the HEIF file `file` to YCbCr 4:2:0.
+pub fn decode_primary(file: &[u8]) -> Result<Image, HeifError> {
+    let context = Context::new()?;
+    // SAFETY: the context is live and reads `file` without copying it; `file` outlives
+    // every use, because the handle and the context are released before this function
+    // returns, and the decoded image owns its planes.
+    check("heif_context_read_from_memory_without_copy", unsafe {
+        sys::heif_context_read_from_memory_without_copy(
+            context.raw,
+            file.as_ptr().cast(),
+            file.len(),
+            ptr::null(),
+        )
+    })?;
+    let mut raw_handle = ptr::null_mut();
+    // SAFETY: the context is live; the handle is written only on success.
+    check("heif_context_get_primary_image_handle", unsafe {
+        sys::heif_context_get_primary_image_handle(context.raw, &mut raw_handle)
+    })?;
+    let handle = Handle { raw: raw_handle };
+    let mut raw = ptr::null_mut();
+    // SAFETY: the handle is live; NULL options mean libheif's defaults; the image is
+    // written only on success and is then ours.
+    check("heif_decode_image", unsafe {
+        sys::heif_decode_image(
+            handle.raw,
+            &mut raw,
+            sys::heif_colorspace_heif_colorspace_YCbCr,
+            sys::heif_chroma_heif_chroma_420,
+            ptr::null(),
+        )
+    })?;
+    Ok(Image { raw })
 }
 
 /// A `heif_image_handle` to an encoded item. It holds a reference to its context's

@@ -21,6 +21,7 @@ use avsoak_harness::scenario::Scenario;
 
 pub mod avio;
 pub mod avio_memory;
+pub mod compare;
 pub mod encode_abort;
 pub mod fmp4_mux;
 pub mod heif_ffi;

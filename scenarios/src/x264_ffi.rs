@@ -95,9 +95,11 @@ pub struct EncoderConfig {
     /// x264 preset, e.g. `veryfast`.
     pub preset: &'static CStr,
     /// x264 tune, e.g. `zerolatency` (a live camera: no lookahead, no B-frames).
-    pub tune: &'static CStr,
+    pub tune: Option<&'static CStr>,
     /// Maximum GOP length in frames.
     pub keyint: i32,
+    /// Average bitrate in kbit/s (ABR), or the preset's constant rate factor when `None`.
+    pub bitrate_kbps: Option<u32>,
 }
 
 impl EncoderConfig {
@@ -109,8 +111,9 @@ impl EncoderConfig {
             fps_num,
             fps_den,
             preset: c"veryfast",
-            tune: c"zerolatency",
+            tune: Some(c"zerolatency"),
             keyint: (2 * fps_num / fps_den.max(1)).max(1) as i32,
+            bitrate_kbps: None,
         }
     }
 }
@@ -139,18 +142,20 @@ pub fn open_encoder(config: &EncoderConfig) -> Result<x264::Encoder, X264Error> 
     }
     let mut param = MaybeUninit::<sys::x264_param_t>::uninit();
     // SAFETY: x264_param_default_preset fully initialises `param` when it returns 0;
-    // preset and tune are NUL-terminated static strings.
+    // preset and tune are NUL-terminated static strings or NULL (no tune).
     let rc = unsafe {
         sys::x264_param_default_preset(
             param.as_mut_ptr(),
             config.preset.as_ptr(),
-            config.tune.as_ptr(),
+            config.tune.map_or(std::ptr::null(), CStr::as_ptr),
         )
     };
     if rc < 0 {
         return Err(X264Error::Preset {
             preset: config.preset.to_string_lossy().into_owned(),
-            tune: config.tune.to_string_lossy().into_owned(),
+            tune: config
+                .tune
+                .map_or_else(String::new, |t| t.to_string_lossy().into_owned()),
         });
     }
     // SAFETY: initialised by the successful call above.
@@ -167,6 +172,10 @@ pub fn open_encoder(config: &EncoderConfig) -> Result<x264::Encoder, X264Error> 
     param.b_annexb = 1;
     param.b_repeat_headers = 1;
     param.i_log_level = sys::X264_LOG_WARNING as i32;
+    if let Some(kbps) = config.bitrate_kbps {
+        param.rc.i_rc_method = sys::X264_RC_ABR as i32;
+        param.rc.i_bitrate = kbps.min(i32::MAX as u32) as i32;
+    }
     // SAFETY: `param` is a fully initialised parameter set; x264 copies it.
     let raw = unsafe { sys::x264_encoder_open(&mut param) };
     if raw.is_null() {
@@ -204,6 +213,9 @@ pub struct Sink {
     pub frames: u64,
     /// The Annex B stream, when keeping.
     pub kept: Option<Vec<u8>>,
+    /// The output of every encode call that produced a frame (an access unit each), when
+    /// keeping packets.
+    pub packets: Option<Vec<Vec<u8>>>,
 }
 
 impl Sink {
@@ -220,10 +232,21 @@ impl Sink {
         }
     }
 
+    /// A sink that keeps each access unit as a packet of its own.
+    pub fn packets() -> Self {
+        Sink {
+            packets: Some(Vec::new()),
+            ..Sink::default()
+        }
+    }
+
     fn take(&mut self, data: &x264::Data<'_>) -> Encoded {
         let bytes = data.entirety();
         if let Some(kept) = &mut self.kept {
             kept.extend_from_slice(bytes);
+        }
+        if let Some(packets) = self.packets.as_mut().filter(|_| !bytes.is_empty()) {
+            packets.push(bytes.to_vec());
         }
         let out = Encoded {
             nals: data.len() as u64,
@@ -263,6 +286,16 @@ pub fn encode(
 
 /// Drains the encoder's delayed frames into `sink` and closes it.
 pub fn finish(encoder: x264::Encoder, sink: &mut Sink) -> Result<(), X264Error> {
+    drain(encoder, sink)?;
+    Ok(())
+}
+
+/// Drains the encoder's delayed frames into `sink` and says when the last one came out.
+/// The encoder closes (joining its threads) when the returned `Flush` is dropped.
+pub fn drain(
+    encoder: x264::Encoder,
+    sink: &mut Sink,
+) -> Result<(std::time::Instant, x264::Flush), X264Error> {
     let mut flush = encoder.flush();
     let mut n = 0;
     while let Some(result) = flush.next() {
@@ -270,7 +303,7 @@ pub fn finish(encoder: x264::Encoder, sink: &mut Sink) -> Result<(), X264Error> 
         sink.take(&data);
         n += 1;
     }
-    Ok(())
+    Ok((std::time::Instant::now(), flush))
 }
 
 /// Borrows a camera frame's planes as an x264 image (no copy, no allocation).

@@ -1,7 +1,10 @@
 //! avsoak-run: soaks scenarios, each case in a child process of its own.
 //!
 //! `avsoak-run soak` is what `cargo xtask soak` runs; `avsoak-run child` is the child it
-//! starts for every case (not meant to be called by hand).
+//! starts for every case (not meant to be called by hand). `avsoak-run compare` (what
+//! `cargo xtask compare` runs) compares encoder backends, each in a `compare-child`.
+
+mod compare;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -34,6 +37,11 @@ enum Cmd {
     /// Run one case in this process (the child side of `soak`).
     #[command(hide = true)]
     Child(ChildArgs),
+    /// Compare encoder backends on the same frames: speed, memory, quality, leaks.
+    Compare(compare::CompareArgs),
+    /// Measure one backend in this process (the child side of `compare`).
+    #[command(hide = true)]
+    CompareChild(compare::CompareChildArgs),
 }
 
 #[derive(Args)]
@@ -177,6 +185,8 @@ fn main() -> ExitCode {
         Cmd::List => list(),
         Cmd::Soak(args) => soak(args),
         Cmd::Child(args) => return child(args),
+        Cmd::Compare(args) => compare::compare(args),
+        Cmd::CompareChild(args) => compare::compare_child(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

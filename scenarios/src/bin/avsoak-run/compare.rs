@@ -1,0 +1,497 @@
+//! `avsoak-run compare`: every encoder backend in a child process of its own, then the
+//! table, `compare.json`, `index.html`, and the x264 encode side by side with the `ffmpeg`
+//! command line.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use avsoak_harness::compare::{
+    BackendResult, CliSideBySide, Comparison, Kind, Setup, Skipped, SCHEMA,
+};
+use avsoak_harness::report::Provenance;
+use avsoak_scenarios::compare::{self as backends, Backend, Plan};
+use clap::Args;
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Frames per video encode.
+    #[arg(long, default_value_t = 120)]
+    frames: u32,
+    /// Frame size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "640x480")]
+    size: String,
+    /// Frame rate.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Target bitrates of the video rate points, kbit/s.
+    #[arg(long, value_delimiter = ',', default_value = "250,500,1000,2000")]
+    bitrates: Vec<u32>,
+    /// The bitrate the table shows (one of --bitrates).
+    #[arg(long, default_value_t = 1000)]
+    reference_kbps: u32,
+    /// Quality settings (1-100) of the still-image rate points.
+    #[arg(long, value_delimiter = ',', default_value = "30,50,70,90")]
+    qualities: Vec<u32>,
+    /// The still quality the table shows (one of --qualities).
+    #[arg(long, default_value_t = 50)]
+    reference_quality: u32,
+    /// Stills per still-image encode, spread over the frames.
+    #[arg(long, default_value_t = 10)]
+    stills: u32,
+    /// Backends to run (default: all; those this machine lacks are listed as skipped).
+    #[arg(long, value_delimiter = ',')]
+    backend: Vec<String>,
+    /// Short encoder lifetimes at the reference point for the leak slope (0: none).
+    #[arg(long, default_value_t = 20)]
+    lifetimes: u32,
+    /// Frames (or stills) per such lifetime.
+    #[arg(long, default_value_t = 8)]
+    lifetime_frames: u32,
+    /// Interleaved rounds of the side by side with the ffmpeg command line (0: none).
+    #[arg(long, default_value_t = 9)]
+    rounds: u32,
+    /// Folder for compare.json, index.html and the children's logs
+    /// [default: reports/compare/<time>-<rev>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A backend's child is stopped after this long (`90s`, `10m`).
+    #[arg(long, default_value = "10m", value_parser = crate::parse_duration)]
+    timeout: Duration,
+    /// Revision recorded in provenance [default: git rev-parse --short HEAD].
+    #[arg(long)]
+    git_rev: Option<String>,
+}
+
+/// The child side: one backend, setup from a file, result into a file.
+#[derive(Args)]
+pub struct CompareChildArgs {
+    #[arg(long)]
+    backend: String,
+    #[arg(long)]
+    setup: PathBuf,
+    #[arg(long)]
+    result: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    lifetimes: u32,
+    #[arg(long, default_value_t = 8)]
+    lifetime_frames: u32,
+    #[arg(long)]
+    time_only: bool,
+}
+
+impl CompareArgs {
+    fn setup(&self) -> Result<Setup> {
+        let (width, height) =
+            avsoak_scenarios::picture_pool::parse_size(&self.size).map_err(anyhow::Error::msg)?;
+        ensure!(self.frames >= 1, "invalid --frames 0 (expected at least 1)");
+        ensure!(self.fps >= 1, "invalid --fps 0 (expected at least 1)");
+        ensure!(
+            !self.bitrates.is_empty() && self.bitrates.iter().all(|&b| b > 0),
+            "invalid --bitrates {:?} (expected kbit/s above 0, e.g. 250,500,1000)",
+            self.bitrates
+        );
+        ensure!(
+            self.bitrates.contains(&self.reference_kbps),
+            "invalid --reference-kbps {} (expected one of --bitrates {:?})",
+            self.reference_kbps,
+            self.bitrates
+        );
+        ensure!(
+            !self.qualities.is_empty() && self.qualities.iter().all(|q| (1..=100).contains(q)),
+            "invalid --qualities {:?} (expected values from 1 to 100)",
+            self.qualities
+        );
+        ensure!(
+            self.qualities.contains(&self.reference_quality),
+            "invalid --reference-quality {} (expected one of --qualities {:?})",
+            self.reference_quality,
+            self.qualities
+        );
+        ensure!(self.stills >= 1, "invalid --stills 0 (expected at least 1)");
+        ensure!(
+            self.lifetime_frames >= 1,
+            "invalid --lifetime-frames 0 (expected at least 1)"
+        );
+        // The camera checks the size, before any child starts.
+        avsoak_fixtures::Camera::new(avsoak_fixtures::CameraConfig::new(width, height))?;
+        Ok(Setup {
+            width,
+            height,
+            fps_num: self.fps,
+            fps_den: 1,
+            frames: self.frames,
+            source: backends::SOURCE.to_owned(),
+            bitrates_kbps: self.bitrates.clone(),
+            reference_kbps: self.reference_kbps,
+            still_qualities: self.qualities.clone(),
+            reference_quality: self.reference_quality,
+            stills: self.stills.min(self.frames),
+            rules: vec![
+                "the same frames, size and rate for every backend; a keyframe every 2 s".into(),
+                "video: average-bitrate rate control at the same target bitrates".into(),
+                "each encoder's speed-oriented preset: x264 and x265 veryfast, libvpx \
+                 realtime cpu-used=8, libaom realtime cpu-used=8, SVT-AV1 preset 12, mpeg4 \
+                 FFmpeg's defaults; libheif x265 veryfast at lossy quality settings"
+                    .into(),
+                "threads: each library's automatic choice (FFmpeg threads=0, as the ffmpeg \
+                 command line)"
+                    .into(),
+                "time: opening the encoder to closing it, output drained, frames copied in \
+                 from memory; PSNR/SSIM: the output decoded by FFmpeg (libheif for HEIF) \
+                 against the source"
+                    .into(),
+                "allocations per frame include the encoder's open and close and keeping the \
+                 compressed output; peak live is above the level before the encoder opened"
+                    .into(),
+            ],
+        })
+    }
+}
+
+pub fn compare(args: CompareArgs) -> Result<bool> {
+    let setup = args.setup()?;
+    let names: Vec<String> = if args.backend.is_empty() {
+        backends::BACKENDS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.backend.clone()
+    };
+    let mut runnable = Vec::new();
+    let mut skipped = Vec::new();
+    for name in &names {
+        match backends::resolve(name).map_err(anyhow::Error::msg)? {
+            Ok(backend) => runnable.push((name.clone(), backend)),
+            Err(reason) => skipped.push(Skipped {
+                backend: name.clone(),
+                reason,
+            }),
+        }
+    }
+    let rev = args.git_rev.clone().unwrap_or_else(crate::git_rev);
+    let mut provenance = Provenance::here(
+        rev.clone(),
+        avsoak_scenarios::RUSTC_VERSION.to_owned(),
+        avsoak_scenarios::library_versions(),
+    );
+    provenance.units = [
+        ("frames_per_s", "frames (or stills)/s"),
+        ("kbps", "kbit/s at the setup's frame rate"),
+        ("bits_per_pixel", "compressed bits per source pixel"),
+        ("psnr_y", "dB"),
+        ("psnr", "dB"),
+        ("ssim_y", "0-1"),
+        ("allocs_per_frame", "allocations/frame"),
+        ("alloc_bytes_per_frame", "bytes/frame"),
+        ("peak_live_bytes", "bytes"),
+        ("bytes_per_lifetime", "bytes/encoder lifetime"),
+        ("encode_s", "s"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stamp = provenance.started_at.replace(['-', ':'], "");
+        PathBuf::from("reports/compare").join(format!("{stamp}-{rev}"))
+    });
+    fs::create_dir_all(out.join("logs")).with_context(|| format!("creating {}", out.display()))?;
+    let setup_path = out.join("setup.json");
+    fs::write(&setup_path, serde_json::to_string_pretty(&setup)?)
+        .with_context(|| format!("writing {}", setup_path.display()))?;
+
+    let child = Child {
+        setup: &setup_path,
+        out: &out,
+        timeout: args.timeout,
+    };
+    let mut results = Vec::new();
+    for (name, backend) in &runnable {
+        eprint!("avsoak-run compare: {name} ... ");
+        let started = Instant::now();
+        let result = child.run(name, *backend, args.lifetimes, args.lifetime_frames, false);
+        eprintln!(
+            "{} in {:.1} s",
+            result.error.as_deref().map_or("done", |_| "FAILED"),
+            started.elapsed().as_secs_f64()
+        );
+        results.push(result);
+    }
+    let cli = match side_by_side(&args, &setup, &child, &runnable) {
+        Ok(cli) => cli,
+        Err(e) => {
+            skipped.push(Skipped {
+                backend: "ffmpeg command line".into(),
+                reason: format!("{e:#}"),
+            });
+            None
+        }
+    };
+    let comparison = Comparison {
+        schema: SCHEMA.to_owned(),
+        provenance,
+        setup,
+        backends: results,
+        skipped,
+        cli,
+    };
+    let table = comparison.table();
+    print!("{table}");
+    for (file, text) in [
+        ("compare.json", comparison.to_json()),
+        ("index.html", comparison.html()),
+        ("table.txt", table),
+    ] {
+        let path = out.join(file);
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("\nwrote {}", out.join("compare.json").display());
+    println!("page: {}", out.join("index.html").display());
+    Ok(comparison.backends.iter().all(|b| b.error.is_none()))
+}
+
+struct Child<'a> {
+    setup: &'a Path,
+    out: &'a Path,
+    timeout: Duration,
+}
+
+impl Child<'_> {
+    /// Runs one backend's child and reads its result; a crash, a timeout or a missing
+    /// result becomes the backend's error.
+    fn run(
+        &self,
+        name: &str,
+        backend: Backend,
+        lifetimes: u32,
+        lifetime_frames: u32,
+        time_only: bool,
+    ) -> BackendResult {
+        let failed = |error: String| BackendResult {
+            backend: name.to_owned(),
+            codec: backend.codec().to_owned(),
+            kind: backend.kind(),
+            settings: backend.settings(),
+            points: Vec::new(),
+            leak: None,
+            upstream: backend.upstream().map(str::to_owned),
+            error: Some(error),
+        };
+        match self.spawn(name, lifetimes, lifetime_frames, time_only) {
+            Ok(result) => result,
+            Err(e) => failed(format!("{e:#}")),
+        }
+    }
+
+    fn spawn(
+        &self,
+        name: &str,
+        lifetimes: u32,
+        lifetime_frames: u32,
+        time_only: bool,
+    ) -> Result<BackendResult> {
+        let exe = std::env::current_exe().context("finding avsoak-run's own path")?;
+        let result_path = self.out.join("logs").join(format!("{name}.json"));
+        let log_path = self.out.join("logs").join(format!("{name}.log"));
+        let _ = fs::remove_file(&result_path);
+        let log = fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let mut command = Command::new(exe);
+        command
+            .arg("compare-child")
+            .arg("--backend")
+            .arg(name)
+            .arg("--setup")
+            .arg(self.setup)
+            .arg("--result")
+            .arg(&result_path)
+            .arg("--lifetimes")
+            .arg(lifetimes.to_string())
+            .arg("--lifetime-frames")
+            .arg(lifetime_frames.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if time_only {
+            command.arg("--time-only");
+        }
+        let mut child = command.spawn().context("starting the backend's child")?;
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if started.elapsed() > self.timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "hang: stopped after {:.0} s (--timeout); log: {}",
+                    self.timeout.as_secs_f64(),
+                    log_path.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        use std::os::unix::process::ExitStatusExt as _;
+        if let Some(signal) = status.signal() {
+            bail!(
+                "crash: {} ({}); log: {}",
+                avsoak_harness::soak::signal_name(signal),
+                tail(&log_path),
+                log_path.display()
+            );
+        }
+        let text = fs::read_to_string(&result_path).with_context(|| {
+            format!(
+                "the child exited with {status} and wrote no result ({})",
+                tail(&log_path)
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("reading {}", result_path.display()))
+    }
+}
+
+/// The last line of a log, for an error message.
+fn tail(path: &Path) -> String {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "no output".to_owned())
+}
+
+pub fn compare_child(args: CompareChildArgs) -> Result<bool> {
+    let text = fs::read_to_string(&args.setup)
+        .with_context(|| format!("reading {}", args.setup.display()))?;
+    let setup: Setup =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", args.setup.display()))?;
+    let backend = backends::resolve(&args.backend)
+        .map_err(anyhow::Error::msg)?
+        .map_err(|reason| anyhow::anyhow!("{} cannot run here: {reason}", args.backend))?;
+    let plan = Plan {
+        setup,
+        lifetimes: args.lifetimes,
+        lifetime_frames: args.lifetime_frames,
+        time_only: args.time_only,
+    };
+    let result = backends::measure(&args.backend, backend, &plan);
+    fs::write(&args.result, serde_json::to_string_pretty(&result)?)
+        .with_context(|| format!("writing {}", args.result.display()))?;
+    Ok(result.error.is_none())
+}
+
+/// The FFmpeg `libx264` encode at the reference bitrate, through avsoak (a child, time
+/// only) and through the `ffmpeg` command line reading the same frames from a raw file,
+/// alternately, `rounds` times each.
+fn side_by_side(
+    args: &CompareArgs,
+    setup: &Setup,
+    child: &Child<'_>,
+    runnable: &[(String, Backend)],
+) -> Result<Option<CliSideBySide>> {
+    if args.rounds == 0 {
+        return Ok(None);
+    }
+    let Some((name, backend)) = runnable
+        .iter()
+        .find(|(_, b)| *b == Backend::Ffmpeg("libx264"))
+    else {
+        bail!("needs the libx264 backend, which this run does not include");
+    };
+    let ffmpeg_version = Command::new("ffmpeg").arg("-version").output();
+    ensure!(
+        ffmpeg_version.is_ok_and(|o| o.status.success()),
+        "no ffmpeg command on PATH (cargo xtask deps installs it)"
+    );
+    let raw = child.out.join("frames.yuv");
+    {
+        let frames = backends::source_frames(setup).map_err(anyhow::Error::msg)?;
+        let mut file = std::io::BufWriter::new(
+            fs::File::create(&raw).with_context(|| format!("creating {}", raw.display()))?,
+        );
+        for frame in &frames {
+            file.write_all(frame.data())?;
+        }
+        file.flush()?;
+    }
+    let size = format!("{}x{}", setup.width, setup.height);
+    let rate = format!("{}/{}", setup.fps_num, setup.fps_den);
+    let bitrate = format!("{}k", setup.reference_kbps);
+    let gop = (2 * setup.fps_num / setup.fps_den.max(1))
+        .max(1)
+        .to_string();
+    let raw_arg = raw.display().to_string();
+    let cli_args: Vec<&str> = vec![
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-benchmark",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuv420p",
+        "-s:v",
+        &size,
+        "-framerate",
+        &rate,
+        "-i",
+        &raw_arg,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-b:v",
+        &bitrate,
+        "-g",
+        &gop,
+        "-threads",
+        "0",
+        "-f",
+        "null",
+        "-",
+    ];
+    let command_text = format!("ffmpeg {}", cli_args.join(" "));
+    let (mut cli, mut ours) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        let result = child.run(name, *backend, 0, 1, true);
+        let point = match (&result.error, result.points.first()) {
+            (None, Some(point)) => point.clone(),
+            (error, _) => bail!(
+                "avsoak's libx264 run {round} failed: {}",
+                error.as_deref().unwrap_or("no rate point")
+            ),
+        };
+        ours.push(point.frames_per_s);
+        let output = Command::new("ffmpeg")
+            .args(&cli_args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running ffmpeg")?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(
+            output.status.success(),
+            "{command_text} failed: {}",
+            stderr.lines().last().unwrap_or("")
+        );
+        let rtime = stderr
+            .lines()
+            .find_map(|l| l.split("rtime=").nth(1))
+            .and_then(|t| t.trim().trim_end_matches('s').parse::<f64>().ok())
+            .with_context(|| format!("ffmpeg printed no -benchmark line (rtime=…) in: {stderr}"))?;
+        cli.push(f64::from(setup.frames) / rtime.max(1e-9));
+        eprintln!(
+            "avsoak-run compare: side by side round {}: avsoak {:.1} fps, ffmpeg {:.1} fps",
+            round + 1,
+            point.frames_per_s,
+            cli.last().copied().unwrap_or(0.0)
+        );
+    }
+    let _ = fs::remove_file(&raw);
+    debug_assert!(matches!(backend.kind(), Kind::Video));
+    Ok(Some(CliSideBySide::new(command_text, cli, ours)))
+}

@@ -1,0 +1,610 @@
+//! Encoder backends on identical synthetic-camera frames (`cargo xtask compare`).
+//!
+//! Every backend encodes the same frames of [`Pattern::Scene`] (a moving gradient, colour
+//! bars and sensor noise: content an encoder has to work for) at each target bitrate, in a
+//! child process of its own. Each encode is timed from opening the encoder to closing it,
+//! its heap counted (allocations per frame, peak live bytes above the level before it
+//! opened), and its output decoded again and compared with the source (PSNR per plane,
+//! SSIM of luma). Then a number of short encoder lifetimes at the reference bitrate show
+//! whether live bytes grow from one lifetime to the next (a leak per open/close), judged
+//! like a soak's series.
+//!
+//! Fairness, as the report states it: the same frames, size, rate and GOP (2 s) for all;
+//! average-bitrate rate control at the same targets; each encoder's speed-oriented preset
+//! (x264 and x265 `veryfast`, libvpx `realtime`/`cpu-used=8`, libaom `realtime`/`cpu-used=8`,
+//! SVT-AV1 preset 12, mpeg4 with FFmpeg's defaults); threads left to each library's
+//! automatic choice (FFmpeg `threads=0`, as the `ffmpeg` command line does).
+
+use std::time::Instant;
+
+use avsoak_fixtures::quality::{Plane, Sequence};
+use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
+use avsoak_harness::compare::{BackendResult, Kind, LeakSlope, RatePoint, Setup};
+use avsoak_harness::heap::{self, Snapshot};
+use avsoak_harness::scenario::BoxError;
+use avsoak_harness::stats::{judge, Budget};
+use ffmpeg_next as ffmpeg;
+
+use crate::encode_abort::{self, Route};
+use crate::{heif_ffi, x264_ffi};
+
+/// The positive control of the leak slope: x264 direct, leaking one
+/// `x264_picture_alloc` (a frame's planes) per encoder lifetime. Run only when named.
+pub const LEAK_CONTROL: &str = "x264-direct-leak";
+
+/// Every backend the comparison knows, in table order.
+pub const BACKENDS: [&str; 10] = [
+    "x264-direct",
+    "libx264",
+    "libx265",
+    "libopenh264",
+    "mpeg4",
+    "libvpx-vp9",
+    "libaom-av1",
+    "libsvtav1",
+    "libheif-x265",
+    "kvazaar",
+];
+
+/// How a backend is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// libx264 through the `x264` crate, no FFmpeg.
+    X264Direct,
+    /// [`Backend::X264Direct`] leaking one picture per encode: the positive control.
+    X264DirectLeak,
+    /// An FFmpeg encoder of this name.
+    Ffmpeg(&'static str),
+    /// libheif with the HEVC encoder plugin of this id name: still images.
+    Heif(&'static str),
+}
+
+/// The backend called `name` on this machine, or why it cannot run here.
+pub fn resolve(name: &str) -> Result<Result<Backend, String>, String> {
+    if name == LEAK_CONTROL {
+        return Ok(Ok(Backend::X264DirectLeak));
+    }
+    let Some(&name) = BACKENDS.iter().find(|&&b| b == name) else {
+        return Err(format!(
+            "unknown backend {name:?} (expected one of: {}, or the control {LEAK_CONTROL})",
+            BACKENDS.join(", ")
+        ));
+    };
+    let ffmpeg_has = |codec: &'static str| {
+        crate::media::init().map_err(|e| format!("FFmpeg did not initialise: {e}"))?;
+        match ffmpeg::encoder::find_by_name(codec) {
+            Some(_) => Ok(Backend::Ffmpeg(codec)),
+            None => Err(format!(
+                "FFmpeg (libavcodec {}) was built without the {codec} encoder",
+                crate::library_versions()
+                    .get("libavcodec")
+                    .map_or("?", String::as_str)
+            )),
+        }
+    };
+    Ok(match name {
+        "x264-direct" => Ok(Backend::X264Direct),
+        "libheif-x265" => {
+            if heif_ffi::hevc_encoders().iter().any(|id| id == "x265") {
+                Ok(Backend::Heif("x265"))
+            } else {
+                Err("libheif has no x265 encoder plugin".to_owned())
+            }
+        }
+        "kvazaar" => match encode_abort::Backend::Kvazaar.route() {
+            Ok(Route::Heif { encoder }) => Ok(Backend::Heif(encoder)),
+            Ok(Route::Ffmpeg { codec }) => Ok(Backend::Ffmpeg(codec)),
+            Err(reason) => Err(reason),
+        },
+        "libx264" => ffmpeg_has("libx264"),
+        "libx265" => ffmpeg_has("libx265"),
+        "libopenh264" => ffmpeg_has("libopenh264"),
+        "mpeg4" => ffmpeg_has("mpeg4"),
+        "libvpx-vp9" => ffmpeg_has("libvpx-vp9"),
+        "libaom-av1" => ffmpeg_has("libaom-av1"),
+        "libsvtav1" => ffmpeg_has("libsvtav1"),
+        _ => unreachable!("every name in BACKENDS is matched"),
+    })
+}
+
+impl Backend {
+    /// What the backend writes.
+    pub fn codec(self) -> &'static str {
+        match self {
+            Backend::X264Direct
+            | Backend::X264DirectLeak
+            | Backend::Ffmpeg("libx264" | "libopenh264") => "H.264",
+            Backend::Ffmpeg("libx265" | "libkvazaar") => "HEVC",
+            Backend::Ffmpeg("mpeg4") => "MPEG-4 Part 2",
+            Backend::Ffmpeg("libvpx-vp9") => "VP9",
+            Backend::Ffmpeg("libaom-av1" | "libsvtav1") => "AV1",
+            Backend::Ffmpeg(_) => "?",
+            Backend::Heif(_) => "HEVC in HEIF",
+        }
+    }
+
+    /// The leak its library has upstream, which the leak slope should show.
+    pub fn upstream(self) -> Option<&'static str> {
+        match self {
+            Backend::Ffmpeg("libx265") | Backend::Heif("x265") => Some(
+                "x265 3.5 loses one x265_param (zoneParam) per x265_encoder_open, ~1.2 KiB; \
+                 libheif opens x265 once per image (see the encode-abort scenario)",
+            ),
+            _ => None,
+        }
+    }
+
+    /// Video or stills.
+    pub fn kind(self) -> Kind {
+        match self {
+            Backend::Heif(_) => Kind::Still,
+            _ => Kind::Video,
+        }
+    }
+
+    /// The encoder options besides size, rate, GOP, bitrate and threads.
+    fn options(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Backend::Ffmpeg("libx264") => &[("preset", "veryfast")],
+            Backend::Ffmpeg("libx265") => {
+                &[("preset", "veryfast"), ("x265-params", "log-level=error")]
+            }
+            Backend::Ffmpeg("libvpx-vp9") => &[("deadline", "realtime"), ("cpu-used", "8")],
+            Backend::Ffmpeg("libaom-av1") => &[("usage", "realtime"), ("cpu-used", "8")],
+            Backend::Ffmpeg("libsvtav1") => &[("preset", "12")],
+            Backend::Heif("x265") => &[("preset", "veryfast")],
+            _ => &[],
+        }
+    }
+
+    /// The settings, in words.
+    pub fn settings(self) -> String {
+        let options: Vec<String> = self
+            .options()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let options = if options.is_empty() {
+            "defaults".to_owned()
+        } else {
+            options.join(" ")
+        };
+        match self {
+            Backend::X264Direct => {
+                "x264 API: preset=veryfast, ABR, threads auto, no tune".to_owned()
+            }
+            Backend::X264DirectLeak => {
+                "control: x264 direct, one x264_picture_alloc per encode never cleaned".to_owned()
+            }
+            Backend::Ffmpeg(_) => format!("FFmpeg: {options}, ABR (bit_rate), threads=0"),
+            Backend::Heif(_) => format!("libheif: {options}, lossy quality, one file per image"),
+        }
+    }
+}
+
+/// What the child is asked to measure.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The setup every backend shares.
+    pub setup: Setup,
+    /// Encoder lifetimes for the leak slope (0: none).
+    pub lifetimes: u32,
+    /// Frames per lifetime.
+    pub lifetime_frames: u32,
+    /// Only time the encodes: no decode, no quality, no lifetimes.
+    pub time_only: bool,
+}
+
+/// The setup's source frames.
+pub fn source_frames(setup: &Setup) -> Result<Vec<Frame>, BoxError> {
+    let mut camera = Camera::new(
+        CameraConfig::new(setup.width, setup.height)
+            .fps(setup.fps_num, setup.fps_den)
+            .pattern(Pattern::Scene { seed: 7 }),
+    )?;
+    Ok((0..setup.frames).map(|_| camera.next_frame()).collect())
+}
+
+/// The camera, in words, for the report.
+pub const SOURCE: &str = "synthetic camera, scene pattern: a moving gradient over colour bars \
+    with a moving stripe, in the RGB gamut, seeded sensor noise of ±2";
+
+/// Measures one backend. Failures land in the result's `error`, with whatever rate points
+/// were measured before.
+pub fn measure(name: &str, backend: Backend, plan: &Plan) -> BackendResult {
+    let mut result = BackendResult {
+        backend: name.to_owned(),
+        codec: backend.codec().to_owned(),
+        kind: backend.kind(),
+        settings: backend.settings(),
+        points: Vec::new(),
+        leak: None,
+        upstream: backend.upstream().map(str::to_owned),
+        error: None,
+    };
+    if let Err(e) = measure_into(backend, plan, &mut result) {
+        result.error = Some(error_chain(e.as_ref()));
+    }
+    result
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn measure_into(backend: Backend, plan: &Plan, result: &mut BackendResult) -> Result<(), BoxError> {
+    let setup = &plan.setup;
+    let frames = source_frames(setup)?;
+    let reference = match backend.kind() {
+        Kind::Video => setup.reference_kbps,
+        Kind::Still => setup.reference_quality,
+    };
+    let targets: Vec<u32> = match backend.kind() {
+        _ if plan.time_only => vec![reference],
+        Kind::Video => setup.bitrates_kbps.clone(),
+        Kind::Still => setup.still_qualities.clone(),
+    };
+    let stills: Vec<&Frame> = stills_of(&frames, setup.stills);
+    for &target in &targets {
+        let encoded = match backend {
+            Backend::Heif(id) => encode_stills(id, &stills, target)?,
+            _ => encode_video(backend, &frames, setup, target)?,
+        };
+        let source: Vec<&Frame> = match backend {
+            Backend::Heif(_) => stills.clone(),
+            _ => frames.iter().collect(),
+        };
+        let quality = if plan.time_only {
+            Sequence::default()
+        } else {
+            decode_and_compare(&encoded, &source)?
+        };
+        result
+            .points
+            .push(encoded.point(target, setup, &quality, source.len()));
+    }
+    if plan.time_only || plan.lifetimes == 0 {
+        return Ok(());
+    }
+    let short = &frames[..(plan.lifetime_frames as usize).min(frames.len())];
+    let short_stills = &stills[..(plan.lifetime_frames as usize).min(stills.len())];
+    let (mut bytes, mut blocks) = (Vec::new(), Vec::new());
+    for _ in 0..plan.lifetimes {
+        let encoded = match backend {
+            Backend::Heif(id) => encode_stills(id, short_stills, reference)?,
+            _ => encode_video(backend, short, setup, reference)?,
+        };
+        drop(encoded);
+        let now = Snapshot::now();
+        bytes.push(now.live_bytes as f64);
+        blocks.push(now.live_blocks as f64);
+    }
+    let judged = judge(&bytes, &blocks, &Budget::bytes(), &Budget::blocks());
+    result.leak = Some(LeakSlope {
+        lifetimes: plan.lifetimes,
+        frames_per_lifetime: short.len().min(u32::MAX as usize) as u32,
+        bytes_per_lifetime: judged.bytes.slope,
+        blocks_per_lifetime: judged.blocks.slope,
+        p: judged.bytes.p,
+        trend: judged.trend,
+    });
+    Ok(())
+}
+
+/// `count` frames spread evenly over `frames`.
+fn stills_of(frames: &[Frame], count: u32) -> Vec<&Frame> {
+    let count = (count as usize).clamp(1, frames.len().max(1));
+    (0..count)
+        .filter_map(|k| frames.get(k * frames.len() / count))
+        .collect()
+}
+
+/// One encode's output and cost.
+enum Output {
+    /// Annex B access units from x264.
+    X264(Vec<Vec<u8>>),
+    /// FFmpeg packets and the stream's parameters.
+    Ffmpeg(Vec<ffmpeg::Packet>, ffmpeg::codec::Parameters),
+    /// One HEIF file per image.
+    Heif(Vec<Vec<u8>>),
+}
+
+struct Encoded {
+    output: Output,
+    seconds: f64,
+    bytes: u64,
+    heap: heap::Delta,
+    peak: i64,
+}
+
+impl Encoded {
+    fn point(&self, target: u32, setup: &Setup, quality: &Sequence, frames: usize) -> RatePoint {
+        let frames = frames.max(1) as f64;
+        let fps = f64::from(setup.fps_num) / f64::from(setup.fps_den.max(1));
+        let psnr = quality.psnr();
+        RatePoint {
+            target,
+            frames: frames as u64,
+            encode_s: self.seconds,
+            frames_per_s: frames / self.seconds.max(1e-9),
+            bytes: self.bytes,
+            kbps: self.bytes as f64 * 8.0 / 1000.0 / (frames / fps),
+            bits_per_pixel: self.bytes as f64 * 8.0
+                / (frames * f64::from(setup.width) * f64::from(setup.height)),
+            psnr_y: psnr.y,
+            psnr: psnr.average,
+            ssim_y: quality.ssim_y(),
+            allocs_per_frame: self.heap.allocs as f64 / frames,
+            alloc_bytes_per_frame: self.heap.bytes_allocated as f64 / frames,
+            peak_live_bytes: self.peak,
+        }
+    }
+}
+
+/// Times and counts `work`, which opens an encoder, encodes, drains it and closes it, and
+/// says when the last output came out: the time runs from the start to that moment (as
+/// `ffmpeg -benchmark` does, which closes its encoders after it stops the clock); the
+/// heap is counted until after the close.
+fn counted(
+    work: impl FnOnce() -> Result<(Output, u64, Instant), BoxError>,
+) -> Result<Encoded, BoxError> {
+    let before = Snapshot::now();
+    heap::reset_peak();
+    let start = Instant::now();
+    let (output, bytes, drained) = work()?;
+    let seconds = drained.duration_since(start).as_secs_f64();
+    let after = Snapshot::now();
+    Ok(Encoded {
+        output,
+        seconds,
+        bytes,
+        heap: after.since(&before),
+        peak: after.peak_live_bytes - before.live_bytes,
+    })
+}
+
+fn encode_video(
+    backend: Backend,
+    frames: &[Frame],
+    setup: &Setup,
+    kbps: u32,
+) -> Result<Encoded, BoxError> {
+    match backend {
+        Backend::X264Direct | Backend::X264DirectLeak => counted(|| {
+            let config = x264_ffi::EncoderConfig {
+                width: setup.width,
+                height: setup.height,
+                fps_num: setup.fps_num,
+                fps_den: setup.fps_den,
+                preset: c"veryfast",
+                tune: None,
+                keyint: gop(setup),
+                bitrate_kbps: Some(kbps),
+            };
+            let mut encoder = x264_ffi::open_encoder(&config)?;
+            let mut sink = x264_ffi::Sink::packets();
+            for frame in frames {
+                x264_ffi::encode(
+                    &mut encoder,
+                    frame.index(),
+                    frame.pts_us(),
+                    x264_ffi::borrowed_image(frame),
+                    &mut sink,
+                )?;
+            }
+            let (drained, closing) = x264_ffi::drain(encoder, &mut sink)?;
+            drop(closing);
+            if backend == Backend::X264DirectLeak {
+                x264_ffi::AllocatedPicture::new(setup.width, setup.height)?.leak();
+            }
+            let bytes = sink.bytes;
+            Ok((
+                Output::X264(sink.packets.unwrap_or_default()),
+                bytes,
+                drained,
+            ))
+        }),
+        Backend::Ffmpeg(codec) => counted(|| ffmpeg_encode(codec, backend, frames, setup, kbps)),
+        Backend::Heif(_) => Err("a still-image backend has no video encode".into()),
+    }
+}
+
+fn gop(setup: &Setup) -> i32 {
+    (2 * setup.fps_num / setup.fps_den.max(1)).max(1) as i32
+}
+
+fn ffmpeg_encode(
+    codec_name: &'static str,
+    backend: Backend,
+    frames: &[Frame],
+    setup: &Setup,
+    kbps: u32,
+) -> Result<(Output, u64, Instant), BoxError> {
+    let error = encode_abort::ffmpeg_error;
+    let (codec, mut config) = encode_abort::ffmpeg_config(codec_name, setup.width, setup.height)?;
+    config.set_time_base((setup.fps_den as i32, setup.fps_num as i32));
+    config.set_frame_rate(Some((setup.fps_num as i32, setup.fps_den as i32)));
+    config.set_gop(gop(setup) as u32);
+    config.set_bit_rate(kbps as usize * 1000);
+    // SAFETY: `config` owns a live, not yet opened AVCodecContext; thread_count is a
+    // plain field that avcodec_open2 reads (0 = the library's automatic choice).
+    unsafe { (*config.as_mut_ptr()).thread_count = 0 };
+    let mut options = ffmpeg::Dictionary::new();
+    for (k, v) in backend.options() {
+        options.set(k, v);
+    }
+    let mut encoder = config
+        .open_as_with(codec, options)
+        .map_err(error(codec_name, "avcodec_open2"))?;
+    let parameters = ffmpeg::codec::Parameters::from(&encoder);
+    let mut picture =
+        ffmpeg::frame::Video::new(ffmpeg::format::Pixel::YUV420P, setup.width, setup.height);
+    let mut packets = Vec::with_capacity(frames.len() + 8);
+    let mut bytes = 0u64;
+    let mut drain = |encoder: &mut ffmpeg::encoder::video::Encoder| -> Result<(), BoxError> {
+        loop {
+            let mut packet = ffmpeg::Packet::empty();
+            match encoder.receive_packet(&mut packet) {
+                Ok(()) => {
+                    bytes += packet.size() as u64;
+                    packets.push(packet);
+                }
+                Err(ffmpeg::Error::Other {
+                    errno: libc::EAGAIN,
+                })
+                | Err(ffmpeg::Error::Eof) => return Ok(()),
+                Err(e) => return Err(error(codec_name, "avcodec_receive_packet")(e).into()),
+            }
+        }
+    };
+    for (i, frame) in frames.iter().enumerate() {
+        encode_abort::fill_frame(&mut picture, frame, i as i64)?;
+        encoder
+            .send_frame(&picture)
+            .map_err(error(codec_name, "avcodec_send_frame"))?;
+        drain(&mut encoder)?;
+    }
+    encoder
+        .send_eof()
+        .map_err(error(codec_name, "avcodec_send_frame(NULL)"))?;
+    drain(&mut encoder)?;
+    let drained = Instant::now();
+    drop(encoder);
+    Ok((Output::Ffmpeg(packets, parameters), bytes, drained))
+}
+
+fn encode_stills(id: &'static str, stills: &[&Frame], quality: u32) -> Result<Encoded, BoxError> {
+    counted(|| {
+        let mut files = Vec::with_capacity(stills.len());
+        let mut bytes = 0;
+        for frame in stills {
+            let mut context = heif_ffi::Context::new()?;
+            let mut encoder = context.hevc_encoder(id)?;
+            encoder.set_quality(quality.min(100) as i32)?;
+            encoder.set_logging_level(0)?;
+            for (k, v) in Backend::Heif(id).options() {
+                encoder.set_parameter(k, v)?;
+            }
+            let mut image = heif_ffi::Image::new(frame.width(), frame.height())?;
+            image.fill_from(frame);
+            drop(context.encode(&image, &mut encoder)?);
+            let mut file = Vec::new();
+            bytes += context.write(&mut file, usize::MAX)?;
+            files.push(file);
+        }
+        Ok((Output::Heif(files), bytes, Instant::now()))
+    })
+}
+
+/// Decodes `encoded` and compares each picture with its source, in order.
+fn decode_and_compare(encoded: &Encoded, source: &[&Frame]) -> Result<Sequence, BoxError> {
+    let mut quality = Sequence::default();
+    let mut next = 0usize;
+    let mut compare = |planes: [Plane<'_>; 3]| -> Result<(), BoxError> {
+        let Some(src) = source.get(next) else {
+            return Err(format!(
+                "decoded more pictures than the {} encoded (expected {0})",
+                source.len()
+            )
+            .into());
+        };
+        quality.add(Plane::of_frame(src), planes)?;
+        next += 1;
+        Ok(())
+    };
+    match &encoded.output {
+        Output::Heif(files) => {
+            for file in files {
+                let image = heif_ffi::decode_primary(file)?;
+                let plane = |i| -> Result<Plane<'_>, BoxError> {
+                    let (data, stride, w, h) =
+                        image.plane(i).ok_or("a decoded HEIF image lacks a plane")?;
+                    Ok(Plane::new(data, stride, w, h)?)
+                };
+                compare([plane(0)?, plane(1)?, plane(2)?])?;
+            }
+        }
+        Output::X264(units) => {
+            let packets = units.iter().map(|u| ffmpeg::Packet::copy(u)).collect();
+            let codec =
+                ffmpeg::decoder::find_by_name("h264").ok_or("FFmpeg has no h264 decoder")?;
+            let decoder = ffmpeg::codec::context::Context::new_with_codec(codec);
+            ffmpeg_decode(decoder, codec, &packets, &mut compare)?;
+        }
+        Output::Ffmpeg(packets, parameters) => {
+            let id = parameters.id();
+            // AV1: FFmpeg 5.1's native decoder needs a hardware accelerator.
+            let codec = if id == ffmpeg::codec::Id::AV1 {
+                ["libdav1d", "libaom-av1"]
+                    .into_iter()
+                    .find_map(ffmpeg::decoder::find_by_name)
+            } else {
+                ffmpeg::decoder::find(id)
+            }
+            .ok_or_else(|| format!("FFmpeg has no decoder for {id:?}"))?;
+            let mut decoder = ffmpeg::codec::context::Context::new_with_codec(codec);
+            decoder.set_parameters(parameters.clone())?;
+            ffmpeg_decode(decoder, codec, packets, &mut compare)?;
+        }
+    }
+    if next != source.len() {
+        return Err(format!(
+            "decoded {next} pictures of the {} encoded (expected every one back)",
+            source.len()
+        )
+        .into());
+    }
+    Ok(quality)
+}
+
+fn ffmpeg_decode(
+    context: ffmpeg::codec::context::Context,
+    codec: ffmpeg::Codec,
+    packets: &Vec<ffmpeg::Packet>,
+    compare: &mut dyn FnMut([Plane<'_>; 3]) -> Result<(), BoxError>,
+) -> Result<(), BoxError> {
+    let mut decoder = context.decoder().open_as(codec)?.video()?;
+    let mut picture = ffmpeg::frame::Video::empty();
+    let mut receive = |decoder: &mut ffmpeg::decoder::Video| -> Result<(), BoxError> {
+        loop {
+            match decoder.receive_frame(&mut picture) {
+                Ok(()) => {
+                    if picture.format() != ffmpeg::format::Pixel::YUV420P {
+                        return Err(format!(
+                            "decoded {:?} pictures (expected YUV420P)",
+                            picture.format()
+                        )
+                        .into());
+                    }
+                    let (w, h) = (picture.width() as usize, picture.height() as usize);
+                    let plane = |i: usize, w: usize, h: usize| {
+                        Plane::new(picture.data(i), picture.stride(i), w, h)
+                    };
+                    compare([
+                        plane(0, w, h)?,
+                        plane(1, w / 2, h / 2)?,
+                        plane(2, w / 2, h / 2)?,
+                    ])?;
+                }
+                Err(ffmpeg::Error::Other {
+                    errno: libc::EAGAIN,
+                })
+                | Err(ffmpeg::Error::Eof) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    for packet in packets {
+        decoder.send_packet(packet)?;
+        receive(&mut decoder)?;
+    }
+    decoder.send_eof()?;
+    receive(&mut decoder)
+}
