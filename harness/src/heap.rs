@@ -128,6 +128,40 @@ impl Snapshot {
     }
 }
 
+/// Heap cost of one run of a routine, averaged over many.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct PerIteration {
+    /// Runs measured.
+    pub iterations: u64,
+    /// Allocations per run.
+    pub allocs: f64,
+    /// Bytes allocated per run.
+    pub bytes: f64,
+    /// Live bytes left behind per run (what a leak would add).
+    pub live_bytes: f64,
+}
+
+/// Runs `routine` once to warm it up, then `iterations` times between two snapshots, and
+/// returns what each run cost the heap on average: a benchmark's memory figures beside
+/// its time. Counters are process-wide, so other threads' allocations count too; keep the
+/// process otherwise quiet.
+pub fn per_iteration(iterations: u64, mut routine: impl FnMut()) -> PerIteration {
+    routine();
+    let iterations = iterations.max(1);
+    let before = Snapshot::now();
+    for _ in 0..iterations {
+        routine();
+    }
+    let delta = Snapshot::now().since(&before);
+    let n = iterations as f64;
+    PerIteration {
+        iterations,
+        allocs: delta.allocs as f64 / n,
+        bytes: delta.bytes_allocated as f64 / n,
+        live_bytes: delta.live_bytes as f64 / n,
+    }
+}
+
 /// Starts a new peak window at the current live bytes.
 pub fn reset_peak() {
     #[cfg(feature = "hooks")]

@@ -608,3 +608,59 @@ fn ffmpeg_decode(
     decoder.send_eof()?;
     receive(&mut decoder)
 }
+
+/// The encode workloads `cargo xtask overhead` times with the heap hooks off, counting and
+/// sampling: x264 direct, FFmpeg's libx264 (few allocations per frame) and FFmpeg's
+/// mpeg4 (fast, with dozens of allocations per frame: where hooks cost most).
+pub const OVERHEAD_WORKLOADS: [&str; 3] = ["x264", "ffmpeg-libx264", "ffmpeg-mpeg4"];
+
+/// One timed encode of an overhead workload.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Timing {
+    /// Seconds from opening the encoder to its last output.
+    pub seconds: f64,
+    /// Frames encoded.
+    pub frames: u32,
+    /// Allocations per frame (0 without the hooks).
+    pub allocs_per_frame: f64,
+}
+
+/// Encodes `frames` frames of 640×480 at 1000 kbit/s with the workload `name` and times it.
+pub fn overhead_workload(name: &str, frames: u32) -> Result<Timing, BoxError> {
+    let backend = match name {
+        "x264" => Backend::X264Direct,
+        "ffmpeg-libx264" => Backend::Ffmpeg("libx264"),
+        "ffmpeg-mpeg4" => Backend::Ffmpeg("mpeg4"),
+        _ => {
+            return Err(format!(
+                "unknown workload {name:?} (expected one of: {})",
+                OVERHEAD_WORKLOADS.join(", ")
+            )
+            .into())
+        }
+    };
+    if frames == 0 {
+        return Err("invalid frame count 0 (expected at least 1)".into());
+    }
+    let setup = Setup {
+        width: 640,
+        height: 480,
+        fps_num: 30,
+        fps_den: 1,
+        frames,
+        source: SOURCE.to_owned(),
+        bitrates_kbps: vec![1000],
+        reference_kbps: 1000,
+        still_qualities: Vec::new(),
+        reference_quality: 0,
+        stills: 0,
+        rules: Vec::new(),
+    };
+    let source = source_frames(&setup)?;
+    let encoded = encode_video(backend, &source, &setup, 1000)?;
+    Ok(Timing {
+        seconds: encoded.seconds,
+        frames,
+        allocs_per_frame: encoded.heap.allocs as f64 / f64::from(frames),
+    })
+}

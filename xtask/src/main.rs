@@ -8,9 +8,17 @@
 //!   (`--save-baseline NAME`, never implicitly); `--repeat N` soaks N times and gates each.
 //! - `profile`: soaks one scenario or variant with dense stack sampling and prints where
 //!   its DHAT profiles are and how to open them.
+//! - `bench`: the criterion suites (pictures, avio, queues, hooks) with heap figures
+//!   beside the times; `--no-run` only builds them.
+//! - `overhead`: the same encode workloads built with the heap hooks off, counting and
+//!   sampling, run interleaved; prints median ratios.
+//! - `compare`: encoder backends on the same frames (`avsoak-run compare`): speed,
+//!   memory, quality and leaks, and the x264 encode beside the `ffmpeg` command line.
 //! - `test`: deps, then the whole test suite (nextest, one process per test, because the
-//!   heap counters are process-wide), doc tests, clippy with warnings denied, and a build
-//!   without the heap hooks.
+//!   heap counters are process-wide), doc tests, clippy with warnings denied, a build
+//!   without the heap hooks, and the benches built (not run).
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +66,12 @@ enum Task {
     /// Soak one scenario (or one variant) with dense stack sampling and say where its heap
     /// profiles are.
     Profile(Profile),
+    /// Run the criterion benches, with heap figures beside the times.
+    Bench(bench::Bench),
+    /// Measure what the heap hooks cost on whole encode workloads.
+    Overhead(bench::Overhead),
+    /// Compare encoder backends on speed, memory, quality and leaks.
+    Compare(bench::Compare),
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +94,9 @@ fn run() -> Result<()> {
         Task::Test(task) => task.run(&sh),
         Task::Gate(task) => task.run(&sh),
         Task::Profile(task) => task.run(&sh),
+        Task::Bench(task) => task.run(&sh),
+        Task::Overhead(task) => task.run(&sh),
+        Task::Compare(task) => task.run(&sh),
     }
 }
 
@@ -261,6 +278,8 @@ impl Test {
         cmd!(sh, "cargo clippy --package avsoak-scenarios --no-default-features --release -- -D warnings")
             .run()?;
         cmd!(sh, "cargo test --workspace --release --doc").run()?;
+        // Benches are built on every run, never timed here.
+        cmd!(sh, "cargo bench --package avsoak-scenarios --no-run").run()?;
         let args = self.args;
         // Release profile: the soak runner the tests start is the one `soak` uses, and
         // one build serves both.

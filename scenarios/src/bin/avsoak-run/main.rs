@@ -42,6 +42,26 @@ enum Cmd {
     /// Measure one backend in this process (the child side of `compare`).
     #[command(hide = true)]
     CompareChild(compare::CompareChildArgs),
+    /// Time one encode workload and print it as JSON (what `cargo xtask overhead` runs
+    /// with the heap hooks off, counting and sampling).
+    Workload(WorkloadArgs),
+}
+
+#[derive(Args)]
+struct WorkloadArgs {
+    /// x264, ffmpeg-libx264 or ffmpeg-mpeg4.
+    #[arg(long)]
+    name: String,
+    /// Frames to encode.
+    #[arg(long, default_value_t = 300)]
+    frames: u32,
+}
+
+fn workload(args: WorkloadArgs) -> Result<bool> {
+    let timing = avsoak_scenarios::compare::overhead_workload(&args.name, args.frames)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!("{}", serde_json::to_string(&timing)?);
+    Ok(true)
 }
 
 #[derive(Args)]
@@ -187,6 +207,7 @@ fn main() -> ExitCode {
         Cmd::Child(args) => return child(args),
         Cmd::Compare(args) => compare::compare(args),
         Cmd::CompareChild(args) => compare::compare_child(args),
+        Cmd::Workload(args) => workload(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
