@@ -339,8 +339,8 @@ impl Comparison {
         serde_json::to_string_pretty(self).expect("a comparison always serialises")
     }
 
-    /// The page: setup, the table, a rate/quality plot (bits per pixel against PSNR, one
-    /// line per backend) and a speed/memory plot (frames/s against peak live bytes at the
+    /// The page: setup, the table, a rate/quality plot (bitrate against PSNR, one line per
+    /// video backend) and a speed/memory plot (frames/s against peak live bytes at the
     /// reference point), then every rate point, the skipped backends and the side by side.
     pub fn html(&self) -> String {
         let mut out = String::new();
@@ -397,24 +397,24 @@ impl Comparison {
     }
 
     fn rate_quality_svg(&self) -> String {
+        // Video only: a still's bits per pixel are an order of magnitude apart and would
+        // flatten every video curve (stills are in the tables).
+        let video = |b: &&BackendResult| b.kind == Kind::Video;
         let points: Vec<(f64, f64)> = self
             .backends
             .iter()
-            .flat_map(|b| b.points.iter().map(|p| (p.bits_per_pixel, p.psnr)))
+            .filter(video)
+            .flat_map(|b| b.points.iter().map(|p| (p.kbps, p.psnr)))
             .collect();
         let mut plot = Plot::new(
             "rate-quality",
-            "bits per pixel",
+            "bitrate (kbit/s), video",
             "PSNR (dB)",
             &points,
             false,
         );
-        for (i, b) in self.measured() {
-            let line: Vec<(f64, f64)> = b
-                .points
-                .iter()
-                .map(|p| (p.bits_per_pixel, p.psnr))
-                .collect();
+        for (i, b) in self.measured().filter(|(_, b)| b.kind == Kind::Video) {
+            let line: Vec<(f64, f64)> = b.points.iter().map(|p| (p.kbps, p.psnr)).collect();
             plot.line(&b.backend, i, &line);
         }
         plot.finish()

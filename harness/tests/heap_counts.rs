@@ -258,3 +258,22 @@ fn a_new_sampling_interval_applies_at_the_next_allocation() {
     );
     drop(kept);
 }
+
+#[test]
+fn per_iteration_counts_what_one_run_costs() {
+    heap::check().expect("hooks must be active in every binary that links the harness");
+    let mut kept = Vec::new();
+    let figures = heap::per_iteration(100, || {
+        // One block of 1000 bytes per run, kept: a leak of exactly one block.
+        kept.push(std::hint::black_box(vec![7u8; 1000]).into_boxed_slice());
+    });
+    assert_eq!(figures.iterations, 100);
+    // The Vec of kept boxes grows too: a few reallocations over 100 runs.
+    assert!((1.0..1.2).contains(&figures.allocs), "{figures:?}");
+    assert!(
+        (1000.0..1100.0).contains(&figures.live_bytes),
+        "{figures:?}"
+    );
+    assert!(figures.bytes >= 1000.0, "{figures:?}");
+    drop(kept);
+}

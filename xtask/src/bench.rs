@@ -125,7 +125,7 @@ fn criterion_median_ns(id: &str) -> Option<f64> {
 #[derive(clap::Args)]
 pub struct Overhead {
     /// Interleaved rounds: each round runs every workload once per mode.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 11)]
     rounds: u32,
     /// Frames per encode.
     #[arg(long, default_value_t = 300)]
@@ -195,30 +195,52 @@ impl Overhead {
             );
         }
         let mut out = format!(
-            "\nheap hooks' cost: median seconds of {} interleaved runs per mode, {} frames \
-             of 640x480 at 1000 kbit/s; {} CPUs\n\n",
+            "\nheap hooks' cost: {} interleaved rounds, {} frames of 640x480 at 1000 kbit/s \
+             per run, {} CPUs; ratio = median over rounds of (mode / off) in the same round, \
+             [interquartile range]\n\n",
             self.rounds,
             self.frames,
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         out.push_str(&format!(
-            "{:<16} {:>9} {:>10} {:>10} {:>10} {:>10} {:>13}\n",
-            "workload", "off s", "counting s", "ratio", "sampling s", "ratio", "allocs/frame"
+            "{:<16} {:>8} {:>10} {:>22} {:>10} {:>22} {:>13}\n",
+            "workload",
+            "off s",
+            "counting s",
+            "counting ratio",
+            "sampling s",
+            "sampling ratio",
+            "allocs/frame"
         ));
         let mut json = Vec::new();
         for (w, workload) in workloads.iter().enumerate() {
             let med: Vec<f64> = seconds[w].iter().map(|s| median_of(s)).collect();
-            let (counting, sampling) = (med[1] / med[0], med[2] / med[0]);
+            let paired = |m: usize| -> Vec<f64> {
+                seconds[w][m]
+                    .iter()
+                    .zip(&seconds[w][0])
+                    .map(|(a, off)| a / off)
+                    .collect()
+            };
+            let (counting, sampling) = (Spread::of(paired(1)), Spread::of(paired(2)));
             out.push_str(&format!(
-                "{workload:<16} {:>9.3} {:>10.3} {:>9.3}x {:>10.3} {:>9.3}x {:>13.1}\n",
-                med[0], med[1], counting, med[2], sampling, allocs[w]
+                "{workload:<16} {:>8.3} {:>10.3} {:>22} {:>10.3} {:>22} {:>13.1}\n",
+                med[0],
+                med[1],
+                counting.to_string(),
+                med[2],
+                sampling.to_string(),
+                allocs[w]
             ));
             json.push(serde_json::json!({
                 "workload": workload,
                 "frames": self.frames,
                 "seconds": { "off": seconds[w][0], "counting": seconds[w][1], "sampling": seconds[w][2] },
                 "median_s": { "off": med[0], "counting": med[1], "sampling": med[2] },
-                "ratio": { "counting": counting, "sampling": sampling },
+                "ratio": {
+                    "counting": { "median": counting.median, "q1": counting.q1, "q3": counting.q3 },
+                    "sampling": { "median": sampling.median, "q1": sampling.q1, "q3": sampling.q3 },
+                },
                 "allocs_per_frame": allocs[w],
             }));
         }
@@ -228,6 +250,39 @@ impl Overhead {
         std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
         println!("wrote {}", path.display());
         Ok(())
+    }
+}
+
+/// The median and quartiles of a few ratios.
+struct Spread {
+    median: f64,
+    q1: f64,
+    q3: f64,
+}
+
+impl Spread {
+    fn of(mut values: Vec<f64>) -> Spread {
+        values.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            if values.is_empty() {
+                return f64::NAN;
+            }
+            // Linear interpolation between closest ranks.
+            let pos = q * (values.len() - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            values[lo] + (values[hi] - values[lo]) * (pos - lo as f64)
+        };
+        Spread {
+            median: at(0.5),
+            q1: at(0.25),
+            q3: at(0.75),
+        }
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3}x [{:.3}-{:.3}]", self.median, self.q1, self.q3)
     }
 }
 

@@ -16,6 +16,10 @@ use avsoak_harness::report::Provenance;
 use avsoak_scenarios::compare::{self as backends, Backend, Plan};
 use clap::Args;
 
+/// Fewest lifetimes whose series can be judged a leak: Mann–Kendall on the second half
+/// reaches p < 0.001 from 8 points on.
+const MIN_LIFETIMES: u32 = 16;
+
 #[derive(Args)]
 pub struct CompareArgs {
     /// Frames per video encode.
@@ -45,7 +49,8 @@ pub struct CompareArgs {
     /// Backends to run (default: all; those this machine lacks are listed as skipped).
     #[arg(long, value_delimiter = ',')]
     backend: Vec<String>,
-    /// Short encoder lifetimes at the reference point for the leak slope (0: none).
+    /// Short encoder lifetimes at the reference point for the leak slope (0: none, else
+    /// at least 16).
     #[arg(long, default_value_t = 20)]
     lifetimes: u32,
     /// Frames (or stills) per such lifetime.
@@ -112,6 +117,12 @@ impl CompareArgs {
             self.qualities
         );
         ensure!(self.stills >= 1, "invalid --stills 0 (expected at least 1)");
+        ensure!(
+            self.lifetimes == 0 || self.lifetimes >= MIN_LIFETIMES,
+            "invalid --lifetimes {} (expected 0, or at least {MIN_LIFETIMES}: the trend test \
+             needs 8 points in the second half to call a leak)",
+            self.lifetimes
+        );
         ensure!(
             self.lifetime_frames >= 1,
             "invalid --lifetime-frames 0 (expected at least 1)"
