@@ -1,7 +1,7 @@
 //! Custom AVIO throughput by buffer size: demuxing a file held in memory through a read
 //! callback (MP4 with a seek callback, MPEG-TS as a stream), and muxing into memory
 //! through a write callback (MP4, seekable, and fragmented MP4). The media is 10 s of
-//! 640×480 H.264 at 30 fps made by x264 from the synthetic camera (cached under `target/`).
+//! 640×480 H.264 at 25 fps made by x264 from the synthetic camera (cached under `target/`).
 
 mod support;
 
@@ -24,9 +24,9 @@ const BUFFERS: [(&str, usize); 4] = [
 const CLIP: Clip = Clip {
     width: 640,
     height: 480,
-    fps: 30,
-    frames: 300,
-    keyint: 30,
+    fps: 25,
+    frames: 250,
+    keyint: 25,
 };
 
 /// Demuxes all of `file`; returns the packets read.

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use avsoak_harness::heap;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 extern "C" {
     fn __libc_malloc(size: usize) -> *mut libc::c_void;
@@ -86,7 +86,10 @@ fn hooks(c: &mut Criterion) {
     }
     for mode in Mode::ALL {
         mode.apply();
-        let id = BenchmarkId::new(format!("pair-2-threads-{}", mode.name()), 64);
+        let (id, full) = support::id("hooks", &format!("pair-2-threads-{}", mode.name()), 64);
+        support::heap_figures_per_item(&full, 3, 20_000, || {
+            pairs(mode, 64, 2, 10_000);
+        });
         group.bench_function(id, |b| b.iter_custom(|iters| pairs(mode, 64, 2, iters)));
     }
     heap::set_sample_interval(512 * 1024);
