@@ -9,9 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use avsoak_harness::compare::{
-    BackendResult, CliSideBySide, Comparison, Kind, Setup, Skipped, SCHEMA,
-};
+use avsoak_harness::compare::{BackendResult, CliSideBySide, Comparison, Setup, Skipped, SCHEMA};
 use avsoak_harness::report::Provenance;
 use avsoak_scenarios::compare::{self as backends, Backend, Plan};
 use clap::Args;
@@ -420,6 +418,14 @@ fn side_by_side(
         "no ffmpeg command on PATH (cargo xtask deps installs it)"
     );
     let raw = child.out.join("frames.yuv");
+    // Removed however the side by side ends.
+    struct Remove<'a>(&'a Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(self.0);
+        }
+    }
+    let _remove = Remove(&raw);
     {
         let frames = backends::source_frames(setup).map_err(anyhow::Error::msg)?;
         let mut file = std::io::BufWriter::new(
@@ -502,7 +508,5 @@ fn side_by_side(
             cli.last().copied().unwrap_or(0.0)
         );
     }
-    let _ = fs::remove_file(&raw);
-    debug_assert!(matches!(backend.kind(), Kind::Video));
     Ok(Some(CliSideBySide::new(command_text, cli, ours)))
 }
