@@ -123,6 +123,20 @@ impl Backend {
         }
     }
 
+    /// A result for this backend under `name`, with nothing measured yet.
+    pub fn result(self, name: &str) -> BackendResult {
+        BackendResult {
+            backend: name.to_owned(),
+            codec: self.codec().to_owned(),
+            kind: self.kind(),
+            settings: self.settings(),
+            points: Vec::new(),
+            leak: None,
+            upstream: self.upstream().map(str::to_owned),
+            error: None,
+        }
+    }
+
     /// The leak its library has upstream, which the leak slope should show.
     pub fn upstream(self) -> Option<&'static str> {
         match self {
@@ -212,31 +226,11 @@ pub const SOURCE: &str = "synthetic camera, scene pattern: a moving gradient ove
 /// Measures one backend. Failures land in the result's `error`, with whatever rate points
 /// were measured before.
 pub fn measure(name: &str, backend: Backend, plan: &Plan) -> BackendResult {
-    let mut result = BackendResult {
-        backend: name.to_owned(),
-        codec: backend.codec().to_owned(),
-        kind: backend.kind(),
-        settings: backend.settings(),
-        points: Vec::new(),
-        leak: None,
-        upstream: backend.upstream().map(str::to_owned),
-        error: None,
-    };
+    let mut result = backend.result(name);
     if let Err(e) = measure_into(backend, plan, &mut result) {
-        result.error = Some(error_chain(e.as_ref()));
+        result.error = Some(avsoak_harness::soak::error_chain(e.as_ref()));
     }
     result
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn measure_into(backend: Backend, plan: &Plan, result: &mut BackendResult) -> Result<(), BoxError> {

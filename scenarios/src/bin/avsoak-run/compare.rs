@@ -277,19 +277,12 @@ impl Child<'_> {
         lifetime_frames: u32,
         time_only: bool,
     ) -> BackendResult {
-        let failed = |error: String| BackendResult {
-            backend: name.to_owned(),
-            codec: backend.codec().to_owned(),
-            kind: backend.kind(),
-            settings: backend.settings(),
-            points: Vec::new(),
-            leak: None,
-            upstream: backend.upstream().map(str::to_owned),
-            error: Some(error),
-        };
         match self.spawn(name, lifetimes, lifetime_frames, time_only) {
             Ok(result) => result,
-            Err(e) => failed(format!("{e:#}")),
+            Err(e) => BackendResult {
+                error: Some(format!("{e:#}")),
+                ..backend.result(name)
+            },
         }
     }
 
