@@ -64,6 +64,34 @@ pub struct Case {
 }
 
 impl Case {
+    /// A case of `scenario`'s `variant` with no parameters, the runner's sampling
+    /// interval, nothing to skip and no upstream loss; set those with the `with_*`
+    /// methods or struct-update syntax.
+    pub fn new(scenario: &str, variant: &str, expect: Expect, about: &str) -> Case {
+        Case {
+            scenario: scenario.to_owned(),
+            variant: variant.to_owned(),
+            params: BTreeMap::new(),
+            expect,
+            about: about.to_owned(),
+            sample_interval: None,
+            skip: None,
+            upstream: None,
+        }
+    }
+
+    /// The case with parameter `key` set to `value`.
+    pub fn with_param(mut self, key: &str, value: &str) -> Case {
+        self.params.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// The case with a denser sampling interval, when `interval` is `Some`.
+    pub fn with_sample_interval(mut self, interval: Option<u64>) -> Case {
+        self.sample_interval = interval;
+        self
+    }
+
     /// The parameter `key`, or `default` when the case does not set it.
     pub fn param<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
         self.params.get(key).map_or(default, String::as_str)

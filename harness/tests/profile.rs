@@ -2,7 +2,6 @@
 //! viewer needs, C and Rust frames by name, and estimates that tell a leaking stack (live
 //! at the end) from a churning one (allocated and freed). One process: one test.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use avsoak_harness::heap;
@@ -65,16 +64,7 @@ impl Scenario for Fake {
 }
 
 fn case() -> Case {
-    Case {
-        scenario: "fake".into(),
-        variant: "twins".into(),
-        params: BTreeMap::new(),
-        expect: Expect::Leak,
-        about: String::new(),
-        sample_interval: None,
-        skip: None,
-        upstream: None,
-    }
+    Case::new("fake", "twins", Expect::Leak, "")
 }
 
 /// The program point whose frames name `function`.

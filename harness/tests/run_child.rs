@@ -2,7 +2,6 @@
 //! measured inside the iteration only, a Rust leak visible in the samples, and panics and
 //! errors turned into protocol messages. One case per test (process-wide counters).
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Stuck, Work, Workload};
@@ -83,16 +82,7 @@ impl Scenario for Fake {
 }
 
 fn case() -> Case {
-    Case {
-        scenario: "fake".into(),
-        variant: "v".into(),
-        params: BTreeMap::new(),
-        expect: Expect::Clean,
-        about: String::new(),
-        sample_interval: None,
-        skip: None,
-        upstream: None,
-    }
+    Case::new("fake", "v", Expect::Clean, "")
 }
 
 fn run(kind: Kind) -> (i32, Vec<Message>) {

@@ -11,16 +11,12 @@ use avsoak_harness::scenario::{Case, Expect, Loss};
 use avsoak_harness::soak::{supervise, Message, Plan, Sample, Watchdog, MESSAGE_PREFIX};
 
 fn case(expect: Expect) -> Case {
-    Case {
-        scenario: "fake".into(),
-        variant: "script".into(),
-        params: Default::default(),
+    Case::new(
+        "fake",
+        "script",
         expect,
-        about: "a shell script speaking the child protocol".into(),
-        sample_interval: None,
-        skip: None,
-        upstream: None,
-    }
+        "a shell script speaking the child protocol",
+    )
 }
 
 fn plan() -> Plan {

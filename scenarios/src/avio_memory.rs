@@ -17,7 +17,6 @@
 //! Parameters: `container` (mp4, fmp4, mpegts, matroska) and `buffer` (the AVIO buffer:
 //! 4k, 32k, 1m), so the report shows throughput per buffer size.
 
-use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -152,19 +151,12 @@ impl Scenario for AvioMemory {
         let mut cases = Vec::new();
         for mode in Mode::ALL {
             for (container, buffer) in mode.params() {
-                cases.push(Case {
-                    scenario: self.name().to_owned(),
-                    variant: mode.name().to_owned(),
-                    params: BTreeMap::from([
-                        ("buffer".to_owned(), buffer.to_owned()),
-                        ("container".to_owned(), container.name().to_owned()),
-                    ]),
-                    expect: mode.expect(),
-                    about: mode.about().to_owned(),
-                    sample_interval: mode.sample_interval(),
-                    skip: None,
-                    upstream: None,
-                });
+                cases.push(
+                    Case::new(self.name(), mode.name(), mode.expect(), mode.about())
+                        .with_param("buffer", buffer)
+                        .with_param("container", container.name())
+                        .with_sample_interval(mode.sample_interval()),
+                );
             }
         }
         cases

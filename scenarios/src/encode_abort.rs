@@ -16,7 +16,7 @@
 //! | `libx265`, `libx264` | FFmpeg's encoders | open, send frames, drain, free |
 //! | `kvazaar` | libheif's kvazaar plugin, or FFmpeg's `libkvazaar` | as above; skipped with the reason when neither exists |
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::OnceLock;
 
@@ -898,20 +898,21 @@ impl Scenario for EncodeAbort {
                         continue;
                     }
                 }
-                let mut params = BTreeMap::new();
-                params.insert("backend".to_owned(), backend.name().to_owned());
+                let case = Case::new(
+                    self.name(),
+                    schedule.name(),
+                    schedule.expect(),
+                    schedule.about(),
+                )
+                .with_param("backend", backend.name())
+                .with_sample_interval(schedule.sample_interval());
                 cases.push(Case {
-                    scenario: self.name().to_owned(),
-                    variant: schedule.name().to_owned(),
-                    params,
-                    expect: schedule.expect(),
-                    about: schedule.about().to_owned(),
-                    sample_interval: schedule.sample_interval(),
                     upstream: route
                         .as_ref()
                         .is_ok_and(Route::is_x265)
                         .then(|| X265_UPSTREAM.to_owned()),
                     skip: route.err(),
+                    ..case
                 });
             }
         }

@@ -18,7 +18,6 @@
 //! without bound. A live uploader rotates objects, as `multipart` does (an S3 multipart
 //! upload is limited to 10,000 parts anyway).
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
@@ -118,33 +117,25 @@ impl Scenario for Fmp4Mux {
     }
 
     fn cases(&self) -> Vec<Case> {
-        let case = |mode: Mode, params: BTreeMap<String, String>| Case {
-            scenario: self.name().to_owned(),
-            variant: mode.name().to_owned(),
-            params,
-            expect: mode.expect(),
-            about: mode.about().to_owned(),
+        let case = |mode: Mode| {
             // Dense enough for ~20 stacks of the leak in 40 judged iterations: the endless
             // stream grows ~200 B per iteration in one block, the segment control 32 KiB.
-            sample_interval: match mode {
+            let interval = match mode {
                 Mode::EndlessStream => Some(512),
                 Mode::SegmentSkipsIoFree => Some(64 << 10),
                 _ => None,
-            },
-            skip: None,
-            upstream: None,
+            };
+            Case::new(self.name(), mode.name(), mode.expect(), mode.about())
+                .with_sample_interval(interval)
         };
         let mut cases = Vec::new();
         for mode in Mode::ALL {
             let parts = mode.parts();
             if parts.is_empty() {
-                cases.push(case(mode, BTreeMap::new()));
+                cases.push(case(mode));
             }
             for part in parts {
-                cases.push(case(
-                    mode,
-                    BTreeMap::from([("part".to_owned(), part.to_owned())]),
-                ));
+                cases.push(case(mode).with_param("part", part));
             }
         }
         cases

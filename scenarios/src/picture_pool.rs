@@ -17,8 +17,6 @@
 //! of the cycle (the encoder just rebuilt for the new size), so the series is judged
 //! like any other. Every case runs at 640×480 and 1280×720.
 
-use std::collections::BTreeMap;
-
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern, SizeChange};
 use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
 
@@ -117,16 +115,10 @@ impl Scenario for PicturePool {
         let mut cases = Vec::new();
         for mode in Mode::ALL {
             for (w, h) in SIZES {
-                cases.push(Case {
-                    scenario: self.name().to_owned(),
-                    variant: mode.name().to_owned(),
-                    params: BTreeMap::from([("size".to_owned(), format!("{w}x{h}"))]),
-                    expect: mode.expect(),
-                    about: mode.about().to_owned(),
-                    sample_interval: None,
-                    skip: None,
-                    upstream: None,
-                });
+                cases.push(
+                    Case::new(self.name(), mode.name(), mode.expect(), mode.about())
+                        .with_param("size", &format!("{w}x{h}")),
+                );
             }
         }
         cases

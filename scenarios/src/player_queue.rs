@@ -498,15 +498,10 @@ impl Scenario for PlayerQueue {
         Mode::ALL
             .into_iter()
             .flat_map(|mode| {
-                mode.sources().iter().map(move |&source| Case {
-                    scenario: self.name().to_owned(),
-                    variant: mode.name().to_owned(),
-                    params: [("source".to_owned(), source.to_owned())].into(),
-                    expect: mode.expect(),
-                    about: mode.about().to_owned(),
-                    sample_interval: mode.sample_interval(),
-                    skip: None,
-                    upstream: None,
+                mode.sources().iter().map(move |&source| {
+                    Case::new(self.name(), mode.name(), mode.expect(), mode.about())
+                        .with_param("source", source)
+                        .with_sample_interval(mode.sample_interval())
                 })
             })
             .collect()
