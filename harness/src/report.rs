@@ -91,11 +91,17 @@ pub struct HeapFigures {
     pub trend_blocks_p: f64,
     /// Slope of live bytes over the second half of the window (bytes per iteration).
     pub late_bytes_per_iter: f64,
-    /// A declared upstream leak's loss per judged iteration (0 without one).
+    /// A declared upstream leak's loss per judged iteration (0 without one), at the
+    /// smallest size the allocator gives its blocks.
     #[serde(default)]
     pub upstream_bytes_per_iter: f64,
-    /// Slope of live bytes once the declared upstream loss is taken out (equal to
-    /// `leak_bytes_per_iter` without one).
+    /// How much more the declared loss may be per judged iteration, by where the
+    /// allocator places its blocks: it lies in `upstream_bytes_per_iter ..=
+    /// upstream_bytes_per_iter + upstream_slack_bytes_per_iter`.
+    #[serde(default)]
+    pub upstream_slack_bytes_per_iter: f64,
+    /// Slope of live bytes once the most the declared upstream loss can account for is
+    /// taken out (equal to `leak_bytes_per_iter` without one).
     #[serde(default)]
     pub residual_bytes_per_iter: f64,
     /// Process-wide peak of live bytes.
@@ -330,6 +336,9 @@ impl Provenance {
             ("leak_bytes_per_iter", "bytes/iteration"),
             ("leak_blocks_per_iter", "blocks/iteration"),
             ("late_bytes_per_iter", "bytes/iteration"),
+            ("upstream_bytes_per_iter", "bytes/iteration"),
+            ("upstream_slack_bytes_per_iter", "bytes/iteration"),
+            ("residual_bytes_per_iter", "bytes/iteration"),
             ("peak_live_bytes", "bytes"),
             ("end_live_bytes", "bytes"),
             ("teardown_live_bytes", "bytes"),

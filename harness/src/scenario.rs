@@ -132,6 +132,11 @@ pub struct Loss {
     pub bytes: i64,
     /// Blocks.
     pub blocks: i64,
+    /// Usable bytes the allocator may add on top of `bytes`, by where it places the
+    /// blocks (an aligned block may keep a tail too small to split off): the loss lies
+    /// in `bytes..=bytes + slack`.
+    #[serde(default)]
+    pub slack: i64,
 }
 
 /// An error from a scenario's setup or iteration, reported as verdict `error`.

@@ -936,7 +936,7 @@ impl Scenario for EncodeAbort {
         let settings = Settings::for_route(&route);
         Ok(Box::new(EncodeWorkload {
             per_open: if route.is_x265() {
-                x265_ffi::param_block()
+                x265_ffi::param_block()?
             } else {
                 Loss::default()
             },
@@ -976,6 +976,7 @@ impl Workload for EncodeWorkload {
         Loss {
             bytes: self.per_open.bytes * opens,
             blocks: self.per_open.blocks * opens,
+            slack: self.per_open.slack * opens,
         }
     }
 }

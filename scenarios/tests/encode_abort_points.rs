@@ -23,7 +23,7 @@ fn abort_points_leave_nothing(backend: Backend, cases: u32) {
     let route = backend.route().expect("this backend is on the machine");
     let base = Settings::for_route(&route);
     let per_open = if route.is_x265() {
-        x265_ffi::param_block()
+        x265_ffi::param_block().unwrap()
     } else {
         Default::default()
     };

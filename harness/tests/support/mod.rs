@@ -55,6 +55,7 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
             trend_blocks_p: 0.5,
             late_bytes_per_iter: slope,
             upstream_bytes_per_iter: 0.0,
+            upstream_slack_bytes_per_iter: 0.0,
             residual_bytes_per_iter: slope,
             peak_live_bytes: 16_000_000,
             end_live_bytes: 16_000_000,
