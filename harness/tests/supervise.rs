@@ -166,30 +166,6 @@ fn per_open(i: u64) -> Loss {
     }
 }
 
-#[test]
-fn growth_a_declared_upstream_loss_explains_is_upstream_and_passes_clean() {
-    let mut lines = vec![start()];
-    lines.extend(samples_with_known(
-        60,
-        |i| (5_000_000 + 1176 * (i as i64 + 1), 100 + i as i64 + 1),
-        per_open,
-    ));
-    lines.push(done());
-    let mut upstream = case(Expect::Clean);
-    upstream.upstream = Some("a test library loses one block per open".into());
-    let r = supervise_script(&lines, "", Expect::Clean);
-    assert_eq!(r.verdict, Verdict::Leak, "undeclared: {r:?}");
-    let r = supervise(script(&lines, ""), &upstream, &plan(), quick(), &mut |_| {});
-    assert_eq!(
-        (r.verdict, r.outcome),
-        (Verdict::Upstream, Outcome::Pass),
-        "{r:?}"
-    );
-    assert!((r.heap.upstream_bytes_per_iter - 1176.0).abs() < 1e-9);
-    assert!(r.heap.residual_bytes_per_iter.abs() < 1e-9);
-    assert!(r.note.as_deref().unwrap().contains("one block per open"));
-}
-
 /// The same loss from `posix_memalign`: 1,176 to 1,208 usable bytes a block, by where
 /// the allocator places it.
 fn per_aligned_open(i: u64) -> Loss {
@@ -199,25 +175,71 @@ fn per_aligned_open(i: u64) -> Loss {
     }
 }
 
+/// `n` iterations whose live bytes and blocks after iteration `i` are 5 MB and 100
+/// blocks plus `growth(i + 1)`, with the `known` loss reported, judged for a clean case
+/// that declares the loss as `upstream` (or does not).
+fn loss_run(
+    n: u64,
+    growth: impl Fn(i64) -> (i64, i64),
+    known: impl Fn(u64) -> Loss,
+    upstream: Option<&str>,
+) -> CaseResult {
+    let mut lines = vec![start()];
+    lines.extend(samples_with_known(
+        n,
+        |i| {
+            let (bytes, blocks) = growth(i as i64 + 1);
+            (5_000_000 + bytes, 100 + blocks)
+        },
+        known,
+    ));
+    lines.push(done());
+    let mut case = case(Expect::Clean);
+    case.upstream = upstream.map(str::to_owned);
+    let plan = Plan {
+        iterations: n,
+        ..plan()
+    };
+    supervise(script(&lines, ""), &case, &plan, quick(), &mut |_| {})
+}
+
+/// [`loss_run`] with the loss declared.
+fn declared_run(
+    n: u64,
+    growth: impl Fn(i64) -> (i64, i64),
+    known: impl Fn(u64) -> Loss,
+) -> CaseResult {
+    loss_run(
+        n,
+        growth,
+        known,
+        Some("a test library loses one block per open"),
+    )
+}
+
+#[test]
+fn growth_a_declared_upstream_loss_explains_is_upstream_and_passes_clean() {
+    let r = declared_run(60, |n| (1176 * n, n), per_open);
+    assert_eq!(
+        (r.verdict, r.outcome),
+        (Verdict::Upstream, Outcome::Pass),
+        "{r:?}"
+    );
+    assert!((r.heap.upstream_bytes_per_iter - 1176.0).abs() < 1e-9);
+    assert!(r.heap.residual_bytes_per_iter.abs() < 1e-9);
+    assert!(r.note.as_deref().unwrap().contains("one block per open"));
+
+    // The same run without the declaration: the loss reported is ignored.
+    let r = loss_run(60, |n| (1176 * n, n), per_open, None);
+    assert_eq!(r.verdict, Verdict::Leak, "undeclared: {r:?}");
+}
+
 #[test]
 fn a_declared_loss_placed_loosely_by_the_allocator_is_still_upstream() {
     // Every block lands at the top of its range: 32 B more per iteration than the
     // smallest size, 4.8 KB over the second half of 300 iterations, above the growth
     // floor had the slack not been taken off.
-    let mut lines = vec![start()];
-    lines.extend(samples_with_known(
-        300,
-        |i| (5_000_000 + 1208 * (i as i64 + 1), 100 + i as i64 + 1),
-        per_aligned_open,
-    ));
-    lines.push(done());
-    let long = Plan {
-        iterations: 300,
-        ..plan()
-    };
-    let mut upstream = case(Expect::Clean);
-    upstream.upstream = Some("a test library loses one aligned block per open".into());
-    let r = supervise(script(&lines, ""), &upstream, &long, quick(), &mut |_| {});
+    let r = declared_run(300, |n| (1208 * n, n), per_aligned_open);
     assert_eq!(
         (r.verdict, r.outcome),
         (Verdict::Upstream, Outcome::Pass),
@@ -232,19 +254,7 @@ fn a_declared_loss_placed_loosely_by_the_allocator_is_still_upstream() {
     );
 
     // Beyond the top of the range by one 64-byte block per iteration: a leak.
-    let mut lines = vec![start()];
-    lines.extend(samples_with_known(
-        300,
-        |i| {
-            (
-                5_000_000 + (1208 + 64) * (i as i64 + 1),
-                100 + 2 * (i as i64 + 1),
-            )
-        },
-        per_aligned_open,
-    ));
-    lines.push(done());
-    let r = supervise(script(&lines, ""), &upstream, &long, quick(), &mut |_| {});
+    let r = declared_run(300, |n| ((1208 + 64) * n, 2 * n), per_aligned_open);
     assert_eq!(
         (r.verdict, r.outcome),
         (Verdict::Leak, Outcome::Fail),
@@ -255,20 +265,8 @@ fn a_declared_loss_placed_loosely_by_the_allocator_is_still_upstream() {
 
 #[test]
 fn growth_beyond_a_declared_upstream_loss_is_still_a_leak() {
-    let mut lines = vec![start()];
     // The declared loss, and 2 more blocks of 300 B per iteration that nothing declares.
-    lines.extend(samples_with_known(
-        60,
-        |i| {
-            let n = i as i64 + 1;
-            (5_000_000 + (1176 + 600) * n, 100 + 3 * n)
-        },
-        per_open,
-    ));
-    lines.push(done());
-    let mut upstream = case(Expect::Clean);
-    upstream.upstream = Some("a test library loses one block per open".into());
-    let r = supervise(script(&lines, ""), &upstream, &plan(), quick(), &mut |_| {});
+    let r = declared_run(60, |n| ((1176 + 600) * n, 3 * n), per_open);
     assert_eq!(
         (r.verdict, r.outcome),
         (Verdict::Leak, Outcome::Fail),
