@@ -206,6 +206,31 @@ pub struct ReadSpec {
     pub timestamps: bool,
 }
 
+impl ReadSpec {
+    /// A reader with a correct teardown that does not collect timestamps.
+    pub fn new(seekable: bool, buffer: usize) -> Self {
+        ReadSpec {
+            seekable,
+            buffer,
+            teardown: Teardown::Correct,
+            timestamps: false,
+        }
+    }
+
+    /// The same with `teardown`.
+    pub fn with_teardown(self, teardown: Teardown) -> Self {
+        ReadSpec { teardown, ..self }
+    }
+
+    /// The same, collecting the timestamps.
+    pub fn with_timestamps(self) -> Self {
+        ReadSpec {
+            timestamps: true,
+            ..self
+        }
+    }
+}
+
 /// Demuxes and decodes all of `source` through a memory reader.
 pub fn read_memory<R: std::io::Read + std::io::Seek>(
     source: R,
@@ -293,12 +318,8 @@ impl AvioWorkload {
     }
 
     fn read(&mut self) -> Result<Work, BoxError> {
-        let spec = ReadSpec {
-            seekable: self.mode != Mode::ReadStreaming,
-            buffer: self.buffer,
-            teardown: self.mode.teardown(),
-            timestamps: false,
-        };
+        let spec = ReadSpec::new(self.mode != Mode::ReadStreaming, self.buffer)
+            .with_teardown(self.mode.teardown());
         let out = read_memory(Cursor::new(self.source.clone()), spec)?;
         let want = Clip::STANDARD.frames;
         if out.frames != want {

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use avsoak_harness::heap::Snapshot;
-use avsoak_scenarios::avio::Teardown;
 use avsoak_scenarios::avio_memory::{read_memory, ReadSpec};
 use avsoak_scenarios::media::{self, Clip, Container};
 use ffmpeg_next as ffmpeg;
@@ -69,12 +68,7 @@ static FAILED: AtomicU64 = AtomicU64::new(0);
 /// that a repeat of the same input leaves nothing behind.
 fn check(bytes: Vec<u8>, seekable: bool) -> Result<(), TestCaseError> {
     let bytes: Arc<[u8]> = bytes.into();
-    let spec = ReadSpec {
-        seekable,
-        buffer: 4096,
-        teardown: Teardown::Correct,
-        timestamps: false,
-    };
+    let spec = ReadSpec::new(seekable, 4096);
     // The first read may initialise FFmpeg's one-time state for a new error path.
     let first = read_memory(Cursor::new(bytes.clone()), spec);
     TRIED.fetch_add(1, Ordering::Relaxed);

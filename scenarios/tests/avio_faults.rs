@@ -69,12 +69,7 @@ fn read(bytes: &Arc<[u8]>, fault: Fault, seekable: bool) -> Result<ReadOutcome, 
         fault,
         calls: 0,
     };
-    let spec = ReadSpec {
-        seekable,
-        buffer: 4096,
-        teardown: Teardown::Correct,
-        timestamps: false,
-    };
+    let spec = ReadSpec::new(seekable, 4096);
     read_memory(reader, spec)
 }
 
@@ -248,12 +243,7 @@ fn a_muxer_dropped_before_its_trailer_leaves_nothing() {
 fn the_check_flags_a_teardown_that_leaks() {
     let bytes = fixture(Container::Mp4);
     let _ = leaves_nothing("never-free-buffer", || {
-        let spec = ReadSpec {
-            seekable: true,
-            buffer: 4096,
-            teardown: Teardown::NeverFreeBuffer,
-            timestamps: false,
-        };
+        let spec = ReadSpec::new(true, 4096).with_teardown(Teardown::NeverFreeBuffer);
         read_memory(Cursor::new(bytes.clone()), spec).map(|_| ())
     });
 }

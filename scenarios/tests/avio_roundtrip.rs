@@ -4,18 +4,13 @@
 
 use std::io::Cursor;
 
-use avsoak_scenarios::avio::{Avio, AvioError, Muxer, Teardown};
+use avsoak_scenarios::avio::{Avio, AvioError, Muxer};
 use avsoak_scenarios::avio_memory::{read_memory, ReadOutcome, ReadSpec};
 use avsoak_scenarios::media::{self, Clip, Container};
 use ffmpeg_next as ffmpeg;
 
 fn spec(seekable: bool, buffer: usize) -> ReadSpec {
-    ReadSpec {
-        seekable,
-        buffer,
-        teardown: Teardown::Correct,
-        timestamps: true,
-    }
+    ReadSpec::new(seekable, buffer).with_timestamps()
 }
 
 /// Timestamps in frames (the clip runs at a constant rate).

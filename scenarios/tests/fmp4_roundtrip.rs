@@ -21,12 +21,7 @@ fn clip() -> EncodedClip {
 }
 
 fn read_back(bytes: Vec<u8>) -> ReadOutcome {
-    let spec = ReadSpec {
-        seekable: false,
-        buffer: 32 << 10,
-        teardown: Teardown::Correct,
-        timestamps: true,
-    };
+    let spec = ReadSpec::new(false, 32 << 10).with_timestamps();
     read_memory(Cursor::new(bytes), spec).unwrap()
 }
 
