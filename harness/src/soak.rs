@@ -690,10 +690,6 @@ fn last_line(text: &str) -> Option<&str> {
     text.lines().rev().map(str::trim).find(|l| !l.is_empty())
 }
 
-/// Judges live bytes and blocks over judged buckets of `width` iterations: `value` gives
-/// a bucket's (bytes, blocks) after its last iteration. The budgets are per iteration, so
-/// they scale to the width, and the slopes come back per iteration (with width 1 this is
-/// [`stats::judge`] on every iteration).
 /// The declared loss per iteration as the note quotes it: `1176 B/iteration`, or
 /// `1176–1208 B/iteration` when the allocator may add a slack.
 fn upstream_range(bytes: f64, slack: f64) -> String {
@@ -704,6 +700,10 @@ fn upstream_range(bytes: f64, slack: f64) -> String {
     }
 }
 
+/// Judges live bytes and blocks over judged buckets of `width` iterations: `value` gives
+/// a bucket's (bytes, blocks) after its last iteration. The budgets are per iteration, so
+/// they scale to the width, and the slopes come back per iteration (with width 1 this is
+/// [`stats::judge`] on every iteration).
 fn judge_buckets(
     buckets: &[Bucket],
     width: u64,
