@@ -686,7 +686,8 @@ pub fn signal_name(signal: i32) -> String {
     name.to_owned()
 }
 
-fn last_line(text: &str) -> Option<&str> {
+/// The last line of `text` that is not blank, trimmed: what a log's end says.
+pub fn last_line(text: &str) -> Option<&str> {
     text.lines().rev().map(str::trim).find(|l| !l.is_empty())
 }
 

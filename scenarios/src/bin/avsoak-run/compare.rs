@@ -358,12 +358,7 @@ impl Child<'_> {
 fn tail(path: &Path) -> String {
     fs::read_to_string(path)
         .ok()
-        .and_then(|t| {
-            t.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-        })
+        .and_then(|t| avsoak_harness::soak::last_line(&t).map(str::to_owned))
         .unwrap_or_else(|| "no output".to_owned())
 }
 
