@@ -158,19 +158,49 @@ fn picture_pool_controls_are_flagged_and_clean_twins_pass() {
         .iter()
         .position(|f| f == "x264_picture_alloc")
         .expect("x264_picture_alloc in the frame table");
-    // The leaking stack holds most of what is live at the end.
-    let live_from_alloc: u64 = dhat["pps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|pp| pp["fs"].as_array().unwrap().iter().any(|f| f == alloc))
-        .map(|pp| pp["eb"].as_u64().unwrap())
-        .sum();
-    let end = leak["heap"]["end_live_bytes"].as_u64().unwrap();
+    // The leaking stack is in the profile with as many sampled blocks as sampling can
+    // give. Each of the `iterations` leaked pictures (one per frame, warm-up included) is
+    // sampled independently with p = 1 - exp(-size / interval) (the sampler's countdown
+    // is exponential, so memoryless), so the count of sampled pictures is
+    // Binomial(iterations, p). The file stores the estimate `ebk` = count / p per stack,
+    // from which the count comes back exactly (rounding moves it by less than p/2). The
+    // bound is the binomial quantile below which a correct build falls with probability
+    // under 1e-7 (at 640x480, 60 pictures, p = 0.585: at least 15 of them, 35 expected);
+    // a profile that lost the stack, or attributed it elsewhere, has 0.
+    let interval = dhat["avsoak"]["sample_interval_bytes"].as_f64().unwrap();
+    let mut sampled = 0u64;
+    for pp in dhat["pps"].as_array().unwrap() {
+        if !pp["fs"].as_array().unwrap().iter().any(|f| f == alloc) {
+            continue;
+        }
+        let (eb, ebk) = (pp["eb"].as_f64().unwrap(), pp["ebk"].as_f64().unwrap());
+        if ebk > 0.0 {
+            let p = 1.0 - (-(eb / ebk) / interval).exp();
+            sampled += (ebk * p).round() as u64;
+        }
+    }
+    let leaked = leak["iterations"].as_u64().unwrap();
+    let size = 640.0 * 480.0 * 1.5;
+    let least = binomial_quantile(leaked, 1.0 - (-size / interval).exp(), 1e-7);
     assert!(
-        live_from_alloc as f64 > 0.5 * end as f64,
-        "{live_from_alloc} of {end} live bytes from x264_picture_alloc"
+        sampled >= least && sampled <= leaked,
+        "{sampled} sampled x264_picture_alloc blocks live at the end, expected \
+         {least}..={leaked} of {leaked} leaked"
     );
+}
+
+/// The largest `k` with P(X < k) < `tail` for X ~ Binomial(`n`, `p`).
+fn binomial_quantile(n: u64, p: f64, tail: f64) -> u64 {
+    let mut pmf = (1.0 - p).powi(n as i32);
+    let mut below = 0.0;
+    for k in 0..=n {
+        if below + pmf >= tail {
+            return k;
+        }
+        below += pmf;
+        pmf *= (n - k) as f64 / (k + 1) as f64 * p / (1.0 - p);
+    }
+    n
 }
 
 /// The gate on real soaks: five soaks of the same commit against a baseline made from
