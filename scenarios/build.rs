@@ -1,18 +1,5 @@
-//! Records the compiler's version for report provenance, and links libx265.
-
-use std::process::Command;
+//! Links libx265: `x265_ffi` calls it directly (FFmpeg and libheif load it too).
 
 fn main() {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let version = Command::new(rustc)
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| "rustc (unknown version)".into());
-    println!("cargo:rustc-env=AVSOAK_RUSTC_VERSION={version}");
-    println!("cargo:rerun-if-env-changed=RUSTC");
-    // x265_ffi calls libx265 directly (FFmpeg and libheif load it too).
     println!("cargo:rustc-link-lib=x265");
 }

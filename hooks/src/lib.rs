@@ -7,8 +7,8 @@
 //! libx265, and Rust's own `System` allocator through libc) binds to them, so one set of
 //! counters covers C and Rust alike.
 //!
-//! Do not use this crate directly: `avsoak-harness` re-exports it (behind its default
-//! `hooks` feature) and wraps it in `avsoak_harness::heap`, which is the supported API.
+//! Do not use this crate directly: `avsoak` re-exports it (behind its default
+//! `hooks` feature) and wraps it in `avsoak::heap`, which is the supported API.
 //!
 //! # Rules for code in this crate
 //!

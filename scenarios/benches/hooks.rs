@@ -9,7 +9,7 @@ mod support;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use avsoak_harness::heap;
+use avsoak::heap;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 extern "C" {

@@ -1,5 +1,5 @@
 //! Custom FFmpeg I/O owned by Rust: an `AVIOContext` over any `Read`/`Write`/`Seek`, and a
-//! demuxer and a muxer that use it (seeds/avio-memory-io.md, seeds/avio-s3-streaming-fmp4.md).
+//! demuxer and a muxer that use it (docs/incidents/avio-memory.md, docs/incidents/object-storage-fmp4.md).
 //!
 //! The ownership rules the seed gets wrong are kept here, once:
 //!

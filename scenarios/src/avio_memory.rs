@@ -1,4 +1,4 @@
-//! `avio-memory`: FFmpeg custom I/O in and out of memory (seeds/avio-memory-io.md).
+//! `avio-memory`: FFmpeg custom I/O in and out of memory (docs/incidents/avio-memory.md).
 //!
 //! Each iteration is one whole request, the way a service handles an upload: open a
 //! container held in memory through a custom `AVIOContext`, demux, decode every frame and
@@ -20,7 +20,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
+use avsoak::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
 use ffmpeg_next as ffmpeg;
 
 use crate::avio::{Avio, AvioError, Demuxer, IoStats, Muxer, Teardown};

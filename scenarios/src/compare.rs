@@ -19,10 +19,10 @@ use std::time::Instant;
 
 use avsoak_fixtures::quality::{Plane, Sequence};
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
-use avsoak_harness::compare::{BackendResult, Kind, LeakSlope, RatePoint, Setup};
-use avsoak_harness::heap::{self, Snapshot};
-use avsoak_harness::scenario::BoxError;
-use avsoak_harness::stats::{judge, Budget};
+use avsoak::compare::{BackendResult, Kind, LeakSlope, RatePoint, Setup};
+use avsoak::heap::{self, Snapshot};
+use avsoak::scenario::BoxError;
+use avsoak::stats::{judge, Budget};
 use ffmpeg_next as ffmpeg;
 
 use crate::encode_abort::{self, Route};
@@ -228,7 +228,7 @@ pub const SOURCE: &str = "synthetic camera, scene pattern: a moving gradient ove
 pub fn measure(name: &str, backend: Backend, plan: &Plan) -> BackendResult {
     let mut result = backend.result(name);
     if let Err(e) = measure_into(backend, plan, &mut result) {
-        result.error = Some(avsoak_harness::soak::error_chain(e.as_ref()));
+        result.error = Some(avsoak::soak::error_chain(e.as_ref()));
     }
     result
 }

@@ -1,5 +1,5 @@
 //! `encode-abort`: HEVC/HEIF and H.264 encoders aborted at every stage of their life
-//! (seeds/libheif-kvazaar-leak.md: an encoder plugin leaked the encoded chunks it
+//! (docs/incidents/heif-encoder-chunks.md: an encoder plugin leaked the encoded chunks it
 //! produced, on the normal path and on error and early-abort paths).
 //!
 //! One iteration is one whole encoder lifetime, fed by the synthetic camera (which keeps
@@ -21,7 +21,7 @@ use std::io::{self, Write};
 use std::sync::OnceLock;
 
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
-use avsoak_harness::scenario::{BoxError, Case, Expect, Loss, Scenario, Work, Workload};
+use avsoak::scenario::{BoxError, Case, Expect, Loss, Scenario, Work, Workload};
 use ffmpeg_next as ffmpeg;
 
 use crate::heif_ffi::{self, HeifError};

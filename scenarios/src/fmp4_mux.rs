@@ -1,4 +1,4 @@
-//! `fmp4-mux`: fragmented MP4 to sinks that cannot seek (seeds/avio-s3-streaming-fmp4.md).
+//! `fmp4-mux`: fragmented MP4 to sinks that cannot seek (docs/incidents/object-storage-fmp4.md).
 //!
 //! An object store takes a stream only as a multipart upload: the muxer writes forward,
 //! never back. Plain MP4 patches its `moov` at the end and FFmpeg refuses ("muxer does
@@ -20,7 +20,7 @@
 
 use std::io::{self, Write};
 
-use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
+use avsoak::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
 
 use crate::avio::{Avio, AvioError, Muxer, Teardown, VideoStreamSpec, FRAGMENTED_MOVFLAGS};
 use crate::media::{self, Clip, Container, EncodedClip, LiveEncoder, MediaError};

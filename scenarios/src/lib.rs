@@ -1,12 +1,13 @@
 //! avsoak-scenarios: real incidents, replayed against real codecs.
 //!
-//! Each module is one scenario (see `seeds/` for the incident behind it); [`all`] is the
-//! registry the runner and the tests use. The `avsoak-run` binary of this crate soaks
-//! every case in a child process of its own (`avsoak-run soak`) and is that child too
-//! (`avsoak-run child`).
+//! Each module is one scenario (see `docs/incidents/` for the incident behind it); [`all`] is the
+//! registry the runner and the tests use. The `avsoak-run` binary of this crate is
+//! [`avsoak::Runner`] over [`all`]: it soaks every case in a child process of its own
+//! (`avsoak-run soak`) and is that child too (`avsoak-run child`). The incidents behind
+//! the scenarios are told in `docs/incidents/`.
 //!
 //! ```no_run
-//! use avsoak_harness::scenario::Scenario;
+//! use avsoak::scenario::Scenario;
 //!
 //! for scenario in avsoak_scenarios::all() {
 //!     for case in scenario.cases() {
@@ -17,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use avsoak_harness::scenario::Scenario;
+use avsoak::scenario::Scenario;
 
 pub mod avio;
 pub mod avio_memory;
@@ -77,7 +78,7 @@ pub fn by_name<T: Copy>(
     name_of: fn(T) -> &'static str,
     what: &str,
     name: &str,
-) -> Result<T, avsoak_harness::scenario::BoxError> {
+) -> Result<T, avsoak::scenario::BoxError> {
     all.iter()
         .copied()
         .find(|&item| name_of(item) == name)
@@ -92,7 +93,7 @@ pub fn by_name<T: Copy>(
 }
 
 /// Parses a byte size as case parameters write it: `4096`, `4k`, `32k`, `1m`, `5m`.
-pub fn parse_bytes(text: &str) -> Result<usize, avsoak_harness::scenario::BoxError> {
+pub fn parse_bytes(text: &str) -> Result<usize, avsoak::scenario::BoxError> {
     let lower = text.to_ascii_lowercase();
     let (digits, unit) = match lower.strip_suffix('k') {
         Some(d) => (d, 1 << 10),
@@ -109,6 +110,3 @@ pub fn parse_bytes(text: &str) -> Result<usize, avsoak_harness::scenario::BoxErr
             format!("invalid byte size {text:?} (expected bytes, e.g. 4096, 32k or 5m)").into()
         })
 }
-
-/// `rustc --version` of the compiler that built this crate.
-pub const RUSTC_VERSION: &str = env!("AVSOAK_RUSTC_VERSION");

@@ -1,4 +1,4 @@
-//! `picture-pool`: the camera → beauty filter → x264 incident (seeds/x264-picture-alloc-leak.md).
+//! `picture-pool`: the camera → beauty filter → x264 incident (docs/incidents/x264-picture-alloc.md).
 //!
 //! A live-camera encoder (`veryfast`, `zerolatency`) fed by the synthetic camera, with the
 //! input picture handled four ways:
@@ -18,7 +18,7 @@
 //! like any other. Every case runs at 640×480 and 1280×720.
 
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern, SizeChange};
-use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
+use avsoak::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
 
 use crate::x264_ffi::{self, AllocatedPicture, EncoderConfig, Sink};
 

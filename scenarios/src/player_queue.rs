@@ -1,4 +1,4 @@
-//! `player-queue`: ffplay's threads and queues under churn (seeds/ffplay-threads-queues.md).
+//! `player-queue`: ffplay's threads and queues under churn (docs/incidents/player-queues.md).
 //!
 //! A [`Player`] plays a two-rendition Matroska file (320×240 and 160×120 H.264, 4 s at
 //! 25 fps, a keyframe every second), looping, read through a custom reader from memory
@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Stuck, Work, Workload};
+use avsoak::scenario::{BoxError, Case, Expect, Scenario, Stuck, Work, Workload};
 
 use crate::media::{self, Clip, Container};
 use crate::player::{

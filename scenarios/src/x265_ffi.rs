@@ -7,7 +7,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
-use avsoak_harness::scenario::Loss;
+use avsoak::scenario::Loss;
 
 extern "C" {
     fn x265_api_query(bit_depth: c_int, api_version: c_int, err: *mut c_int) -> *const c_void;

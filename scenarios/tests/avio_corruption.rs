@@ -7,7 +7,7 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use avsoak_harness::heap::Snapshot;
+use avsoak::heap::Snapshot;
 use avsoak_scenarios::avio_memory::{read_memory, ReadSpec};
 use avsoak_scenarios::media::{self, Clip, Container};
 use ffmpeg_next as ffmpeg;

@@ -6,7 +6,7 @@
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
-use avsoak_harness::heap::Snapshot;
+use avsoak::heap::Snapshot;
 use avsoak_scenarios::avio::Teardown;
 use avsoak_scenarios::avio::{Avio, AvioError, Muxer, Op, MAX_RETRIES};
 use avsoak_scenarios::avio_memory::{read_memory, ReadOutcome, ReadSpec};

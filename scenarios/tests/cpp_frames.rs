@@ -1,7 +1,7 @@
 //! Sampled stacks through C++ code come out demangled: libx265 (opened through FFmpeg's
 //! libx265 encoder) allocates from C++ functions that Debian's library exports.
 
-use avsoak_harness::heap;
+use avsoak::heap;
 use ffmpeg_next as ffmpeg;
 
 #[test]

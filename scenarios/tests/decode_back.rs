@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use avsoak_harness::scenario::Workload;
+use avsoak::scenario::Workload;
 use avsoak_scenarios::picture_pool::{Mode, PictureWorkload, SEGMENT_FRAMES};
 use avsoak_scenarios::x264_ffi::Sink;
 use ffmpeg_next as ffmpeg;

@@ -5,8 +5,8 @@
 
 use std::cell::RefCell;
 
-use avsoak_harness::heap::{self, Snapshot};
-use avsoak_harness::scenario::Expect;
+use avsoak::heap::{self, Snapshot};
+use avsoak::scenario::Expect;
 use avsoak_scenarios::encode_abort::{self, Backend, Schedule, Settings, Source};
 use avsoak_scenarios::x265_ffi;
 use proptest::prelude::*;

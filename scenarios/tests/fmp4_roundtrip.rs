@@ -4,8 +4,8 @@
 
 use std::io::Cursor;
 
-use avsoak_harness::heap::Snapshot;
-use avsoak_harness::scenario::Workload;
+use avsoak::heap::Snapshot;
+use avsoak::scenario::Workload;
 use avsoak_scenarios::avio::{AvioError, Teardown};
 use avsoak_scenarios::avio_memory::{read_memory, ReadOutcome, ReadSpec};
 use avsoak_scenarios::fmp4_mux::{

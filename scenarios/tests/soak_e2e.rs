@@ -208,8 +208,8 @@ fn binomial_quantile(n: u64, p: f64, tail: f64) -> u64 {
 /// regression (more allocations, a new leak) fails it.
 #[test]
 fn the_gate_repeats_on_the_same_commit_and_fails_a_planted_regression() {
-    use avsoak_harness::gate::{compare, Baseline};
-    use avsoak_harness::report::{Outcome, Report, Verdict};
+    use avsoak::gate::{compare, Baseline};
+    use avsoak::report::{Outcome, Report, Verdict};
 
     let mut runs: Vec<Report> = Vec::new();
     for k in 1..=5 {
@@ -250,7 +250,7 @@ fn the_gate_repeats_on_the_same_commit_and_fails_a_planted_regression() {
     let figures: Vec<(&str, &str)> = gate
         .differences
         .iter()
-        .filter(|d| d.status == avsoak_harness::gate::Status::Regressed)
+        .filter(|d| d.status == avsoak::gate::Status::Regressed)
         .map(|d| (d.case.as_str(), d.figure.as_str()))
         .collect();
     assert!(

@@ -22,7 +22,7 @@ fn every_scenario_is_documented_and_its_cases_are_unique() {
         assert!(
             cases
                 .iter()
-                .any(|c| c.expect != avsoak_harness::scenario::Expect::Clean),
+                .any(|c| c.expect != avsoak::scenario::Expect::Clean),
             "`{name}` has no positive control"
         );
         for case in cases {

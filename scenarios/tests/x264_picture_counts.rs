@@ -3,7 +3,7 @@
 //!
 //! Heap counters are process-wide: run under nextest (`cargo xtask test`).
 
-use avsoak_harness::heap::{self, Snapshot};
+use avsoak::heap::{self, Snapshot};
 use avsoak_scenarios::x264_ffi::AllocatedPicture;
 
 fn picture_block(width: u32, height: u32) {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
-use avsoak_harness::stats::median_of;
+use avsoak::stats::median_of;
 use xshell::{cmd, Shell};
 
 use crate::{target_dir, workspace_root, Deps};

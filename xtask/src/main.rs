@@ -370,26 +370,9 @@ fn unix_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `reports/baselines/NAME.json`, after checking that NAME is a plain file name.
-fn baseline_path(root: &Path, name: &str) -> Result<PathBuf> {
-    let plain = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('.');
-    if !plain {
-        bail!("invalid baseline name {name:?} (expected letters, digits, '-', '_' or '.')");
-    }
-    Ok(root.join("reports/baselines").join(format!("{name}.json")))
-}
-
-/// The run folder's `report.json`, read.
-fn read_run(run: &Path) -> Result<avsoak_harness::report::Report> {
-    let path = run.join("report.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the run's report {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not an avsoak report", path.display()))
+/// The committed baselines, `reports/baselines/`.
+fn baselines(root: &Path) -> avsoak::gate::Baselines {
+    avsoak::gate::Baselines::new(root.join("reports/baselines"))
 }
 
 /// The newest run folder (their names begin with the UTC start time).
@@ -410,68 +393,27 @@ fn newest_run(runs: &Path) -> Result<PathBuf> {
 }
 
 fn save_baseline(root: &Path, name: &str, run: &Path) -> Result<PathBuf> {
-    let path = baseline_path(root, name)?;
-    let report = read_run(run)?;
-    let baseline = avsoak_harness::gate::Baseline::from_run(&report)
-        .with_context(|| format!("{} cannot become baseline {name:?}", run.display()))?;
-    std::fs::create_dir_all(path.parent().expect("baselines have a folder"))?;
-    let mut json = serde_json::to_string_pretty(&baseline)?;
-    json.push('\n');
-    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    let report = avsoak::gate::read_run(run)?;
+    baselines(root)
+        .save(name, &report)
+        .with_context(|| format!("saving {} as a baseline", run.display()))
 }
 
-fn gate(root: &Path, name: &str, run: &Path) -> Result<avsoak_harness::gate::Gate> {
-    let path = baseline_path(root, name)?;
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        let known: Vec<String> = std::fs::read_dir(root.join("reports/baselines"))
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".json"))
-                    .map(str::to_owned)
-            })
-            .collect();
-        format!(
-            "no baseline {name:?} at {} (baselines: {}); save one with: cargo xtask gate \
-             --run {} --save-baseline {name}",
-            path.display(),
-            if known.is_empty() {
-                "none".into()
-            } else {
-                known.join(", ")
-            },
-            run.display()
-        )
-    })?;
-    let baseline: avsoak_harness::gate::Baseline = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not an avsoak baseline", path.display()))?;
-    let report = read_run(run)?;
-    Ok(avsoak_harness::gate::compare(&report, &baseline))
+fn gate(root: &Path, name: &str, run: &Path) -> Result<avsoak::gate::Gate> {
+    let report = avsoak::gate::read_run(run)?;
+    Ok(baselines(root).compare(name, &report)?)
 }
 
 /// What the gate prints: the differences, the finding, and on a regression the command
 /// that accepts the new numbers.
-fn gate_summary(gate: &avsoak_harness::gate::Gate, name: &str, run: &Path) -> String {
-    let mut out = gate.table();
-    if gate.passed() {
-        out.push_str(&format!(
-            "gate passed: {} case(s) within baseline {name:?}\n",
-            gate.compared
-        ));
-    } else {
-        out.push_str(&format!(
-            "gate FAILED: {} regression(s) against baseline {name:?}\n\
-             if the new numbers are right, accept them with:\n  \
-             cargo xtask gate --run {} --save-baseline {name}\n",
-            gate.regressions(),
+fn gate_summary(gate: &avsoak::gate::Gate, name: &str, run: &Path) -> String {
+    gate.summary(
+        name,
+        &format!(
+            "cargo xtask gate --run {} --save-baseline {name}",
             run.display()
-        ));
-    }
-    out
+        ),
+    )
 }
 
 /// Soaks `times` times, gates each run, and fails unless every gate found the same.
@@ -497,7 +439,7 @@ fn repeat(sh: &Shell, root: &Path, name: &str, times: u32, soak_args: &[String])
         let regressed: Vec<(String, String)> = gate
             .differences
             .iter()
-            .filter(|d| d.status == avsoak_harness::gate::Status::Regressed)
+            .filter(|d| d.status == avsoak::gate::Status::Regressed)
             .map(|d| (d.case.clone(), d.figure.clone()))
             .collect();
         findings.push((gate.passed(), regressed));

@@ -1,14 +1,14 @@
 //! What every avsoak bench shares: heap figures beside criterion's times.
 //!
 //! Criterion measures time only. Each bench also runs its routine between two heap
-//! snapshots ([`avsoak_harness::heap::per_iteration`]) and reports allocations and bytes
+//! snapshots ([`avsoak::heap::per_iteration`]) and reports allocations and bytes
 //! per iteration under the same id: printed here, and written as JSON to
 //! `$AVSOAK_BENCH_HEAP_DIR` for `cargo xtask bench` to table beside the median times.
 
 // Each bench includes this module and uses part of it.
 #![allow(dead_code)]
 
-use avsoak_harness::heap::{self, PerIteration};
+use avsoak::heap::{self, PerIteration};
 use criterion::BenchmarkId;
 
 /// A criterion id for `function` at `parameter`, and the full id (`group/function/

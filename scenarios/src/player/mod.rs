@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use avsoak_harness::scenario::Stuck;
+use avsoak::scenario::Stuck;
 use ffmpeg_next as ffmpeg;
 
 use crate::avio::{Avio, AvioError, Demuxer, StreamInfo};

@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use avsoak_harness::compare::{BackendResult, CliSideBySide, Comparison, Setup, Skipped, SCHEMA};
-use avsoak_harness::report::Provenance;
+use avsoak::compare::{BackendResult, CliSideBySide, Comparison, Setup, Skipped, SCHEMA};
+use avsoak::report::Provenance;
 use avsoak_scenarios::compare::{self as backends, Backend, Plan};
 use clap::Args;
 
@@ -62,7 +62,7 @@ pub struct CompareArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// A backend's child is stopped after this long (`90s`, `10m`).
-    #[arg(long, default_value = "10m", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = avsoak::runner::parse_duration)]
     timeout: Duration,
     /// Revision recorded in provenance [default: git rev-parse --short HEAD].
     #[arg(long)]
@@ -179,10 +179,10 @@ pub fn compare(args: CompareArgs) -> Result<bool> {
             }),
         }
     }
-    let rev = args.git_rev.clone().unwrap_or_else(crate::git_rev);
+    let rev = args.git_rev.clone().unwrap_or_else(avsoak::runner::git_rev);
     let mut provenance = Provenance::here(
         rev.clone(),
-        avsoak_scenarios::RUSTC_VERSION.to_owned(),
+        avsoak::runner::RUSTC_VERSION.to_owned(),
         avsoak_scenarios::library_versions(),
     );
     provenance.units = [
@@ -339,7 +339,7 @@ impl Child<'_> {
         if let Some(signal) = status.signal() {
             bail!(
                 "crash: {} ({}); log: {}",
-                avsoak_harness::soak::signal_name(signal),
+                avsoak::soak::signal_name(signal),
                 tail(&log_path),
                 log_path.display()
             );
@@ -358,7 +358,7 @@ impl Child<'_> {
 fn tail(path: &Path) -> String {
     fs::read_to_string(path)
         .ok()
-        .and_then(|t| avsoak_harness::soak::last_line(&t).map(str::to_owned))
+        .and_then(|t| avsoak::soak::last_line(&t).map(str::to_owned))
         .unwrap_or_else(|| "no output".to_owned())
 }
 

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use avsoak_harness::report::{CaseResult, Outcome, Verdict};
-use avsoak_harness::scenario::{Case, Expect, Loss};
-use avsoak_harness::soak::{supervise, Message, Plan, Sample, Watchdog, MESSAGE_PREFIX};
+use avsoak::report::{CaseResult, Outcome, Verdict};
+use avsoak::scenario::{Case, Expect, Loss};
+use avsoak::soak::{supervise, Message, Plan, Sample, Watchdog, MESSAGE_PREFIX};
 
 fn case(expect: Expect) -> Case {
     Case::new(

@@ -15,6 +15,7 @@
 //! baseline), a run of another plan.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -405,5 +406,188 @@ pub fn compare(run: &Report, baseline: &Baseline) -> Gate {
     Gate {
         compared,
         differences,
+    }
+}
+
+/// Why a baseline or a run folder could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// A baseline name that is not a plain file name.
+    #[error("invalid baseline name {0:?} (expected letters, digits, '-', '_' or '.')")]
+    Name(String),
+    /// No baseline of that name.
+    #[error(
+        "no baseline {name:?} at {} (baselines: {known}); save one with --save-baseline {name}",
+        path.display()
+    )]
+    Missing {
+        /// The name asked for.
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// The baselines that are there, comma-separated, or `none`.
+        known: String,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not what it should be.
+    #[error("{} is not an avsoak {what}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// `report` or `baseline`.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The run cannot become a baseline.
+    #[error("{} cannot become baseline {name:?}: {source}", run.display())]
+    NotABaseline {
+        /// The run folder, or `the run` for one not yet written.
+        run: PathBuf,
+        /// The baseline name.
+        name: String,
+        /// Why.
+        #[source]
+        source: BaselineError,
+    },
+}
+
+/// A run folder's `report.json`, read.
+pub fn read_run(run: &Path) -> Result<Report, FileError> {
+    let path = run.join("report.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| FileError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| FileError::Parse {
+        path,
+        what: "report",
+        source,
+    })
+}
+
+/// The folder of named baselines (`reports/baselines/` by default): `NAME.json` each.
+#[derive(Debug, Clone)]
+pub struct Baselines {
+    dir: PathBuf,
+}
+
+impl Baselines {
+    /// Baselines kept in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Baselines { dir: dir.into() }
+    }
+
+    /// `<dir>/NAME.json`, after checking that NAME is a plain file name.
+    pub fn path(&self, name: &str) -> Result<PathBuf, FileError> {
+        let plain = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !name.starts_with('.');
+        if !plain {
+            return Err(FileError::Name(name.to_owned()));
+        }
+        Ok(self.dir.join(format!("{name}.json")))
+    }
+
+    /// The names of the baselines there, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Baseline `name`, read.
+    pub fn load(&self, name: &str) -> Result<Baseline, FileError> {
+        let path = self.path(name)?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let known = self.names();
+                return Err(FileError::Missing {
+                    name: name.to_owned(),
+                    path,
+                    known: if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    },
+                });
+            }
+            Err(source) => return Err(FileError::Io { path, source }),
+        };
+        serde_json::from_str(&text).map_err(|source| FileError::Parse {
+            path,
+            what: "baseline",
+            source,
+        })
+    }
+
+    /// Saves `run` as baseline `name` (it must have passed); returns the file.
+    pub fn save(&self, name: &str, run: &Report) -> Result<PathBuf, FileError> {
+        let path = self.path(name)?;
+        let baseline = Baseline::from_run(run).map_err(|source| FileError::NotABaseline {
+            run: PathBuf::from("the run"),
+            name: name.to_owned(),
+            source,
+        })?;
+        std::fs::create_dir_all(&self.dir).map_err(|source| FileError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut json = serde_json::to_string_pretty(&baseline).expect("baselines serialize");
+        json.push('\n');
+        std::fs::write(&path, json).map_err(|source| FileError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+
+    /// `run` compared with baseline `name`.
+    pub fn compare(&self, name: &str, run: &Report) -> Result<Gate, FileError> {
+        Ok(compare(run, &self.load(name)?))
+    }
+}
+
+impl Gate {
+    /// What a gate prints: the differences, the finding, and on a regression `accept`,
+    /// the command that takes the new numbers as baseline `name`.
+    pub fn summary(&self, name: &str, accept: &str) -> String {
+        let mut out = self.table();
+        if self.passed() {
+            out.push_str(&format!(
+                "gate passed: {} case(s) within baseline {name:?}\n",
+                self.compared
+            ));
+        } else {
+            out.push_str(&format!(
+                "gate FAILED: {} regression(s) against baseline {name:?}\n\
+                 if the new numbers are right, accept them with:\n  {accept}\n",
+                self.regressions()
+            ));
+        }
+        out
     }
 }

@@ -1,6 +1,6 @@
 //! The trend statistics on made-up series, before any codec is involved.
 
-use avsoak_harness::stats::{judge, judge_series, mann_kendall, theil_sen, Budget, Trend};
+use avsoak::stats::{judge, judge_series, mann_kendall, theil_sen, Budget, Trend};
 use proptest::prelude::*;
 
 /// Deterministic noise in [-amplitude, amplitude], integer-valued like live bytes.

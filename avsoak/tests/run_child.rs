@@ -4,8 +4,8 @@
 
 use std::hint::black_box;
 
-use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Stuck, Work, Workload};
-use avsoak_harness::soak::{
+use avsoak::scenario::{BoxError, Case, Expect, Scenario, Stuck, Work, Workload};
+use avsoak::soak::{
     run_child, Message, Plan, Sample, EXIT_ERROR, EXIT_ORPHANED, MESSAGE_PREFIX,
 };
 

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use avsoak_harness::series::Series;
-use avsoak_harness::soak::Sample;
+use avsoak::series::Series;
+use avsoak::soak::Sample;
 
 fn sample(i: u64, live: i64) -> Sample {
     Sample {

@@ -261,6 +261,18 @@ pub fn run_child(
     out: &mut dyn Write,
     profile: Option<&std::path::Path>,
 ) -> i32 {
+    run_workload(|| scenario.start(case), case, plan, out, profile)
+}
+
+/// [`run_child`] for a workload that `start` makes, rather than a registered scenario
+/// (what [`crate::testing`] runs).
+pub fn run_workload(
+    start: impl FnOnce() -> Result<Box<dyn crate::scenario::Workload>, crate::scenario::BoxError>,
+    case: &Case,
+    plan: &Plan,
+    out: &mut dyn Write,
+    profile: Option<&std::path::Path>,
+) -> i32 {
     let child_started = Instant::now();
     disable_core_dumps();
     let mut emit = Emitter {
@@ -283,7 +295,7 @@ pub fn run_child(
         return EXIT_ERROR;
     }
     heap::set_epoch(0);
-    let mut workload = match scenario.start(case) {
+    let mut workload = match start() {
         Ok(w) => w,
         Err(e) => {
             send!(Message::Error {

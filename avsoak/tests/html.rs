@@ -102,11 +102,11 @@ fn the_page_renders_one_timeline_pair_per_case_that_ran() {
 
 mod compare_page {
     use super::*;
-    use avsoak_harness::compare::{
+    use avsoak::compare::{
         BackendResult, CliSideBySide, Comparison, Kind, LeakSlope, RatePoint, Setup, Skipped,
         SCHEMA,
     };
-    use avsoak_harness::stats::Trend;
+    use avsoak::stats::Trend;
 
     fn point(target: u32, kbps: f64, psnr: f64, fps: f64, peak: i64) -> RatePoint {
         RatePoint {

@@ -4,8 +4,8 @@
 
 mod support;
 
-use avsoak_harness::gate::{compare, Baseline, BaselineError, Status};
-use avsoak_harness::report::{Outcome, Report, Verdict};
+use avsoak::gate::{compare, Baseline, BaselineError, Status};
+use avsoak::report::{Outcome, Report, Verdict};
 
 /// A run that passed: the made-up run without its failed case.
 fn passing_run() -> Report {
@@ -14,7 +14,7 @@ fn passing_run() -> Report {
     run
 }
 
-fn regressed<'a>(gate: &'a avsoak_harness::gate::Gate, case: &str) -> Vec<&'a str> {
+fn regressed<'a>(gate: &'a avsoak::gate::Gate, case: &str) -> Vec<&'a str> {
     gate.differences
         .iter()
         .filter(|d| d.case == case && d.status == Status::Regressed)

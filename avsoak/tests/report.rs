@@ -1,11 +1,11 @@
-//! Reports: the fields DESIGN.md's schema fixes are all there, and the summary reads as
+//! Reports: the fields the report schema fixes are all there, and the summary reads as
 //! it should (an `insta` snapshot).
 
 mod support;
 
 use std::collections::BTreeMap;
 
-use avsoak_harness::report::{ObjectFigures, Report};
+use avsoak::report::{ObjectFigures, Report};
 use support::{report, series};
 
 #[test]

@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use avsoak_harness::heap::{self, HeapError, Snapshot};
+use avsoak::heap::{self, HeapError, Snapshot};
 
 #[test]
 fn instrumentation_is_active_in_test_binaries() {

@@ -9,8 +9,8 @@
 //! dip inside a bucket stays visible in `series/*.csv` and in the timelines.
 //!
 //! ```
-//! use avsoak_harness::series::Series;
-//! use avsoak_harness::soak::Sample;
+//! use avsoak::series::Series;
+//! use avsoak::soak::Sample;
 //!
 //! let mut series = Series::new(8);
 //! for i in 0..1000 {

@@ -4,9 +4,9 @@
 
 use std::hint::black_box;
 
-use avsoak_harness::heap;
-use avsoak_harness::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
-use avsoak_harness::soak::{run_child, Plan};
+use avsoak::heap;
+use avsoak::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
+use avsoak::soak::{run_child, Plan};
 use serde_json::Value;
 
 const ITERATIONS: u64 = 200;

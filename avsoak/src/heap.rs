@@ -7,12 +7,12 @@
 //! gives every test its own process; the soak runner gives every variant its own child).
 //!
 //! ```
-//! use avsoak_harness::heap::Snapshot;
+//! use avsoak::heap::Snapshot;
 //!
 //! let before = Snapshot::now();
 //! let kept = std::hint::black_box(vec![0u8; 4096]);
 //! let delta = Snapshot::now().since(&before);
-//! if avsoak_harness::heap::check().is_ok() {
+//! if avsoak::heap::check().is_ok() {
 //!     assert!(delta.live_bytes >= 4096);
 //!     assert!(delta.allocs >= 1);
 //! }
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 #[non_exhaustive]
 pub enum HeapError {
     /// Built without the `hooks` feature.
-    #[error("heap instrumentation is off: avsoak-harness was built without its `hooks` feature")]
+    #[error("heap instrumentation is off: avsoak was built without its `hooks` feature")]
     NotBuiltIn,
     /// The hook crate is linked but its constructor never ran.
     #[error("heap instrumentation is not active: the avsoak-hooks constructor did not run")]

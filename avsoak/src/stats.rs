@@ -8,7 +8,7 @@
 //!   pool filling up) is *bounded*: the window's second half no longer grows.
 //!
 //! ```
-//! use avsoak_harness::stats::{judge_series, Budget, Trend};
+//! use avsoak::stats::{judge_series, Budget, Trend};
 //!
 //! let flat: Vec<f64> = (0..100).map(|_| 1e6).collect();
 //! let leak: Vec<f64> = (0..100).map(|i| 1e6 + 460_800.0 * i as f64).collect();

@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use avsoak_harness::heap::Suspect;
-use avsoak_harness::report::{
+use avsoak::heap::Suspect;
+use avsoak::report::{
     CaseResult, HeapFigures, ObjectFigures, Outcome, Provenance, Report, Sampling, Throughput,
     Verdict,
 };
-use avsoak_harness::scenario::Expect;
-use avsoak_harness::series::{Bucket, Series};
-use avsoak_harness::soak::Sample;
+use avsoak::scenario::Expect;
+use avsoak::series::{Bucket, Series};
+use avsoak::soak::Sample;
 
 /// A named gauge's value after iteration `i`.
 pub type Gauge<'a> = (&'a str, fn(u64) -> i64);

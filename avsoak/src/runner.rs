@@ -1,0 +1,658 @@
+//! The runner: what a soak binary does with its command line.
+//!
+//! [`Runner`] holds the scenarios of one binary and gives it the commands `list`, `soak`
+//! (with every option, shards and gates included), `gate` and the hidden `child` that the
+//! soak starts for each case by running its own executable again. [`crate::main!`] writes
+//! the `main` function; a binary with commands of its own flattens [`Command`] into its
+//! clap enum and hands it to [`Runner::execute`].
+//!
+//! Exit codes: 0 every outcome (and gate) passed; 1 an outcome or the gate failed; 2 bad
+//! arguments or an error that stopped the run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::gate::Baselines;
+use crate::report::{file_stem, CaseResult, Provenance, Report};
+use crate::scenario::{Case, Scenario};
+use crate::soak::{self, Plan, Watchdog};
+
+/// The runner's commands, for a binary that adds its own (`#[command(flatten)]`).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List scenarios and their cases.
+    List,
+    /// Soak the selected cases, each in its own child process, and write a run folder.
+    Soak(SoakArgs),
+    /// Compare a run folder with a named baseline, or save one as a baseline.
+    Gate(GateArgs),
+    /// Run one case in this process (the child side of `soak`).
+    #[command(hide = true)]
+    Child(ChildArgs),
+}
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How long each case soaks, shared by `soak` and `child`.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// Iterations per case, warm-up included [default: 120, or no limit with --duration].
+    #[arg(long)]
+    iterations: Option<u64>,
+    /// Warm-up iterations, not judged [default: max(20, 10 % of iterations)].
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// Live heap bytes at which a child stops itself and reports `leak: cap reached`.
+    #[arg(long, default_value_t = 2 << 30)]
+    heap_cap: u64,
+    /// Suspect stacks to report per case.
+    #[arg(long, default_value_t = 5)]
+    suspects: usize,
+    /// Soak each case for this long instead of a fixed count (`90s`, `30m`, `2h`, or
+    /// seconds); `--iterations` then only caps the count if given.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+}
+
+/// Parses `90`, `90s`, `30m` or `2h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {text:?} (expected e.g. 90s, 30m, 2h)");
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(invalid()),
+    };
+    let value: u64 = number.parse().map_err(|_| invalid())?;
+    Ok(Duration::from_secs(value * scale))
+}
+
+impl PlanArgs {
+    /// The plan these options describe, validated.
+    pub fn plan(&self) -> Result<Plan> {
+        let iterations = match (self.iterations, self.duration) {
+            (Some(n), _) => n,
+            (None, Some(_)) => u64::MAX,
+            (None, None) => 120,
+        };
+        let warmup = self.warmup.unwrap_or_else(|| match self.duration {
+            Some(_) => Plan::default_warmup(0),
+            None => Plan::default_warmup(iterations),
+        });
+        let plan = Plan {
+            iterations,
+            warmup,
+            heap_cap: self.heap_cap,
+            suspects: self.suspects,
+            duration: self.duration,
+        };
+        plan.validate()?;
+        Ok(plan)
+    }
+}
+
+/// Options of `soak`.
+#[derive(Debug, Clone, Args)]
+pub struct SoakArgs {
+    /// Scenarios to run, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub scenario: Vec<String>,
+    /// Variants to run, comma-separated [default: all of the selected scenarios].
+    #[arg(long, value_delimiter = ',')]
+    pub variant: Vec<String>,
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Run folder [default: reports/runs/<stamp>-<rev>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Mean bytes between sampled allocation stacks (0 turns sampling off).
+    #[arg(long, default_value_t = 512 * 1024)]
+    sample_interval: u64,
+    /// Seconds without progress before a child is declared hung.
+    #[arg(long, default_value_t = 60)]
+    stall_timeout: u64,
+    /// Seconds a child may run in all.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Revision recorded in the report [default: from git, if available].
+    #[arg(long)]
+    git_rev: Option<String>,
+    /// Run only slice I of N (`2/4`): every Nth selected case, starting at the Ith, so N
+    /// runners together soak every case once.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<Shard>,
+    /// After the soak, gate the run against baseline NAME (exit 1 on a regression).
+    #[arg(long, value_name = "NAME", conflicts_with = "save_baseline")]
+    baseline: Option<String>,
+    /// After the soak, save the run as baseline NAME (it must have passed).
+    #[arg(long, value_name = "NAME")]
+    save_baseline: Option<String>,
+    /// Folder of the named baselines.
+    #[arg(long, value_name = "DIR", default_value = "reports/baselines")]
+    baselines: PathBuf,
+}
+
+/// Options of `gate`.
+#[derive(Debug, Clone, Args)]
+pub struct GateArgs {
+    /// The run folder.
+    #[arg(long, value_name = "DIR")]
+    run: PathBuf,
+    /// The baseline to compare with: `<baselines>/NAME.json`.
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "save_baseline",
+        conflicts_with = "save_baseline"
+    )]
+    baseline: Option<String>,
+    /// Save the run as baseline NAME instead of comparing (it must have passed).
+    #[arg(long, value_name = "NAME")]
+    save_baseline: Option<String>,
+    /// Folder of the named baselines.
+    #[arg(long, value_name = "DIR", default_value = "reports/baselines")]
+    baselines: PathBuf,
+}
+
+/// Slice `index` (from 1) of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    index: usize,
+    count: usize,
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Parses `I/N` with 1 ≤ I ≤ N.
+pub fn parse_shard(text: &str) -> Result<Shard, String> {
+    let invalid = || format!("invalid shard {text:?} (expected I/N with 1 <= I <= N, e.g. 2/4)");
+    let (i, n) = text.split_once('/').ok_or_else(invalid)?;
+    let index: usize = i.trim().parse().map_err(|_| invalid())?;
+    let count: usize = n.trim().parse().map_err(|_| invalid())?;
+    if index == 0 || index > count {
+        return Err(invalid());
+    }
+    Ok(Shard { index, count })
+}
+
+impl Shard {
+    /// Whether the `position`th selected case (from 0) is in this slice.
+    pub fn takes(self, position: usize) -> bool {
+        position % self.count == self.index - 1
+    }
+}
+
+/// Options of the hidden `child` command: the argv contract between a soak and the
+/// child it starts (see [`Runner::child_command`]).
+#[derive(Debug, Clone, Args)]
+pub struct ChildArgs {
+    /// The case id (`scenario/variant/params…`).
+    #[arg(long)]
+    case: String,
+    /// Where to write the child's heap profile (DHAT JSON) after a normal end.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    #[command(flatten)]
+    plan: PlanArgs,
+}
+
+/// The environment variable that carries a case's sampling interval to its child.
+pub const SAMPLE_INTERVAL_ENV: &str = "AVSOAK_SAMPLE_INTERVAL";
+
+/// The scenarios of one soak binary, and what its reports record about it.
+#[derive(Clone)]
+pub struct Runner {
+    program: String,
+    scenarios: Vec<&'static dyn Scenario>,
+    libraries: fn() -> BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.scenarios.iter().map(|s| s.name()).collect();
+        f.debug_struct("Runner")
+            .field("program", &self.program)
+            .field("scenarios", &names)
+            .finish()
+    }
+}
+
+fn no_libraries() -> BTreeMap<String, String> {
+    BTreeMap::new()
+}
+
+impl Runner {
+    /// A runner over `scenarios`, in report order.
+    pub fn new(scenarios: &[&'static dyn Scenario]) -> Self {
+        let program = std::env::args_os()
+            .next()
+            .map(PathBuf::from)
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "avsoak".into());
+        Runner {
+            program,
+            scenarios: scenarios.to_vec(),
+            libraries: no_libraries,
+        }
+    }
+
+    /// Names the program in messages [default: the executable's file name].
+    pub fn program(mut self, name: &str) -> Self {
+        self.program = name.to_owned();
+        self
+    }
+
+    /// Versions of the libraries the scenarios run against, for `provenance.libs`.
+    pub fn libraries(mut self, versions: fn() -> BTreeMap<String, String>) -> Self {
+        self.libraries = versions;
+        self
+    }
+
+    /// Parses the process's arguments and runs the command; the exit code is documented
+    /// in the [module](self).
+    pub fn run(&self) -> ExitCode {
+        let cli = Cli::parse();
+        self.execute(cli.command)
+    }
+
+    /// Runs one command and turns its result into the exit code.
+    pub fn execute(&self, command: Command) -> ExitCode {
+        let result = match command {
+            Command::List => {
+                print!("{}", self.list());
+                Ok(true)
+            }
+            Command::Soak(args) => self.soak(&args),
+            Command::Gate(args) => gate_command(&args, &self.program),
+            Command::Child(args) => return self.child(&args),
+        };
+        exit_code(&self.program, result)
+    }
+
+    /// Every case of every scenario, in report order.
+    pub fn cases(&self) -> Vec<Case> {
+        self.scenarios.iter().flat_map(|s| s.cases()).collect()
+    }
+
+    /// What `list` prints.
+    pub fn list(&self) -> String {
+        let mut text = String::new();
+        for scenario in &self.scenarios {
+            text.push_str(&format!("{}: {}\n", scenario.name(), scenario.about()));
+            for case in scenario.cases() {
+                text.push_str(&format!(
+                    "  {:<48} expect {:<5}  {}\n",
+                    case.id(),
+                    case.expect.to_string(),
+                    case.skip
+                        .as_ref()
+                        .map_or(case.about.clone(), |why| format!("skipped: {why}"))
+                ));
+            }
+        }
+        text
+    }
+
+    /// The cases `scenarios` and `variants` select (empty: all), checking every name.
+    pub fn select(&self, scenarios: &[String], variants: &[String]) -> Result<Vec<Case>> {
+        for name in scenarios {
+            if !self.scenarios.iter().any(|s| s.name() == name) {
+                let names: Vec<&str> = self.scenarios.iter().map(|s| s.name()).collect();
+                bail!(
+                    "unknown scenario {name:?} (expected one of: {})",
+                    names.join(", ")
+                );
+            }
+        }
+        let cases: Vec<Case> = self
+            .cases()
+            .into_iter()
+            .filter(|c| scenarios.is_empty() || scenarios.contains(&c.scenario))
+            .collect();
+        for variant in variants {
+            if !cases.iter().any(|c| &c.variant == variant) {
+                let mut names: Vec<&str> = cases.iter().map(|c| c.variant.as_str()).collect();
+                names.dedup();
+                bail!(
+                    "unknown variant {variant:?} (expected one of: {})",
+                    names.join(", ")
+                );
+            }
+        }
+        Ok(cases
+            .into_iter()
+            .filter(|c| variants.is_empty() || variants.contains(&c.variant))
+            .collect())
+    }
+
+    /// Soaks the selected cases, writes the run folder and applies `--baseline` or
+    /// `--save-baseline`. `Ok(false)` when an outcome or the gate failed.
+    pub fn soak(&self, args: &SoakArgs) -> Result<bool> {
+        let plan = args.plan.plan()?;
+        let mut cases = self.select(&args.scenario, &args.variant)?;
+        if let Some(shard) = args.shard {
+            cases = cases
+                .into_iter()
+                .enumerate()
+                .filter(|&(position, _)| shard.takes(position))
+                .map(|(_, case)| case)
+                .collect();
+        }
+        let baselines = Baselines::new(&args.baselines);
+        // Names are checked before any case runs, so a typo costs nothing.
+        for name in args.baseline.iter().chain(&args.save_baseline) {
+            baselines.path(name)?;
+        }
+        let rev = args.git_rev.clone().unwrap_or_else(git_rev);
+        let mut provenance = Provenance::here(
+            rev.clone(),
+            RUSTC_VERSION.to_owned(),
+            (self.libraries)(),
+        );
+        provenance.plan = Some(plan.describe());
+        provenance.selection = selection(args);
+        let out = args.out.clone().unwrap_or_else(|| {
+            let stamp = provenance.started_at.replace(['-', ':'], "");
+            PathBuf::from("reports/runs").join(format!("{stamp}-{rev}"))
+        });
+        // A timed soak gets its duration plus a fifth and two minutes for set-up and
+        // reports.
+        let timed = plan
+            .duration
+            .map_or(Duration::ZERO, |d| d + d / 5 + Duration::from_secs(120));
+        let watchdog = Watchdog {
+            stall: Duration::from_secs(args.stall_timeout),
+            total: Duration::from_secs(args.timeout).max(timed),
+        };
+
+        let mut report = Report::new(provenance);
+        let style = match plan.duration {
+            None => ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} it"),
+            Some(_) => {
+                ProgressStyle::with_template("{prefix} {spinner} {pos} it, {elapsed} of {msg}")
+            }
+        }
+        .expect("valid template")
+        .progress_chars("=> ");
+        let total = cases.len();
+        for (n, case) in cases.iter().enumerate() {
+            let prefix = format!("[{}/{total}] {}", n + 1, case.id());
+            let result = match &case.skip {
+                Some(reason) => CaseResult::skipped(case, reason),
+                None => self.run_case(case, &plan, args, watchdog, &style, prefix, &out)?,
+            };
+            eprintln!(
+                "[{}/{total}] {:<44} expect {:<5} verdict {:<7} {}{}",
+                n + 1,
+                case.id(),
+                case.expect.to_string(),
+                result.verdict.as_str(),
+                result.outcome.as_str(),
+                result
+                    .error
+                    .as_deref()
+                    .or(result.note.as_deref())
+                    .map(|e| format!("  ({e})"))
+                    .unwrap_or_default()
+            );
+            report.results.push(result);
+        }
+        report
+            .write(&out)
+            .with_context(|| format!("writing the report to {}", out.display()))?;
+        println!("\n{}", report.table(false));
+        println!(
+            "{}; report: {}",
+            report.tally(),
+            out.join("report.json").display()
+        );
+        let mut passed = report.passed();
+        if let Some(name) = &args.save_baseline {
+            if passed {
+                let path = baselines.save(name, &report)?;
+                println!("saved baseline {name:?} as {}", path.display());
+            } else {
+                eprintln!(
+                    "{}: baseline {name:?} not saved: the run did not pass",
+                    self.program
+                );
+            }
+        }
+        if let Some(name) = &args.baseline {
+            let gate = baselines.compare(name, &report)?;
+            print!(
+                "{}",
+                gate.summary(name, &self.accept_hint(&out, &args.baselines, name))
+            );
+            passed &= gate.passed();
+        }
+        Ok(passed)
+    }
+
+    /// The command that accepts a run's numbers as baseline `name`.
+    fn accept_hint(&self, run: &Path, baselines: &Path, name: &str) -> String {
+        format!(
+            "{} gate --run {} --baselines {} --save-baseline {name}",
+            self.program,
+            run.display(),
+            baselines.display()
+        )
+    }
+
+    /// The child command for `case`: this executable again, `child --case ID` and the
+    /// plan, with the sampling interval in [`SAMPLE_INTERVAL_ENV`].
+    pub fn child_command(
+        case: &Case,
+        plan: &Plan,
+        sample_interval: u64,
+        profile: &Path,
+    ) -> Result<std::process::Command> {
+        let exe = std::env::current_exe().context("cannot find this program's executable")?;
+        let mut command = std::process::Command::new(exe);
+        command
+            .args(["child", "--case", &case.id()])
+            .args(["--iterations", &plan.iterations.to_string()])
+            .args(["--warmup", &plan.warmup.to_string()])
+            .args(["--heap-cap", &plan.heap_cap.to_string()])
+            .args(["--suspects", &plan.suspects.to_string()])
+            .args(plan.duration.map(|d| format!("--duration={}", d.as_secs())))
+            .env(
+                SAMPLE_INTERVAL_ENV,
+                case.sample_interval
+                    .map_or(sample_interval, |i| i.min(sample_interval))
+                    .to_string(),
+            )
+            .current_dir(std::env::current_dir()?);
+        command.arg("--profile").arg(profile);
+        Ok(command)
+    }
+
+    /// Runs one case in a child of this executable under the watchdog, with a progress
+    /// bar; the child writes its heap profile into `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_case(
+        &self,
+        case: &Case,
+        plan: &Plan,
+        args: &SoakArgs,
+        watchdog: Watchdog,
+        style: &ProgressStyle,
+        prefix: String,
+        out: &Path,
+    ) -> Result<CaseResult> {
+        let profile = format!("profiles/{}.dhat.json", file_stem(&case.id()));
+        let profile_path = out.join(&profile);
+        let _ = std::fs::remove_file(&profile_path);
+        let bar = ProgressBar::new(plan.iterations).with_style(style.clone());
+        bar.set_prefix(prefix);
+        if let Some(duration) = plan.duration {
+            bar.set_message(format!("{}s", duration.as_secs()));
+            bar.enable_steady_tick(Duration::from_millis(250));
+        }
+        let command = Self::child_command(case, plan, args.sample_interval, &profile_path)?;
+        let mut result =
+            soak::supervise(command, case, plan, watchdog, &mut |i| bar.set_position(i));
+        bar.finish_and_clear();
+        if profile_path.is_file() {
+            result.profile = Some(profile);
+        }
+        Ok(result)
+    }
+
+    /// The child side of `soak`: runs one case in this process, protocol on stdout.
+    fn child(&self, args: &ChildArgs) -> ExitCode {
+        let program = &self.program;
+        let plan = match args.plan.plan() {
+            Ok(plan) => plan,
+            Err(e) => {
+                eprintln!("{program} child: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        let found = self.scenarios.iter().find_map(|s| {
+            s.cases()
+                .into_iter()
+                .find(|c| c.id() == args.case)
+                .map(|c| (*s, c))
+        });
+        let Some((scenario, case)) = found else {
+            eprintln!("{program} child: unknown case {:?} (see `{program} list`)", args.case);
+            return ExitCode::from(2);
+        };
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let code = soak::run_child(scenario, &case, &plan, &mut out, args.profile.as_deref());
+        ExitCode::from(code as u8)
+    }
+}
+
+/// `gate`: compare a run folder with a baseline, or save it as one.
+fn gate_command(args: &GateArgs, program: &str) -> Result<bool> {
+    let baselines = Baselines::new(&args.baselines);
+    let report = crate::gate::read_run(&args.run)?;
+    if let Some(name) = &args.save_baseline {
+        if !report.passed() {
+            bail!(
+                "{} did not pass ({}), so it cannot become baseline {name:?}",
+                args.run.display(),
+                report.tally()
+            );
+        }
+        let path = baselines.save(name, &report)?;
+        println!("saved baseline {name:?} as {}", path.display());
+        return Ok(true);
+    }
+    let name = args.baseline.as_deref().expect("clap requires --baseline");
+    let gate = baselines.compare(name, &report)?;
+    let hint = format!(
+        "{program} gate --run {} --baselines {} --save-baseline {name}",
+        args.run.display(),
+        args.baselines.display()
+    );
+    print!("{}", gate.summary(name, &hint));
+    Ok(gate.passed())
+}
+
+/// 0 on `Ok(true)`, 1 on `Ok(false)`, 2 with the cause chain on an error.
+pub fn exit_code(program: &str, result: Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("{program}: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The run's selection as its options, or none when it selected every case.
+fn selection(args: &SoakArgs) -> Option<String> {
+    let mut parts = Vec::new();
+    if !args.scenario.is_empty() {
+        parts.push(format!("--scenario {}", args.scenario.join(",")));
+    }
+    if !args.variant.is_empty() {
+        parts.push(format!("--variant {}", args.variant.join(",")));
+    }
+    if let Some(shard) = args.shard {
+        parts.push(format!("--shard {shard}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// `git rev-parse --short HEAD` of the current folder, `-dirty` with changes, or
+/// `unknown` outside a repository.
+pub fn git_rev() -> String {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match run(&["rev-parse", "--short", "HEAD"]) {
+        Some(rev) => {
+            let dirty = run(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{rev}-dirty")
+            } else {
+                rev
+            }
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// `rustc --version` of the compiler that built this crate (and so the binary).
+pub const RUSTC_VERSION: &str = env!("AVSOAK_RUSTC_VERSION");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_the_cases_into_disjoint_slices_that_cover_them() {
+        let cases = 17;
+        for count in 1..=5 {
+            let mut seen = vec![0; cases];
+            for index in 1..=count {
+                let shard = parse_shard(&format!("{index}/{count}")).unwrap();
+                let slice: Vec<usize> = (0..cases).filter(|&p| shard.takes(p)).collect();
+                // Balanced: sizes differ by at most one.
+                assert!(slice.len() >= cases / count, "{shard}");
+                for p in slice {
+                    seen[p] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{count} shards");
+        }
+    }
+
+    #[test]
+    fn a_bad_shard_names_the_value_and_the_form() {
+        for text in ["0/4", "5/4", "2", "a/b", "1/0"] {
+            let err = parse_shard(text).unwrap_err();
+            assert!(err.contains(&format!("{text:?}")), "{err}");
+            assert!(err.contains("expected I/N"), "{err}");
+        }
+    }
+}
