@@ -16,7 +16,8 @@
 //!   memory, quality and leaks, and the x264 encode beside the `ffmpeg` command line.
 //! - `test`: deps, then the whole test suite (nextest, one process per test, because the
 //!   heap counters are process-wide), doc tests, clippy with warnings denied, a build
-//!   without the heap hooks, and the benches built (not run).
+//!   without the heap hooks, the benches built (not run), and `examples/own-pipeline`
+//!   (a crate outside the workspace) linted, soaked and tested.
 
 mod bench;
 
@@ -280,6 +281,7 @@ impl Test {
         cmd!(sh, "cargo test --workspace --release --doc").run()?;
         // Benches are built on every run, never timed here.
         cmd!(sh, "cargo bench --package avsoak-scenarios --no-run").run()?;
+        own_pipeline(sh)?;
         let args = self.args;
         // Release profile: the soak runner the tests start is the one `soak` uses, and
         // one build serves both.
@@ -305,6 +307,31 @@ impl Test {
         }
         Ok(())
     }
+}
+
+/// The example crate outside the workspace (`examples/own-pipeline`, Cargo's default
+/// profiles): linted, soaked into a full run folder with every outcome passing, and its
+/// tests run, so the library's promise to users is checked on every test run.
+fn own_pipeline(sh: &Shell) -> Result<()> {
+    let manifest = "examples/own-pipeline/Cargo.toml";
+    let target = "target/own-pipeline";
+    cmd!(
+        sh,
+        "cargo clippy --manifest-path {manifest} --target-dir {target} --all-targets --release -- -D warnings"
+    )
+    .run()?;
+    let out = format!("{target}/run");
+    cmd!(
+        sh,
+        "cargo run --release --manifest-path {manifest} --target-dir {target} -- soak --iterations 60 --warmup 20 --out {out}"
+    )
+    .run()?;
+    cmd!(
+        sh,
+        "cargo test --release --manifest-path {manifest} --target-dir {target}"
+    )
+    .run()?;
+    Ok(())
 }
 
 #[derive(clap::Args)]
