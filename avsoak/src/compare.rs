@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fmt::{human_bytes, render_table};
 use crate::html::escape;
-use crate::report::{human_bytes, render_table, Provenance};
+use crate::report::Provenance;
 use crate::stats::Trend;
 
 /// Schema name written into every `compare.json`.

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{human_bytes, Outcome, Provenance, Report, Verdict};
+use crate::fmt::human_bytes;
+use crate::report::{Outcome, Provenance, Report, Verdict};
 use crate::scenario::Expect;
 
 /// The schema tag of a baseline file.
@@ -235,7 +236,7 @@ impl Gate {
                 ]
             })
             .collect();
-        crate::report::render_table(&header, &rows, false)
+        crate::fmt::render_table(&header, &rows, false)
     }
 }
 

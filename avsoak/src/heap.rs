@@ -34,7 +34,11 @@ pub enum HeapError {
     #[error("heap instrumentation is off: avsoak was built without its `hooks` feature")]
     NotBuiltIn,
     /// The hook crate is linked but its constructor never ran.
-    #[error("heap instrumentation is not active: the avsoak-hooks constructor did not run")]
+    #[error(
+        "heap instrumentation is not active: the avsoak-hooks constructor did not run (the \
+         executable must reach avsoak's heap check, as avsoak::main! and avsoak::testing do; \
+         a static executable or one linked without libc's dynamic symbols cannot be hooked)"
+    )]
     NotConstructed,
     /// The dynamic linker resolves an allocation function to another object.
     #[error(
@@ -177,7 +181,7 @@ pub fn check() -> Result<(), HeapError> {
     return Err(HeapError::NotBuiltIn);
     #[cfg(feature = "hooks")]
     {
-        if !avsoak_hooks::constructed() {
+        if !avsoak_hooks::linked() {
             return Err(HeapError::NotConstructed);
         }
         check_preload()?;
@@ -335,7 +339,7 @@ impl Suspect {
     pub fn figures(&self) -> String {
         format!(
             "~{} in ~{} blocks (sampled, {} samples)",
-            crate::report::human_bytes(self.bytes as f64),
+            crate::fmt::human_bytes(self.bytes as f64),
             self.blocks,
             self.samples
         )

@@ -6,7 +6,8 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{file_stem, human_bytes, CaseResult, Outcome, Report, Verdict};
+use crate::fmt::{file_stem, human_bytes};
+use crate::report::{CaseResult, Outcome, Report, Verdict};
 use crate::series::{Bucket, Span};
 
 /// Width and height of a timeline's drawing, in SVG user units.

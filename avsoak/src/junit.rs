@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 
-use crate::report::{human_bytes, CaseResult, Outcome, Report};
+use crate::fmt::human_bytes;
+use crate::report::{CaseResult, Outcome, Report};
 
 impl Report {
     /// The run as JUnit XML.

@@ -30,11 +30,13 @@
 //! ```
 
 pub mod compare;
+pub mod fmt;
 pub mod gate;
 pub mod heap;
 mod html;
 mod junit;
 pub mod profile;
+pub mod protocol;
 pub mod report;
 pub mod runner;
 pub mod scenario;

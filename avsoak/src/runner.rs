@@ -18,8 +18,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::fmt::file_stem;
 use crate::gate::Baselines;
-use crate::report::{file_stem, CaseResult, Provenance, Report};
+use crate::report::{CaseResult, Provenance, Report};
 use crate::scenario::{Case, Scenario};
 use crate::soak::{self, Plan, Watchdog};
 
@@ -362,11 +363,8 @@ impl Runner {
             baselines.path(name)?;
         }
         let rev = args.git_rev.clone().unwrap_or_else(git_rev);
-        let mut provenance = Provenance::here(
-            rev.clone(),
-            RUSTC_VERSION.to_owned(),
-            (self.libraries)(),
-        );
+        let mut provenance =
+            Provenance::here(rev.clone(), RUSTC_VERSION.to_owned(), (self.libraries)());
         provenance.plan = Some(plan.describe());
         provenance.selection = selection(args);
         let out = args.out.clone().unwrap_or_else(|| {
@@ -534,7 +532,10 @@ impl Runner {
                 .map(|c| (*s, c))
         });
         let Some((scenario, case)) = found else {
-            eprintln!("{program} child: unknown case {:?} (see `{program} list`)", args.case);
+            eprintln!(
+                "{program} child: unknown case {:?} (see `{program} list`)",
+                args.case
+            );
             return ExitCode::from(2);
         };
         let stdout = std::io::stdout();

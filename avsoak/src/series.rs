@@ -26,8 +26,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::Sample;
 use crate::scenario::Loss;
-use crate::soak::Sample;
 
 /// One quantity over a bucket: its value after the bucket's last iteration, and its
 /// smallest and largest value after any of the bucket's iterations.

@@ -5,9 +5,7 @@
 use std::hint::black_box;
 
 use avsoak::scenario::{BoxError, Case, Expect, Scenario, Stuck, Work, Workload};
-use avsoak::soak::{
-    run_child, Message, Plan, Sample, EXIT_ERROR, EXIT_ORPHANED, MESSAGE_PREFIX,
-};
+use avsoak::soak::{run_child, Message, Plan, Sample, EXIT_ERROR, EXIT_ORPHANED, MESSAGE_PREFIX};
 
 #[derive(Clone, Copy)]
 enum Kind {

@@ -311,6 +311,25 @@ extern "C" fn construct() {
     CONSTRUCTED.store(true, Relaxed);
 }
 
+/// Whether this process runs the hooks: the constructor ran (so the object file holding
+/// the hooks and the constructor was linked into the executable).
+///
+/// Also the crate's link anchor: it takes the addresses of the hooks and of the
+/// constructor, so an executable that calls it (the harness does, in its instrumentation
+/// check) pulls the object files that define them out of this crate's archive whatever
+/// the codegen-unit split, with no profile override in the user's manifest.
+#[inline(never)]
+pub fn linked() -> bool {
+    let anchors: [usize; 4] = [
+        malloc as *const () as usize,
+        free as *const () as usize,
+        posix_memalign as *const () as usize,
+        &CONSTRUCTOR as *const _ as usize,
+    ];
+    core::hint::black_box(anchors);
+    CONSTRUCTED.load(Relaxed)
+}
+
 // The constructor is a `#[used]` static: without it the linker would see no reference
 // and the call would never run.
 #[used]

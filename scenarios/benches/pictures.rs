@@ -7,8 +7,8 @@ mod support;
 
 use std::hint::black_box;
 
-use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
 use avsoak::scenario::Workload as _;
+use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
 use avsoak_scenarios::picture_pool::{Mode, PictureWorkload};
 use avsoak_scenarios::x264_ffi::{self, AllocatedPicture, Sink};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -17,12 +17,12 @@
 
 use std::time::Instant;
 
-use avsoak_fixtures::quality::{Plane, Sequence};
-use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
 use avsoak::compare::{BackendResult, Kind, LeakSlope, RatePoint, Setup};
 use avsoak::heap::{self, Snapshot};
 use avsoak::scenario::BoxError;
 use avsoak::stats::{judge, Budget};
+use avsoak_fixtures::quality::{Plane, Sequence};
+use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
 use ffmpeg_next as ffmpeg;
 
 use crate::encode_abort::{self, Route};

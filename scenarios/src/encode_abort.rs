@@ -20,8 +20,8 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::OnceLock;
 
-use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
 use avsoak::scenario::{BoxError, Case, Expect, Loss, Scenario, Work, Workload};
+use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
 use ffmpeg_next as ffmpeg;
 
 use crate::heif_ffi::{self, HeifError};

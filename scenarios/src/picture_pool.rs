@@ -17,8 +17,8 @@
 //! of the cycle (the encoder just rebuilt for the new size), so the series is judged
 //! like any other. Every case runs at 640×480 and 1280×720.
 
-use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern, SizeChange};
 use avsoak::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
+use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern, SizeChange};
 
 use crate::x264_ffi::{self, AllocatedPicture, EncoderConfig, Sink};
 

@@ -3,8 +3,8 @@
 
 use std::hint::black_box;
 
-use avsoak_fixtures::{Camera, CameraConfig};
 use avsoak::heap::Snapshot;
+use avsoak_fixtures::{Camera, CameraConfig};
 use avsoak_scenarios::picture_pool::parse_size;
 use avsoak_scenarios::x264_ffi::{self, AllocatedPicture, EncoderConfig, Sink, X264Error};
 

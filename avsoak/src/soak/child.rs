@@ -1,0 +1,217 @@
+//! The child side: runs the workload, reads the heap after each iteration, reports.
+
+use std::io::Write;
+use std::time::Instant;
+
+use super::{Plan, MIN_JUDGED};
+use crate::heap::{self, Snapshot};
+use crate::protocol::{Emitter, Message, Sample, EXIT_ERROR, EXIT_ORPHANED};
+use crate::scenario::{Case, Scenario, Stuck, Work};
+
+/// An error and its sources, joined by `: ` (what a report's `error` field holds).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// Runs `case` of `scenario` in this process according to `plan`, writing protocol lines
+/// to `out`, and after a normal end the heap profile of the whole child to `profile` (DHAT
+/// JSON, see [`crate::profile`]; taken after the last iteration, before the workload is
+/// dropped) when given. Returns the process exit code. Meant for a
+/// child process: the heap counters are process-wide, so nothing else may run in the
+/// process meanwhile.
+pub fn run_child(
+    scenario: &dyn Scenario,
+    case: &Case,
+    plan: &Plan,
+    out: &mut dyn Write,
+    profile: Option<&std::path::Path>,
+) -> i32 {
+    run_workload(|| scenario.start(case), case, plan, out, profile)
+}
+
+/// [`run_child`] for a workload that `start` makes, rather than a registered scenario
+/// (what [`crate::testing`] runs).
+pub fn run_workload(
+    start: impl FnOnce() -> Result<Box<dyn crate::scenario::Workload>, crate::scenario::BoxError>,
+    case: &Case,
+    plan: &Plan,
+    out: &mut dyn Write,
+    profile: Option<&std::path::Path>,
+) -> i32 {
+    let child_started = Instant::now();
+    disable_core_dumps();
+    let mut emit = Emitter {
+        out,
+        line: Vec::with_capacity(4096),
+    };
+    // Sends a message; leaves with EXIT_ORPHANED when nobody listens any more.
+    macro_rules! send {
+        ($message:expr) => {
+            if !emit.send(&$message) {
+                return EXIT_ORPHANED;
+            }
+        };
+    }
+    if let Err(refusal) = heap::check() {
+        send!(Message::Error {
+            iteration: None,
+            message: refusal.to_string()
+        });
+        return EXIT_ERROR;
+    }
+    heap::set_epoch(0);
+    let mut workload = match start() {
+        Ok(w) => w,
+        Err(e) => {
+            send!(Message::Error {
+                iteration: None,
+                message: error_chain(e.as_ref())
+            });
+            return EXIT_ERROR;
+        }
+    };
+    send!(Message::Start {
+        iterations: plan.iterations,
+        warmup: plan.warmup
+    });
+    let soak_started = Instant::now();
+    let mut warmup_end: Option<u64> = None;
+    let mut i = 0;
+    while i < plan.iterations {
+        let elapsed = soak_started.elapsed();
+        if warmup_end.is_none()
+            && i >= plan.warmup
+            && plan.duration.is_none_or(|d| elapsed >= d / 10)
+        {
+            warmup_end = Some(i);
+            send!(Message::Warmup { iterations: i });
+        }
+        if let (Some(duration), Some(judged_from)) = (plan.duration, warmup_end) {
+            if elapsed >= duration && i >= judged_from + MIN_JUDGED {
+                break;
+            }
+        }
+        heap::set_epoch(i);
+        let before = Snapshot::now();
+        let started = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| workload.iterate()))
+            .unwrap_or_else(|panic| {
+                Err(format!("panicked: {}", panic_message(panic.as_ref())).into())
+            });
+        let ns = started.elapsed().as_nanos() as u64;
+        let after = Snapshot::now();
+        let work: Work = match result {
+            Ok(work) => work,
+            Err(e) => {
+                if Stuck::find(e.as_ref()).is_some() {
+                    send!(Message::Hang {
+                        iteration: i,
+                        message: error_chain(e.as_ref()),
+                    });
+                    // Dropping the workload would wait on the stuck thread again, maybe
+                    // for ever; the process ends right after this, taking it along.
+                    std::mem::forget(workload);
+                    return EXIT_ERROR;
+                }
+                send!(Message::Error {
+                    iteration: Some(i),
+                    message: error_chain(e.as_ref())
+                });
+                return EXIT_ERROR;
+            }
+        };
+        let delta = after.since(&before);
+        send!(Message::Sample(Sample {
+            i,
+            live_bytes: after.live_bytes,
+            live_blocks: after.live_blocks,
+            allocs: delta.allocs,
+            alloc_bytes: delta.bytes_allocated,
+            frames: work.frames,
+            bytes: work.bytes,
+            ns,
+            known: workload.known_loss(),
+            gauges: workload
+                .gauges()
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+        }));
+        if after.live_bytes > 0 && after.live_bytes as u64 > plan.heap_cap {
+            send!(Message::Cap {
+                iteration: i,
+                live_bytes: after.live_bytes
+            });
+            return 0;
+        }
+        i += 1;
+    }
+    let end = Snapshot::now();
+    heap::set_epoch(i);
+    let live = heap::live_samples(warmup_end.unwrap_or(plan.warmup));
+    let raw_profile = profile.map(|_| crate::profile::RawProfile::now());
+    drop(workload);
+    let teardown = Snapshot::now();
+    let suspects = live.suspects(plan.suspects);
+    let (samples_taken, samples_dropped) = sampling_counts();
+    send!(Message::Done {
+        peak_live_bytes: end.peak_live_bytes,
+        end_live_bytes: end.live_bytes,
+        teardown_live_bytes: teardown.live_bytes,
+        suspects,
+        samples_taken,
+        samples_dropped,
+        sample_interval: heap::sample_interval(),
+    });
+    if let (Some(path), Some(raw)) = (profile, raw_profile) {
+        let cmd = format!("avsoak-run child --case {}", case.id());
+        if let Err(e) =
+            raw.symbolize()
+                .write_dhat(path, &cmd, std::process::id(), child_started.elapsed())
+        {
+            // The verdict stands without a profile; say why it is missing.
+            eprintln!(
+                "avsoak: cannot write the heap profile {}: {e}",
+                path.display()
+            );
+        }
+    }
+    0
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
+fn sampling_counts() -> (u64, u64) {
+    #[cfg(feature = "hooks")]
+    {
+        let s = avsoak_hooks::sampling_stats();
+        (s.taken, s.dropped)
+    }
+    #[cfg(not(feature = "hooks"))]
+    (0, 0)
+}
+
+/// A crashing child should die fast, not write a core file of a leaked heap.
+fn disable_core_dumps() {
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the struct we pass; lowering RLIMIT_CORE needs no privilege.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+}

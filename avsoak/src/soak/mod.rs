@@ -1,0 +1,27 @@
+//! The soak: every case in its own child process, samples after every iteration, a trend
+//! and a verdict at the end.
+//!
+//! The child side ([`run_child`]) runs the workload, reads the live heap after each
+//! iteration and writes one JSON message per line to its stdout, prefixed with
+//! [`MESSAGE_PREFIX`] (anything else a codec prints there is ignored). The parent side
+//! ([`supervise`]) reads those lines under a watchdog, and turns what it got — all of it,
+//! or what arrived before a crash or a hang — into a [`CaseResult`]. A crash, hang, or
+//! runaway heap in one child never touches another case's numbers, and the suite goes on.
+//!
+//! - [`plan`]: how long a case runs ([`Plan`]).
+//! - [`child`]: the child side ([`run_child`], [`run_workload`]).
+//! - [`supervise`](mod@supervise): the parent side ([`supervise()`], [`Watchdog`]).
+//! - `verdict`: from the collected series to the [`CaseResult`](crate::report::CaseResult).
+//!
+//! The messages between the two are [`crate::protocol`]'s.
+
+pub mod child;
+pub mod plan;
+pub mod supervise;
+mod verdict;
+
+pub use child::{error_chain, run_child, run_workload};
+pub use plan::{Plan, PlanError, MIN_JUDGED};
+pub use supervise::{last_line, signal_name, supervise, Watchdog};
+
+pub use crate::protocol::{Message, Sample, EXIT_ERROR, EXIT_ORPHANED, MESSAGE_PREFIX};

@@ -1,0 +1,169 @@
+//! The parent side: one child under a watchdog, its lines collected, bounded.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::verdict::{conclude, Collected};
+use super::Plan;
+pub use crate::fmt::{last_line, signal_name};
+use crate::protocol::{Message, MESSAGE_PREFIX};
+use crate::report::CaseResult;
+use crate::scenario::Case;
+
+/// Wall-clock limits on one child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watchdog {
+    /// Longest silence (no protocol line) before the child is declared hung.
+    pub stall: Duration,
+    /// Longest run in all.
+    pub total: Duration,
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        Watchdog {
+            stall: Duration::from_secs(60),
+            total: Duration::from_secs(900),
+        }
+    }
+}
+
+enum Event {
+    Line(Message),
+    Eof,
+}
+
+/// Runs one case in the child started by `command` (which must end up calling
+/// [`run_child`]), under `watchdog`; `progress` is told each iteration reached.
+pub fn supervise(
+    mut command: Command,
+    case: &Case,
+    plan: &Plan,
+    watchdog: Watchdog,
+    progress: &mut dyn FnMut(u64),
+) -> CaseResult {
+    use std::os::unix::process::CommandExt;
+
+    let started = Instant::now();
+    // Its own process group, so the watchdog can stop the child together with anything it
+    // started (a helper holding our pipes open would otherwise keep the readers waiting).
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let collected = Collected {
+                error: Some(format!(
+                    "cannot start child {:?}: {e}",
+                    command.get_program()
+                )),
+                ..Collected::default()
+            };
+            return conclude(case, plan, collected, started.elapsed());
+        }
+    };
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(json) = line.strip_prefix(MESSAGE_PREFIX) {
+                if let Ok(message) = serde_json::from_str::<Message>(json) {
+                    if tx.send(Event::Line(message)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Event::Eof);
+    });
+    let stderr_reader = std::thread::spawn(move || tail_of(stderr, 8 * 1024));
+
+    let mut collected = Collected {
+        planned_warmup: plan.duration.is_none().then_some(plan.warmup),
+        ..Collected::default()
+    };
+    let mut last_heard = Instant::now();
+    loop {
+        let now = Instant::now();
+        let stall_left = watchdog.stall.saturating_sub(now - last_heard);
+        let total_left = watchdog.total.saturating_sub(now - started);
+        let wait = stall_left.min(total_left);
+        match rx.recv_timeout(wait) {
+            Ok(Event::Line(message)) => {
+                last_heard = Instant::now();
+                match message {
+                    Message::Start { .. } => collected.started = true,
+                    Message::Warmup { iterations } => collected.warmup = Some(iterations),
+                    Message::Sample(sample) => {
+                        progress(sample.i + 1);
+                        collected.add(&sample);
+                    }
+                    Message::Cap {
+                        iteration,
+                        live_bytes,
+                    } => collected.cap = Some((iteration, live_bytes)),
+                    Message::Hang { iteration, message } => {
+                        collected.hang = Some(format!("iteration {iteration}: {message}"))
+                    }
+                    Message::Error { iteration, message } => {
+                        collected.error = Some(match iteration {
+                            Some(i) => format!("iteration {i}: {message}"),
+                            None => message,
+                        })
+                    }
+                    done @ Message::Done { .. } => collected.done = Some(done),
+                }
+            }
+            Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let why = if Instant::now() - started >= watchdog.total {
+                    format!("ran past the {}s limit", watchdog.total.as_secs())
+                } else {
+                    format!("no progress for {}s", watchdog.stall.as_secs())
+                };
+                collected.hang = Some(format!("{why} {}", collected.progress(plan)));
+                kill_group(child.id());
+                break;
+            }
+        }
+    }
+    collected.status = child.wait().ok();
+    // Whatever the child left running in its group goes with it.
+    kill_group(child.id());
+    let _ = reader.join();
+    collected.stderr_tail = stderr_reader.join().unwrap_or_default();
+    conclude(case, plan, collected, started.elapsed())
+}
+
+fn kill_group(pid: u32) {
+    // SAFETY: signals the process group led by our own child (its pgid is its pid, set
+    // by `process_group(0)`); ESRCH when the group is already gone is harmless.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+}
+
+fn tail_of(mut stream: impl Read, keep: usize) -> String {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&chunk[..n]);
+                if tail.len() > 2 * keep {
+                    tail.drain(..tail.len() - keep);
+                }
+            }
+        }
+    }
+    if tail.len() > keep {
+        tail.drain(..tail.len() - keep);
+    }
+    String::from_utf8_lossy(&tail).into_owned()
+}
