@@ -1,19 +1,28 @@
-//! avsoak: measures the heap of a video pipeline, judges its trend, and reports.
+//! avsoak: soak a video pipeline for leaks and throughput, from your own crate.
 //!
-//! - [`heap`]: one counter for Rust and C allocations (the libc functions are interposed
-//!   by the `avsoak-hooks` crate, re-exported here as [`hooks`]), snapshots, deltas and
-//!   sampled stacks.
-//! - [`stats`]: pure functions from a series of samples to a trend (Theil–Sen slope,
-//!   Mann–Kendall test, bounded-growth check).
+//! Entry points:
+//! - [`main!`] and [`Runner`]: a soak binary over your [`Scenario`]s, with `list`,
+//!   `soak` (shards, `--baseline`, `--save-baseline`), `gate` and the child process each
+//!   case runs in ([`runner`] documents the commands and exit codes).
+//! - [`testing`]: one workload soaked in a child of the test binary, from `cargo test`,
+//!   with [`assert_clean!`] and [`assert_leaks!`].
+//!
+//! The parts, each importing only those above it:
+//! - [`fmt`]: sizes with units, file stems, tables, signal names.
 //! - [`scenario`]: what a scenario provides: cases with expectations, and a workload.
-//! - [`soak`]: runs each case in its own child process under a watchdog and a heap cap,
-//!   and turns the samples into a verdict.
-//! - [`compare`]: encoder backends side by side (`compare.json`, table, page).
-//! - [`gate`]: named baselines, and a run compared with one.
-//! - [`profile`]: heap profiles in DHAT's format from the sampled stacks.
-//! - [`series`]: a soak's per-iteration series, bounded however long the soak runs.
-//! - [`report`]: `report.json` (schema `avsoak.report/1`), `summary.md`, `index.html`
-//!   with heap timelines, `junit.xml`, series CSV.
+//! - [`heap`]: one counter for Rust and C allocations (the libc functions are interposed
+//!   by the `avsoak-hooks` crate, re-exported here as `hooks`), snapshots, deltas and
+//!   sampled stacks; [`profile`]: heap profiles in DHAT's format.
+//! - [`protocol`]: what a child tells its parent; [`series`]: a soak's per-iteration
+//!   series, bounded however long the soak runs.
+//! - [`stats`]: pure functions from a series to a trend (Theil–Sen slope, Mann–Kendall
+//!   test, bounded-growth check).
+//! - [`report`]: the result model, `report.json` (schema `avsoak.report/1`),
+//!   `summary.md`, `index.html`, `junit.xml`, series CSV.
+//! - [`soak`]: one case in its own child process under a watchdog and a heap cap, and
+//!   its verdict.
+//! - [`gate`]: named baselines, and a run compared with one; [`compare`]: encoder
+//!   backends side by side.
 //!
 //! Counting the heap in a test:
 //!
@@ -28,6 +37,8 @@
 //! }
 //! drop(buffer);
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod compare;
 pub mod fmt;
