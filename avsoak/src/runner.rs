@@ -463,8 +463,8 @@ impl Runner {
         sample_interval: u64,
         profile: &Path,
     ) -> Result<std::process::Command> {
-        let exe = std::env::current_exe().context("cannot find this program's executable")?;
-        let mut command = std::process::Command::new(exe);
+        let mut command =
+            soak::this_executable().context("cannot find this program's executable")?;
         command
             .args(["child", "--case", &case.id()])
             .args(["--iterations", &plan.iterations.to_string()])

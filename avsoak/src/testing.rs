@@ -177,8 +177,7 @@ where
 
 /// This test binary again, selecting the running test alone.
 fn child_command(name: &str) -> std::io::Result<std::process::Command> {
-    let exe = std::env::current_exe()?;
-    let mut command = std::process::Command::new(exe);
+    let mut command = soak::this_executable()?;
     match std::thread::current().name() {
         Some(test) if test != "main" => {
             command.args([test, "--exact", "--nocapture", "--test-threads", "1"]);

@@ -524,3 +524,34 @@ fn player_queue_controls_are_flagged_in_ffmpeg_and_the_watchdog_names_the_stuck_
         "{csv}"
     );
 }
+
+/// A rebuild may replace the runner's file while it soaks: the children it starts run the
+/// file it was started from (`/proc/self/exe`), not whatever the path holds now. The file
+/// is deleted as soon as the runner has started (spawn returns after the exec), before
+/// it starts any child.
+#[test]
+fn a_runner_whose_file_is_deleted_mid_soak_still_runs_every_case() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-deleted-runner");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("avsoak-run");
+    std::fs::copy(env!("CARGO_BIN_EXE_avsoak-run"), &copy).unwrap();
+    let out = dir.join("run");
+    let child = Command::new(&copy)
+        .args(["soak", "--scenario", "picture-pool", "--variant", "pooled"])
+        .args(["--iterations", "40", "--warmup", "20", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::remove_file(&copy).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    for r in report["results"].as_array().unwrap() {
+        assert_eq!(r["verdict"], "clean", "{}: {}", r["id"], r["error"]);
+    }
+}

@@ -22,6 +22,6 @@ mod verdict;
 
 pub use child::{error_chain, run_child, run_workload};
 pub use plan::{Plan, PlanError, MIN_JUDGED};
-pub use supervise::{last_line, signal_name, supervise, Watchdog};
+pub use supervise::{last_line, signal_name, supervise, this_executable, Contained, Watchdog};
 
 pub use crate::protocol::{Message, Sample, EXIT_ERROR, EXIT_ORPHANED, MESSAGE_PREFIX};

@@ -1,7 +1,7 @@
 //! The parent side: one child under a watchdog, its lines collected, bounded.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -44,17 +44,9 @@ pub fn supervise(
     watchdog: Watchdog,
     progress: &mut dyn FnMut(u64),
 ) -> CaseResult {
-    use std::os::unix::process::CommandExt;
-
     let started = Instant::now();
-    // Its own process group, so the watchdog can stop the child together with anything it
-    // started (a helper holding our pipes open would otherwise keep the readers waiting).
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = match command.spawn() {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = match Contained::spawn(&mut command) {
         Ok(child) => child,
         Err(e) => {
             let collected = Collected {
@@ -67,8 +59,8 @@ pub fn supervise(
             return conclude(case, plan, collected, started.elapsed());
         }
     };
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
+    let stdout = child.child.stdout.take().expect("stdout is piped");
+    let stderr = child.child.stderr.take().expect("stderr is piped");
     let (tx, rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -129,17 +121,94 @@ pub fn supervise(
                     format!("no progress for {}s", watchdog.stall.as_secs())
                 };
                 collected.hang = Some(format!("{why} {}", collected.progress(plan)));
-                kill_group(child.id());
+                child.kill();
                 break;
             }
         }
     }
     collected.status = child.wait().ok();
-    // Whatever the child left running in its group goes with it.
-    kill_group(child.id());
     let _ = reader.join();
     collected.stderr_tail = stderr_reader.join().unwrap_or_default();
     conclude(case, plan, collected, started.elapsed())
+}
+
+/// A child process in a process group of its own, which goes with all it started: on a
+/// timeout, after it exits (helpers it left behind could hold its pipes open), and when
+/// this value is dropped unreaped. The one way avsoak starts a child it supervises: the
+/// soak's cases ([`supervise()`]) and the encoder comparison's backends alike.
+#[derive(Debug)]
+pub struct Contained {
+    /// The child (its pipes are the caller's to take).
+    pub child: Child,
+    reaped: bool,
+}
+
+impl Contained {
+    /// Starts `command` with standard input closed, in a new process group.
+    pub fn spawn(command: &mut Command) -> std::io::Result<Contained> {
+        use std::os::unix::process::CommandExt;
+        command.stdin(Stdio::null()).process_group(0);
+        Ok(Contained {
+            child: command.spawn()?,
+            reaped: false,
+        })
+    }
+
+    /// Waits for the child to exit, then stops whatever is left in its group.
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        let status = self.child.wait();
+        self.reaped = true;
+        kill_group(self.child.id());
+        status
+    }
+
+    /// Waits at most `limit`: the exit status, or `None` when the limit passed and the
+    /// group was killed.
+    pub fn wait_timeout(&mut self, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                self.reaped = true;
+                kill_group(self.child.id());
+                return Ok(Some(status));
+            }
+            if started.elapsed() >= limit {
+                self.kill();
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the child's whole group and reaps the child.
+    pub fn kill(&mut self) {
+        kill_group(self.child.id());
+        if !self.reaped {
+            let _ = self.child.wait();
+            self.reaped = true;
+        }
+    }
+}
+
+impl Drop for Contained {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.kill();
+        }
+    }
+}
+
+/// A command that runs this very executable again, as a child of this process: the
+/// running file itself (`/proc/self/exe`), so a rebuild that replaces the file on disk
+/// in the middle of a soak does not change, or lose, what the remaining cases run. Its
+/// `argv[0]` is the executable's path, as for any program.
+pub fn this_executable() -> std::io::Result<Command> {
+    use std::os::unix::process::CommandExt;
+    let path = std::env::current_exe()?;
+    let running = std::path::Path::new("/proc/self/exe");
+    let mut command = Command::new(if running.exists() { running } else { &path });
+    command.arg0(&path);
+    Ok(command)
 }
 
 fn kill_group(pid: u32) {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use avsoak::compare::{BackendResult, CliSideBySide, Comparison, Setup, Skipped, SCHEMA};
 use avsoak::report::Provenance;
+use avsoak::soak::Contained;
 use avsoak_scenarios::compare::{self as backends, Backend, Plan};
 use clap::Args;
 
@@ -293,13 +294,13 @@ impl Child<'_> {
         lifetime_frames: u32,
         time_only: bool,
     ) -> Result<BackendResult> {
-        let exe = std::env::current_exe().context("finding avsoak-run's own path")?;
         let result_path = self.out.join("logs").join(format!("{name}.json"));
         let log_path = self.out.join("logs").join(format!("{name}.log"));
         let _ = fs::remove_file(&result_path);
         let log = fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        let mut command = Command::new(exe);
+        let mut command =
+            avsoak::soak::this_executable().context("finding avsoak-run's own path")?;
         command
             .arg("compare-child")
             .arg("--backend")
@@ -318,22 +319,14 @@ impl Child<'_> {
         if time_only {
             command.arg("--time-only");
         }
-        let mut child = command.spawn().context("starting the backend's child")?;
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if started.elapsed() > self.timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "hang: stopped after {:.0} s (--timeout); log: {}",
-                    self.timeout.as_secs_f64(),
-                    log_path.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        // Its own process group, killed with everything in it on a timeout.
+        let mut child = Contained::spawn(&mut command).context("starting the backend's child")?;
+        let Some(status) = child.wait_timeout(self.timeout)? else {
+            bail!(
+                "hang: stopped after {:.0} s (--timeout); log: {}",
+                self.timeout.as_secs_f64(),
+                log_path.display()
+            );
         };
         use std::os::unix::process::ExitStatusExt as _;
         if let Some(signal) = status.signal() {
