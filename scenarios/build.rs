@@ -1,4 +1,4 @@
-//! Links libx265: `x265_ffi` calls it directly (FFmpeg and libheif load it too).
+//! Links libx265: `ffi::x265` calls it directly (FFmpeg and libheif load it too).
 
 fn main() {
     println!("cargo:rustc-link-lib=x265");

@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::io::Cursor;
 use std::sync::Arc;
 
-use avsoak_scenarios::avio::{Avio, Demuxer, Muxer};
+use avsoak_scenarios::ffi::avio::{Avio, Demuxer, Muxer};
 use avsoak_scenarios::media::{self, Clip, Container, EncodedClip};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ffmpeg_next as ffmpeg;

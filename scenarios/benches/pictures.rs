@@ -9,8 +9,9 @@ use std::hint::black_box;
 
 use avsoak::scenario::Workload as _;
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
-use avsoak_scenarios::picture_pool::{Mode, PictureWorkload};
-use avsoak_scenarios::x264_ffi::{self, AllocatedPicture, Sink};
+use avsoak_scenarios::cases::picture_pool::{Mode, PictureWorkload};
+use avsoak_scenarios::ffi;
+use avsoak_scenarios::ffi::x264::{AllocatedPicture, Sink};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const SIZES: [(u32, u32); 2] = [(640, 480), (1280, 720)];
@@ -35,7 +36,7 @@ fn handle(mode: Mode, frame: &Frame, pooled: &mut AllocatedPicture) -> usize {
             picture.fill_from(frame).expect("sizes match");
             picture.image().width() as usize
         }
-        _ => x264_ffi::borrowed_image(frame).width() as usize,
+        _ => ffi::x264::borrowed_image(frame).width() as usize,
     }
 }
 

@@ -25,8 +25,8 @@ use avsoak_fixtures::quality::{Plane, Sequence};
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
 use ffmpeg_next as ffmpeg;
 
-use crate::encode_abort::{self, Route};
-use crate::{heif_ffi, x264_ffi};
+use crate::cases::encode_abort::{self, Route};
+use crate::ffi::{self, encode};
 
 /// The positive control of the leak slope: x264 direct, leaking one
 /// `x264_picture_alloc` (a frame's planes) per encoder lifetime. Run only when named.
@@ -85,7 +85,7 @@ pub fn resolve(name: &str) -> Result<Result<Backend, String>, String> {
     Ok(match name {
         "x264-direct" => Ok(Backend::X264Direct),
         "libheif-x265" => {
-            if heif_ffi::hevc_encoders().iter().any(|id| id == "x265") {
+            if ffi::heif::hevc_encoders().iter().any(|id| id == "x265") {
                 Ok(Backend::Heif("x265"))
             } else {
                 Err("libheif has no x265 encoder plugin".to_owned())
@@ -372,7 +372,7 @@ fn encode_video(
 ) -> Result<Encoded, BoxError> {
     match backend {
         Backend::X264Direct | Backend::X264DirectLeak => counted(|| {
-            let config = x264_ffi::EncoderConfig {
+            let config = ffi::x264::EncoderConfig {
                 width: setup.width,
                 height: setup.height,
                 fps_num: setup.fps_num,
@@ -382,21 +382,21 @@ fn encode_video(
                 keyint: gop(setup),
                 bitrate_kbps: Some(kbps),
             };
-            let mut encoder = x264_ffi::open_encoder(&config)?;
-            let mut sink = x264_ffi::Sink::packets();
+            let mut encoder = ffi::x264::open_encoder(&config)?;
+            let mut sink = ffi::x264::Sink::packets();
             for frame in frames {
-                x264_ffi::encode(
+                ffi::x264::encode(
                     &mut encoder,
                     frame.index(),
                     frame.pts_us(),
-                    x264_ffi::borrowed_image(frame),
+                    ffi::x264::borrowed_image(frame),
                     &mut sink,
                 )?;
             }
-            let (drained, closing) = x264_ffi::drain(encoder, &mut sink)?;
+            let (drained, closing) = ffi::x264::drain(encoder, &mut sink)?;
             drop(closing);
             if backend == Backend::X264DirectLeak {
-                x264_ffi::AllocatedPicture::new(setup.width, setup.height)?.leak();
+                ffi::x264::AllocatedPicture::new(setup.width, setup.height)?.leak();
             }
             let bytes = sink.bytes;
             Ok((
@@ -421,8 +421,8 @@ fn ffmpeg_encode(
     setup: &Setup,
     kbps: u32,
 ) -> Result<(Output, u64, Instant), BoxError> {
-    let error = encode_abort::ffmpeg_error;
-    let (codec, mut config) = encode_abort::ffmpeg_config(codec_name, setup.width, setup.height)?;
+    let error = encode::error;
+    let (codec, mut config) = encode::config(codec_name, setup.width, setup.height)?;
     config.set_time_base((setup.fps_den as i32, setup.fps_num as i32));
     config.set_frame_rate(Some((setup.fps_num as i32, setup.fps_den as i32)));
     config.set_gop(gop(setup) as u32);
@@ -459,7 +459,7 @@ fn ffmpeg_encode(
         }
     };
     for (i, frame) in frames.iter().enumerate() {
-        encode_abort::fill_frame(&mut picture, frame, i as i64)?;
+        encode::fill_frame(&mut picture, frame, i as i64)?;
         encoder
             .send_frame(&picture)
             .map_err(error(codec_name, "avcodec_send_frame"))?;
@@ -479,14 +479,14 @@ fn encode_stills(id: &'static str, stills: &[&Frame], quality: u32) -> Result<En
         let mut files = Vec::with_capacity(stills.len());
         let mut bytes = 0;
         for frame in stills {
-            let mut context = heif_ffi::Context::new()?;
+            let mut context = ffi::heif::Context::new()?;
             let mut encoder = context.hevc_encoder(id)?;
             encoder.set_quality(quality.min(100) as i32)?;
             encoder.set_logging_level(0)?;
             for (k, v) in Backend::Heif(id).options() {
                 encoder.set_parameter(k, v)?;
             }
-            let mut image = heif_ffi::Image::new(frame.width(), frame.height())?;
+            let mut image = ffi::heif::Image::new(frame.width(), frame.height())?;
             image.fill_from(frame);
             drop(context.encode(&image, &mut encoder)?);
             let mut file = Vec::new();
@@ -516,7 +516,7 @@ fn decode_and_compare(encoded: &Encoded, source: &[&Frame]) -> Result<Sequence, 
     match &encoded.output {
         Output::Heif(files) => {
             for file in files {
-                let image = heif_ffi::decode_primary(file)?;
+                let image = ffi::heif::decode_primary(file)?;
                 let plane = |i| -> Result<Plane<'_>, BoxError> {
                     let (data, stride, w, h) =
                         image.plane(i).ok_or("a decoded HEIF image lacks a plane")?;

@@ -1,10 +1,15 @@
 //! avsoak-scenarios: real incidents, replayed against real codecs.
 //!
-//! Each module is one scenario (see `docs/incidents/` for the incident behind it); [`all`] is the
-//! registry the runner and the tests use. The `avsoak-run` binary of this crate is
-//! [`avsoak::Runner`] over [`all`]: it soaks every case in a child process of its own
-//! (`avsoak-run soak`) and is that child too (`avsoak-run child`). The incidents behind
-//! the scenarios are told in `docs/incidents/`.
+//! - [`ffi`]: the FFI edge, one module per C library (x264, x265, libheif, FFmpeg's
+//!   custom I/O and encoders).
+//! - [`media`] (fixtures muxed in code) and [`player`] (ffplay's model) build on it.
+//! - [`cases`]: the five scenarios, one module each (`docs/incidents/` tells the incident
+//!   behind each); [`all`] is the registry the runner and the tests use.
+//! - [`compare`]: the encoder comparison.
+//!
+//! The `avsoak-run` binary of this crate is [`avsoak::Runner`] over [`all`]: it soaks
+//! every case in a child process of its own (`avsoak-run soak`) and is that child too
+//! (`avsoak-run child`).
 //!
 //! ```no_run
 //! use avsoak::scenario::Scenario;
@@ -20,18 +25,13 @@ use std::collections::BTreeMap;
 
 use avsoak::scenario::Scenario;
 
-pub mod avio;
-pub mod avio_memory;
+pub mod cases;
 pub mod compare;
-pub mod encode_abort;
-pub mod fmp4_mux;
-pub mod heif_ffi;
+pub mod ffi;
 pub mod media;
-pub mod picture_pool;
 pub mod player;
-pub mod player_queue;
-pub mod x264_ffi;
-pub mod x265_ffi;
+
+use cases::{avio_memory, encode_abort, fmp4_mux, picture_pool, player_queue};
 
 /// Every registered scenario, in report order.
 pub fn all() -> Vec<&'static dyn Scenario> {
@@ -52,7 +52,7 @@ pub fn find(name: &str) -> Option<&'static dyn Scenario> {
 /// Versions of the codec libraries this build runs against, for report provenance.
 pub fn library_versions() -> BTreeMap<String, String> {
     let mut libs = BTreeMap::new();
-    libs.insert("x264".to_owned(), format!("build {}", x264_ffi::build()));
+    libs.insert("x264".to_owned(), format!("build {}", ffi::x264::build()));
     let version = |v: u32| format!("{}.{}.{}", v >> 16, (v >> 8) & 0xff, v & 0xff);
     // SAFETY: the *_version functions only return a constant.
     let (avcodec, avformat, avutil) = unsafe {
@@ -65,8 +65,8 @@ pub fn library_versions() -> BTreeMap<String, String> {
     libs.insert("libavcodec".to_owned(), version(avcodec));
     libs.insert("libavformat".to_owned(), version(avformat));
     libs.insert("libavutil".to_owned(), version(avutil));
-    libs.insert("libheif".to_owned(), heif_ffi::version());
-    libs.insert("x265".to_owned(), x265_ffi::version());
+    libs.insert("libheif".to_owned(), ffi::heif::version());
+    libs.insert("x265".to_owned(), ffi::x265::version());
     libs
 }
 

@@ -1,5 +1,5 @@
 //! Media fixtures made in code: the synthetic camera, encoded by x264, muxed through
-//! [`crate::avio`] into MP4, fragmented MP4, MPEG-TS or Matroska. Muxed files are cached
+//! [`crate::ffi::avio`] into MP4, fragmented MP4, MPEG-TS or Matroska. Muxed files are cached
 //! under `target/avsoak-media/` (or `$AVSOAK_MEDIA_DIR`), never committed.
 
 use std::io::Cursor;
@@ -9,8 +9,9 @@ use std::sync::Arc;
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
 use ffmpeg_next as ffmpeg;
 
-use crate::avio::{Avio, AvioError, Muxer, VideoStreamSpec, FRAGMENTED_MOVFLAGS};
-use crate::x264_ffi::{self, EncoderConfig, X264Error};
+use crate::ffi;
+use crate::ffi::avio::{Avio, AvioError, Muxer, VideoStreamSpec, FRAGMENTED_MOVFLAGS};
+use crate::ffi::x264::{EncoderConfig, X264Error};
 
 /// A failure making a fixture.
 #[derive(Debug, thiserror::Error)]
@@ -242,7 +243,7 @@ impl LiveEncoder {
         )?;
         let mut config = EncoderConfig::live(clip.width, clip.height, clip.fps, 1);
         config.keyint = clip.keyint as i32;
-        let mut encoder = x264_ffi::open_encoder(&config)?;
+        let mut encoder = ffi::x264::open_encoder(&config)?;
         let extradata = encoder
             .headers()
             .map_err(|_| X264Error::Encode { frame: 0 })?
@@ -275,7 +276,7 @@ impl LiveEncoder {
             .encoder
             .encode(
                 index as i64 * us_per_frame,
-                x264_ffi::borrowed_image(&self.frame),
+                ffi::x264::borrowed_image(&self.frame),
             )
             .map_err(|_| MediaError::from(X264Error::Encode { frame: index }))?;
         let data = data.entirety();
@@ -475,7 +476,7 @@ fn cached_path(clips: &[Clip], container: Container) -> PathBuf {
     cache_dir().join(format!(
         "{}-x264.{}-lavf.{}.{}",
         names.join("+"),
-        x264_ffi::build(),
+        ffi::x264::build(),
         lavf,
         container.extension()
     ))

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use avsoak::heap::Snapshot;
-use avsoak_scenarios::avio_memory::{read_memory, ReadSpec};
+use avsoak_scenarios::cases::avio_memory::{read_memory, ReadSpec};
 use avsoak_scenarios::media::{self, Clip, Container};
 use ffmpeg_next as ffmpeg;
 use proptest::prelude::*;

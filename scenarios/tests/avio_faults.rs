@@ -7,9 +7,9 @@ use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use avsoak::heap::Snapshot;
-use avsoak_scenarios::avio::Teardown;
-use avsoak_scenarios::avio::{Avio, AvioError, Muxer, Op, MAX_RETRIES};
-use avsoak_scenarios::avio_memory::{read_memory, ReadOutcome, ReadSpec};
+use avsoak_scenarios::cases::avio_memory::{read_memory, ReadOutcome, ReadSpec};
+use avsoak_scenarios::ffi::avio::Teardown;
+use avsoak_scenarios::ffi::avio::{Avio, AvioError, Muxer, Op, MAX_RETRIES};
 use avsoak_scenarios::media::{self, Clip, Container};
 use ffmpeg_next as ffmpeg;
 
@@ -199,7 +199,7 @@ fn a_writer_that_fails_mid_stream_is_a_typed_error_and_leaves_nothing() {
         ("matroska", &[][..]),
         (
             "mp4",
-            &[("movflags", avsoak_scenarios::avio::FRAGMENTED_MOVFLAGS)][..],
+            &[("movflags", avsoak_scenarios::ffi::avio::FRAGMENTED_MOVFLAGS)][..],
         ),
     ] {
         let err = leaves_nothing(format, || {

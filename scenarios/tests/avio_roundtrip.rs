@@ -4,8 +4,8 @@
 
 use std::io::Cursor;
 
-use avsoak_scenarios::avio::{Avio, AvioError, Muxer};
-use avsoak_scenarios::avio_memory::{read_memory, ReadOutcome, ReadSpec};
+use avsoak_scenarios::cases::avio_memory::{read_memory, ReadOutcome, ReadSpec};
+use avsoak_scenarios::ffi::avio::{Avio, AvioError, Muxer};
 use avsoak_scenarios::media::{self, Clip, Container};
 use ffmpeg_next as ffmpeg;
 

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use avsoak::scenario::Workload;
-use avsoak_scenarios::picture_pool::{Mode, PictureWorkload, SEGMENT_FRAMES};
-use avsoak_scenarios::x264_ffi::Sink;
+use avsoak_scenarios::cases::picture_pool::{Mode, PictureWorkload, SEGMENT_FRAMES};
+use avsoak_scenarios::ffi::x264::Sink;
 use ffmpeg_next as ffmpeg;
 
 /// Decodes an Annex B H.264 stream with FFmpeg; returns the size of every frame.

@@ -7,8 +7,8 @@ use std::cell::RefCell;
 
 use avsoak::heap::{self, Snapshot};
 use avsoak::scenario::Expect;
-use avsoak_scenarios::encode_abort::{self, Backend, Schedule, Settings, Source};
-use avsoak_scenarios::x265_ffi;
+use avsoak_scenarios::cases::encode_abort::{self, Backend, Schedule, Settings, Source};
+use avsoak_scenarios::ffi;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -23,7 +23,7 @@ fn abort_points_leave_nothing(backend: Backend, cases: u32) {
     let route = backend.route().expect("this backend is on the machine");
     let base = Settings::for_route(&route);
     let per_open = if route.is_x265() {
-        x265_ffi::param_block().unwrap()
+        ffi::x265::param_block().unwrap()
     } else {
         Default::default()
     };
@@ -103,7 +103,7 @@ fn fill_x265_qp_tables() {
         }
     }
     for qp in 0..=51 {
-        let (codec, config) = encode_abort::ffmpeg_config("libx265", 320, 240).unwrap();
+        let (codec, config) = avsoak_scenarios::ffi::encode::config("libx265", 320, 240).unwrap();
         let mut options = ffmpeg::Dictionary::new();
         options.set("preset", "ultrafast");
         options.set("x265-params", &format!("log-level=error:qp={qp}"));

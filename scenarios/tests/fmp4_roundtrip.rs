@@ -6,11 +6,11 @@ use std::io::Cursor;
 
 use avsoak::heap::Snapshot;
 use avsoak::scenario::Workload;
-use avsoak_scenarios::avio::{AvioError, Teardown};
-use avsoak_scenarios::avio_memory::{read_memory, ReadOutcome, ReadSpec};
-use avsoak_scenarios::fmp4_mux::{
+use avsoak_scenarios::cases::avio_memory::{read_memory, ReadOutcome, ReadSpec};
+use avsoak_scenarios::cases::fmp4_mux::{
     box_tree, outline, write_fragmented, write_plain_mp4, LiveStream, MultipartSink, StreamPlan,
 };
+use avsoak_scenarios::ffi::avio::{AvioError, Teardown};
 use avsoak_scenarios::media::{self, Clip, EncodedClip};
 use ffmpeg_next as ffmpeg;
 

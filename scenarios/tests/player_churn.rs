@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use avsoak_scenarios::cases::player_queue::{self, Op, Session, SessionError, CLIPS};
 use avsoak_scenarios::media;
 use avsoak_scenarios::player::{census, Discard, Player, PlayerError, Settings, Source};
-use avsoak_scenarios::player_queue::{self, Op, Session, SessionError, CLIPS};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

@@ -6,12 +6,12 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use avsoak_scenarios::avio::{Avio, Demuxer};
+use avsoak_scenarios::cases::player_queue::{self, CLIPS};
+use avsoak_scenarios::ffi::avio::{Avio, Demuxer};
 use avsoak_scenarios::media;
 use avsoak_scenarios::player::{
     census, luma_checksum, MasterClock, Player, Settings, Shown, Source,
 };
-use avsoak_scenarios::player_queue::{self, CLIPS};
 use ffmpeg_next as ffmpeg;
 
 /// Every frame of stream `index` of `bytes`, decoded in the plainest way.

@@ -5,8 +5,9 @@ use std::hint::black_box;
 
 use avsoak::heap::Snapshot;
 use avsoak_fixtures::{Camera, CameraConfig};
-use avsoak_scenarios::picture_pool::parse_size;
-use avsoak_scenarios::x264_ffi::{self, AllocatedPicture, EncoderConfig, Sink, X264Error};
+use avsoak_scenarios::cases::picture_pool::parse_size;
+use avsoak_scenarios::ffi;
+use avsoak_scenarios::ffi::x264::{AllocatedPicture, EncoderConfig, Sink, X264Error};
 
 #[test]
 fn an_encoder_that_cannot_open_says_why_and_leaves_nothing() {
@@ -20,19 +21,19 @@ fn an_encoder_that_cannot_open_says_why_and_leaves_nothing() {
         (32768, 64, 30, 1),
     ];
     // Once first: stdio and x264 may initialise state on their first error.
-    drop(x264_ffi::open_encoder(&bad_preset));
+    drop(ffi::x264::open_encoder(&bad_preset));
 
     let before = Snapshot::now();
     let refused = bad_settings
         .iter()
-        .filter(|&&(w, h, n, d)| x264_ffi::open_encoder(&EncoderConfig::live(w, h, n, d)).is_err())
+        .filter(|&&(w, h, n, d)| ffi::x264::open_encoder(&EncoderConfig::live(w, h, n, d)).is_err())
         .count()
-        + usize::from(x264_ffi::open_encoder(&bad_preset).is_err());
+        + usize::from(ffi::x264::open_encoder(&bad_preset).is_err());
     let left = Snapshot::now().since(&before);
     assert_eq!(refused, bad_settings.len() + 1);
     assert_eq!((left.live_blocks, left.live_bytes), (0, 0), "{left:?}");
 
-    let err = x264_ffi::open_encoder(&EncoderConfig::live(641, 480, 30, 1))
+    let err = ffi::x264::open_encoder(&EncoderConfig::live(641, 480, 30, 1))
         .map(|_| ())
         .unwrap_err();
     assert_eq!(
@@ -40,7 +41,9 @@ fn an_encoder_that_cannot_open_says_why_and_leaves_nothing() {
         "invalid encoder settings 641x480 at 30/1 fps (expected even width and height from 2 to 16384 \
          and a positive frame rate)"
     );
-    let err = x264_ffi::open_encoder(&bad_preset).map(|_| ()).unwrap_err();
+    let err = ffi::x264::open_encoder(&bad_preset)
+        .map(|_| ())
+        .unwrap_err();
     assert_eq!(
         err,
         X264Error::Preset {
@@ -57,14 +60,14 @@ fn a_frame_of_the_wrong_size_is_refused_by_picture_and_encoder() {
     let err = picture.fill_from(&frame).unwrap_err();
     assert_eq!(err.to_string(), "frame 0 is 64x48 but the picture is 32x32");
 
-    let mut encoder = x264_ffi::open_encoder(&EncoderConfig::live(32, 32, 30, 1)).unwrap();
+    let mut encoder = ffi::x264::open_encoder(&EncoderConfig::live(32, 32, 30, 1)).unwrap();
     let mut sink = Sink::counting();
     let before = Snapshot::now();
-    let result = x264_ffi::encode(
+    let result = ffi::x264::encode(
         &mut encoder,
         0,
         0,
-        x264_ffi::borrowed_image(&frame),
+        ffi::x264::borrowed_image(&frame),
         &mut sink,
     );
     let allocs = Snapshot::now().since(&before).allocs;

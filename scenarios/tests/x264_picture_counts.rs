@@ -4,7 +4,7 @@
 //! Heap counters are process-wide: run under nextest (`cargo xtask test`).
 
 use avsoak::heap::{self, Snapshot};
-use avsoak_scenarios::x264_ffi::AllocatedPicture;
+use avsoak_scenarios::ffi::x264::AllocatedPicture;
 
 fn picture_block(width: u32, height: u32) {
     let expected = (width * height * 3 / 2) as i64;

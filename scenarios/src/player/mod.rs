@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use avsoak::scenario::Stuck;
 use ffmpeg_next as ffmpeg;
 
-use crate::avio::{Avio, AvioError, Demuxer, StreamInfo};
+use crate::ffi::avio::{Avio, AvioError, Demuxer, StreamInfo};
 pub use queue::{census, Census, Discard};
 use queue::{Activity, FrameQueue, Gate, Got, Item, Packet, PacketQueue, Slot};
 

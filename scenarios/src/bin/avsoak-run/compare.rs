@@ -89,8 +89,8 @@ pub struct CompareChildArgs {
 
 impl CompareArgs {
     fn setup(&self) -> Result<Setup> {
-        let (width, height) =
-            avsoak_scenarios::picture_pool::parse_size(&self.size).map_err(anyhow::Error::msg)?;
+        let (width, height) = avsoak_scenarios::cases::picture_pool::parse_size(&self.size)
+            .map_err(anyhow::Error::msg)?;
         ensure!(self.frames >= 1, "invalid --frames 0 (expected at least 1)");
         ensure!(self.fps >= 1, "invalid --fps 0 (expected at least 1)");
         ensure!(

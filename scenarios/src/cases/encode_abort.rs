@@ -24,8 +24,8 @@ use avsoak::scenario::{BoxError, Case, Expect, Loss, Scenario, Work, Workload};
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
 use ffmpeg_next as ffmpeg;
 
-use crate::heif_ffi::{self, HeifError};
-use crate::x265_ffi;
+use crate::ffi::heif::HeifError;
+use crate::ffi::{self, encode};
 
 /// Where a lifetime stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -210,7 +210,7 @@ impl Route {
     }
 }
 
-/// What an x265 route declares about x265 3.5's own leak (see [`x265_ffi`]).
+/// What an x265 route declares about x265 3.5's own leak (see [`ffi::x265`]).
 pub const X265_UPSTREAM: &str = "x265 3.5 loses one x265_param (zoneParam) on every \
     successful x265_encoder_open: api.cpp frees it only on its failure path; valgrind \
     reports it definitely lost";
@@ -220,7 +220,7 @@ pub const X265_UPSTREAM: &str = "x265 3.5 loses one x265_param (zoneParam) on ev
 fn kvazaar_route() -> &'static Result<Route, String> {
     static ROUTE: OnceLock<Result<Route, String>> = OnceLock::new();
     ROUTE.get_or_init(|| {
-        let heif = heif_ffi::hevc_encoders();
+        let heif = ffi::heif::hevc_encoders();
         if heif.iter().any(|id| id == "kvazaar") {
             return Ok(Route::Heif { encoder: "kvazaar" });
         }
@@ -306,20 +306,9 @@ pub enum EncodeError {
          1 <= k <= frames)"
     )]
     Settings(Settings),
-    /// FFmpeg has no such encoder.
-    #[error("FFmpeg has no encoder {0:?}")]
-    NoEncoder(&'static str),
-    /// An FFmpeg call failed.
-    #[error("{codec}: {call} failed")]
-    Ffmpeg {
-        /// Encoder name.
-        codec: &'static str,
-        /// The call.
-        call: &'static str,
-        /// FFmpeg's error.
-        #[source]
-        error: ffmpeg::Error,
-    },
+    /// FFmpeg's encoding API failed.
+    #[error(transparent)]
+    Ffmpeg(#[from] encode::FfmpegError),
     /// A frame of another size or format than the encoder's, refused before FFmpeg saw
     /// it.
     #[error("{codec}: refused a {got} frame for a {want} encoder")]
@@ -347,11 +336,8 @@ pub enum EncodeError {
     },
 }
 
-pub(crate) fn ffmpeg_error(
-    codec: &'static str,
-    call: &'static str,
-) -> impl Fn(ffmpeg::Error) -> EncodeError {
-    move |error| EncodeError::Ffmpeg { codec, call, error }
+fn ffmpeg_error(codec: &'static str, call: &'static str) -> impl Fn(ffmpeg::Error) -> EncodeError {
+    move |e| encode::error(codec, call)(e).into()
 }
 
 /// What one lifetime did.
@@ -555,36 +541,13 @@ fn sink_for(schedule: Schedule) -> Sink {
     }
 }
 
-/// FFmpeg's encoder `codec_name`, configured (not opened) for I420 at `width`×`height`,
-/// 25 fps, a keyframe every 25 frames.
-pub fn ffmpeg_config(
-    codec_name: &'static str,
-    width: u32,
-    height: u32,
-) -> Result<(ffmpeg::Codec, ffmpeg::encoder::video::Video), EncodeError> {
-    crate::media::init().map_err(ffmpeg_error(codec_name, "av_log_set_level"))?;
-    let codec =
-        ffmpeg::encoder::find_by_name(codec_name).ok_or(EncodeError::NoEncoder(codec_name))?;
-    let mut config = ffmpeg::codec::context::Context::new_with_codec(codec)
-        .encoder()
-        .video()
-        .map_err(ffmpeg_error(codec_name, "avcodec_alloc_context3"))?;
-    config.set_width(width);
-    config.set_height(height);
-    config.set_format(ffmpeg::format::Pixel::YUV420P);
-    config.set_time_base((1, 25));
-    config.set_frame_rate(Some((25, 1)));
-    config.set_gop(25);
-    Ok((codec, config))
-}
-
 fn ffmpeg_lifetime(
     codec_name: &'static str,
     schedule: Schedule,
     settings: &Settings,
     source: &mut Source,
 ) -> Result<Lifetime, EncodeError> {
-    let (codec, config) = ffmpeg_config(codec_name, settings.width, settings.height)?;
+    let (codec, config) = encode::config(codec_name, settings.width, settings.height)?;
     let mut lifetime = Lifetime::default();
     if schedule == Schedule::BeforeOpen {
         return Ok(lifetime);
@@ -679,7 +642,7 @@ fn ffmpeg_lifetime(
                 Ok(()) => return Err(unreached(schedule, "the malformed frame was accepted")),
             }
         }
-        fill_frame(&mut frame, source.next(), i64::from(i))?;
+        encode::fill_frame(&mut frame, source.next(), i64::from(i))?;
         send_checked(&mut encoder, &frame, codec_name)?;
         lifetime.frames_in += 1;
         if drain(&mut encoder, &mut queue, &mut sink, &mut lifetime, false)? {
@@ -744,33 +707,6 @@ fn send_checked(
         .map_err(ffmpeg_error(codec, "avcodec_send_frame"))
 }
 
-/// Copies `src` into `frame`, which the encoder may still reference from the last send:
-/// `av_frame_make_writable` gives it fresh planes first if so.
-pub(crate) fn fill_frame(
-    frame: &mut ffmpeg::frame::Video,
-    src: &Frame,
-    pts: i64,
-) -> Result<(), EncodeError> {
-    // SAFETY: `frame` is a live, allocated AVFrame we own; make_writable replaces shared
-    // buffers with copies and keeps the frame's geometry.
-    let rc = unsafe { ffmpeg::ffi::av_frame_make_writable(frame.as_mut_ptr()) };
-    if rc < 0 {
-        return Err(ffmpeg_error("frame", "av_frame_make_writable")(
-            ffmpeg::Error::from(rc),
-        ));
-    }
-    for plane in 0..3 {
-        let row = src.stride(plane);
-        let stride = frame.stride(plane);
-        let dst = frame.data_mut(plane);
-        for (y, line) in src.plane(plane).chunks_exact(row).enumerate() {
-            dst[y * stride..y * stride + row].copy_from_slice(line);
-        }
-    }
-    frame.set_pts(Some(pts));
-    Ok(())
-}
-
 fn heif_lifetime(
     encoder_id: &'static str,
     schedule: Schedule,
@@ -778,7 +714,7 @@ fn heif_lifetime(
     source: &mut Source,
 ) -> Result<Lifetime, EncodeError> {
     let mut lifetime = Lifetime::default();
-    let mut context = heif_ffi::Context::new()?;
+    let mut context = ffi::heif::Context::new()?;
     let mut encoder = context.hevc_encoder(encoder_id)?;
     encoder.set_quality(50)?;
     encoder.set_logging_level(0)?;
@@ -794,7 +730,7 @@ fn heif_lifetime(
     if schedule == Schedule::BeforeOpen {
         return Ok(lifetime);
     }
-    let mut image = heif_ffi::Image::new(settings.width, settings.height)?;
+    let mut image = ffi::heif::Image::new(settings.width, settings.height)?;
     let forget = schedule == Schedule::DropsOutput;
     let stop_after = match schedule {
         Schedule::MidStream | Schedule::DropsOutput => settings.k,
@@ -807,7 +743,7 @@ fn heif_lifetime(
             // Wider than any HEVC encoder takes (x265: 16384); libheif reports the
             // plugin's error. (An image missing its chroma planes is no use here: libheif
             // 1.15's x265 plugin asserts on it and aborts the process.)
-            let bad = heif_ffi::Image::new(BAD_IMAGE_WIDTH, 16)?;
+            let bad = ffi::heif::Image::new(BAD_IMAGE_WIDTH, 16)?;
             lifetime.frames_in += 1;
             return match context.encode(&bad, &mut encoder) {
                 Err(e) => {
@@ -867,10 +803,10 @@ pub const BAD_IMAGE_WIDTH: u32 = 20_000;
 /// Bytes per sink write when libheif writes a file.
 pub const HEIF_WRITE_CHUNK: usize = 4096;
 
-fn abandon_handles(handles: Vec<heif_ffi::Handle>, forget: bool) -> u64 {
+fn abandon_handles(handles: Vec<ffi::heif::Handle>, forget: bool) -> u64 {
     let n = handles.len() as u64;
     if forget {
-        handles.into_iter().for_each(heif_ffi::Handle::leak);
+        handles.into_iter().for_each(ffi::heif::Handle::leak);
     }
     n
 }
@@ -936,7 +872,7 @@ impl Scenario for EncodeAbort {
         let settings = Settings::for_route(&route);
         Ok(Box::new(EncodeWorkload {
             per_open: if route.is_x265() {
-                x265_ffi::param_block()?
+                ffi::x265::param_block()?
             } else {
                 Loss::default()
             },

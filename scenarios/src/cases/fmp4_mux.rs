@@ -22,7 +22,7 @@ use std::io::{self, Write};
 
 use avsoak::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
 
-use crate::avio::{Avio, AvioError, Muxer, Teardown, VideoStreamSpec, FRAGMENTED_MOVFLAGS};
+use crate::ffi::avio::{Avio, AvioError, Muxer, Teardown, VideoStreamSpec, FRAGMENTED_MOVFLAGS};
 use crate::media::{self, Clip, Container, EncodedClip, LiveEncoder, MediaError};
 
 /// AVIO buffer of every case.

@@ -20,7 +20,8 @@
 use avsoak::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern, SizeChange};
 
-use crate::x264_ffi::{self, AllocatedPicture, EncoderConfig, Sink};
+use crate::ffi;
+use crate::ffi::x264::{AllocatedPicture, EncoderConfig, Sink};
 
 /// Frames per iteration of `resolution-switch`.
 pub const SEGMENT_FRAMES: u64 = 10;
@@ -187,7 +188,7 @@ impl PictureWorkload {
             });
         }
         let camera = Camera::new(config)?;
-        let encoder = x264_ffi::open_encoder(&EncoderConfig::live(width, height, FPS.0, FPS.1))?;
+        let encoder = ffi::x264::open_encoder(&EncoderConfig::live(width, height, FPS.0, FPS.1))?;
         let pooled = match mode {
             Mode::Pooled | Mode::ResolutionSwitch => Some(AllocatedPicture::new(width, height)?),
             _ => None,
@@ -206,7 +207,7 @@ impl PictureWorkload {
     /// Flushes and closes the encoder, returning everything it produced.
     pub fn finish(mut self) -> Result<Sink, BoxError> {
         if let Some(encoder) = self.encoder.take() {
-            x264_ffi::finish(encoder, &mut self.sink)?;
+            ffi::x264::finish(encoder, &mut self.sink)?;
         }
         Ok(std::mem::take(&mut self.sink))
     }
@@ -218,10 +219,10 @@ impl PictureWorkload {
             return Ok(());
         }
         if let Some(old) = self.encoder.take() {
-            x264_ffi::finish(old, &mut self.sink)?;
+            ffi::x264::finish(old, &mut self.sink)?;
         }
         self.pooled = None;
-        self.encoder = Some(x264_ffi::open_encoder(&EncoderConfig::live(
+        self.encoder = Some(ffi::x264::open_encoder(&EncoderConfig::live(
             size.0, size.1, FPS.0, FPS.1,
         ))?);
         self.pooled = Some(AllocatedPicture::new(size.0, size.1)?);
@@ -244,22 +245,22 @@ impl PictureWorkload {
             Mode::Pooled | Mode::ResolutionSwitch => {
                 let picture = self.pooled.as_mut().ok_or("no pooled picture")?;
                 picture.fill_from(&self.frame)?;
-                x264_ffi::encode(encoder, index, pts, picture.image(), &mut self.sink)?
+                ffi::x264::encode(encoder, index, pts, picture.image(), &mut self.sink)?
             }
             Mode::PerFrameAllocClean | Mode::PerFrameAllocLeak => {
                 let mut picture = AllocatedPicture::new(self.frame.width(), self.frame.height())?;
                 picture.fill_from(&self.frame)?;
-                let out = x264_ffi::encode(encoder, index, pts, picture.image(), &mut self.sink)?;
+                let out = ffi::x264::encode(encoder, index, pts, picture.image(), &mut self.sink)?;
                 if self.mode == Mode::PerFrameAllocLeak {
                     picture.leak();
                 }
                 out
             }
-            Mode::BorrowedPlanes => x264_ffi::encode(
+            Mode::BorrowedPlanes => ffi::x264::encode(
                 encoder,
                 index,
                 pts,
-                x264_ffi::borrowed_image(&self.frame),
+                ffi::x264::borrowed_image(&self.frame),
                 &mut self.sink,
             )?,
             Mode::CleanAfterRepoint => unreachable!("handled by encode_repointed"),
@@ -278,11 +279,11 @@ impl PictureWorkload {
         let frame = self.camera.next_frame();
         let picture = AllocatedPicture::new(frame.width(), frame.height())?;
         let encoder = self.encoder.as_mut().ok_or("encoder already finished")?;
-        let out = x264_ffi::encode(
+        let out = ffi::x264::encode(
             encoder,
             frame.index(),
             frame.pts_us(),
-            x264_ffi::borrowed_image(&frame),
+            ffi::x264::borrowed_image(&frame),
             &mut self.sink,
         )?;
         // SAFETY: deliberately unsound, reproducing the incident; this variant runs only

@@ -15,7 +15,7 @@
 //!
 //! ```no_run
 //! use std::io::Cursor;
-//! use avsoak_scenarios::avio::{Avio, Demuxer};
+//! use avsoak_scenarios::ffi::avio::{Avio, Demuxer};
 //!
 //! let bytes: Vec<u8> = std::fs::read("clip.mp4")?;
 //! let io = Avio::seekable_reader(Cursor::new(bytes), 32 * 1024)?;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use avsoak::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
 use ffmpeg_next as ffmpeg;
 
-use crate::avio::{Avio, AvioError, Demuxer, IoStats, Muxer, Teardown};
+use crate::ffi::avio::{Avio, AvioError, Demuxer, IoStats, Muxer, Teardown};
 use crate::media::{self, Clip, Container, EncodedClip};
 
 /// AVIO buffer sizes every clean read and write variant runs with.
@@ -293,7 +293,7 @@ pub struct AvioWorkload {
 impl AvioWorkload {
     /// Loads (or makes) the fixture for `container`.
     pub fn new(mode: Mode, container: Container, buffer: usize) -> Result<Self, BoxError> {
-        crate::avio::check_buffer_size(buffer)?;
+        crate::ffi::avio::check_buffer_size(buffer)?;
         if mode == Mode::ReadStreaming && !container.streamable() {
             return Err(format!(
                 "read-streaming cannot read {container}: its index sits at the end (expected fmp4, mpegts or matroska)"
