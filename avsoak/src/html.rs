@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use crate::fmt::{file_stem, human_bytes};
-use crate::report::{CaseResult, Outcome, Report, Verdict};
+use crate::report::{CaseResult, Fit, Outcome, Report, Verdict};
 use crate::series::{Bucket, Span};
 
 /// Width and height of a timeline's drawing, in SVG user units.
@@ -218,14 +218,14 @@ fn case_section(r: &CaseResult) -> String {
             r,
             "live bytes",
             |b| b.live_bytes,
-            h.leak_bytes_per_iter,
+            h.fit_bytes,
             true,
         ));
         out.push_str(&timeline(
             r,
             "live blocks",
             |b| b.live_blocks,
-            h.leak_blocks_per_iter,
+            h.fit_blocks,
             false,
         ));
         out.push_str("</div>\n");
@@ -263,7 +263,7 @@ fn timeline(
     r: &CaseResult,
     label: &str,
     span: impl Fn(&Bucket) -> Span,
-    slope: f64,
+    fit: Option<Fit>,
     bytes: bool,
 ) -> String {
     let series = &r.series;
@@ -371,26 +371,19 @@ fn timeline(
          stroke-width=\"1.5\"/>",
         points
     );
-    // The fitted slope over the judged window: Theil–Sen slope, intercept the median
-    // of the residuals.
-    let judged: Vec<(f64, f64)> = series
-        .iter()
-        .filter(|b| b.first >= r.warmup_iterations)
-        .map(|b| (b.last() as f64, span(b).last as f64))
-        .collect();
-    if let (Some(&(x0, _)), Some(&(x1, _))) = (judged.first(), judged.last()) {
-        let residuals: Vec<f64> = judged.iter().map(|(i, v)| v - slope * i).collect();
-        let intercept = crate::stats::median_of(&residuals);
+    // The fitted line over the judged window, as the verdict fitted it.
+    if let Some(fit) = fit {
+        let (x0, x1) = (fit.from as f64, fit.to as f64);
         let _ = writeln!(
             svg,
             "<line class=\"fit\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" \
              stroke=\"#d0452f\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\">\
              <title>fitted slope {}/iteration</title></line>",
             x(x0),
-            y(intercept + slope * x0).clamp(0.0, H),
+            y(fit.at(x0)).clamp(0.0, H),
             x(x1),
-            y(intercept + slope * x1).clamp(0.0, H),
-            escape(&format_value(slope))
+            y(fit.at(x1)).clamp(0.0, H),
+            escape(&format_value(fit.slope))
         );
     }
     svg.push_str("</svg>\n");

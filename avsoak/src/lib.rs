@@ -17,8 +17,9 @@
 //!   series, bounded however long the soak runs.
 //! - [`stats`]: pure functions from a series to a trend (Theil–Sen slope, Mann–Kendall
 //!   test, bounded-growth check).
-//! - [`report`]: the result model, `report.json` (schema `avsoak.report/1`),
-//!   `summary.md`, `index.html`, `junit.xml`, series CSV.
+//! - [`report`]: the result model, `report.json` (schema `avsoak.report/1`) and
+//!   `summary.md`; `index.html` and `junit.xml` render it, and [`render`] puts every
+//!   renderer of a run folder behind one [`render::Reporter`] interface.
 //! - [`soak`]: one case in its own child process under a watchdog and a heap cap, and
 //!   its verdict.
 //! - [`gate`]: named baselines, and a run compared with one; [`compare`]: encoder
@@ -48,6 +49,7 @@ mod html;
 mod junit;
 pub mod profile;
 pub mod protocol;
+pub mod render;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs;
-use std::path::{Path, PathBuf};
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +116,34 @@ pub struct HeapFigures {
     pub allocs_per_iter: f64,
     /// Mean bytes allocated per judged iteration.
     pub alloc_bytes_per_iter: f64,
+    /// The fitted line of live bytes over the judged window (what the page draws).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_bytes: Option<Fit>,
+    /// The fitted line of live blocks over the judged window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_blocks: Option<Fit>,
+}
+
+/// A line fitted to a series over iterations `from..=to`: the Theil–Sen slope, and the
+/// intercept that is the median of the residuals; its value at iteration `i` is
+/// `intercept + slope * i`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Fit {
+    /// First iteration of the window.
+    pub from: u64,
+    /// Last iteration of the window.
+    pub to: u64,
+    /// Value at iteration 0 of the line.
+    pub intercept: f64,
+    /// Per iteration.
+    pub slope: f64,
+}
+
+impl Fit {
+    /// The line's value at iteration `i`.
+    pub fn at(&self, i: f64) -> f64 {
+        self.intercept + self.slope * i
+    }
 }
 
 /// Throughput over the judged iterations (time inside the workload only).
@@ -451,28 +479,6 @@ impl Report {
         self.results.iter().filter(|r| r.outcome == outcome).count()
     }
 
-    /// Writes `report.json`, `summary.md`, `index.html`, `junit.xml` and `series/*.csv`
-    /// into `dir`, creating it.
-    pub fn write(&self, dir: &Path) -> Result<(), ReportError> {
-        let series = dir.join("series");
-        fs::create_dir_all(&series).map_err(|source| ReportError::Write {
-            path: series.clone(),
-            source,
-        })?;
-        let json = serde_json::to_string_pretty(self).expect("reports serialize");
-        write_file(&dir.join("report.json"), json.as_bytes())?;
-        write_file(&dir.join("summary.md"), self.markdown().as_bytes())?;
-        write_file(&dir.join("index.html"), self.html().as_bytes())?;
-        write_file(&dir.join("junit.xml"), self.junit().as_bytes())?;
-        for result in &self.results {
-            write_file(
-                &series.join(format!("{}.csv", file_stem(&result.id))),
-                result.series_csv().as_bytes(),
-            )?;
-        }
-        Ok(())
-    }
-
     /// The summary as Markdown: provenance, then the result table, then suspects.
     pub fn markdown(&self) -> String {
         let p = &self.provenance;
@@ -568,11 +574,4 @@ impl Report {
             .collect();
         render_table(&header, &rows, markdown)
     }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    fs::write(path, bytes).map_err(|source| ReportError::Write {
-        path: path.to_owned(),
-        source,
-    })
 }

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -20,6 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::fmt::file_stem;
 use crate::gate::Baselines;
+use crate::render::{self, Reporter};
 use crate::report::{CaseResult, Provenance, Report};
 use crate::scenario::{Case, Scenario};
 use crate::soak::{self, Plan, Watchdog};
@@ -224,6 +226,7 @@ pub struct Runner {
     program: String,
     scenarios: Vec<&'static dyn Scenario>,
     libraries: fn() -> BTreeMap<String, String>,
+    reporters: Vec<Arc<dyn Reporter + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -252,6 +255,7 @@ impl Runner {
             program,
             scenarios: scenarios.to_vec(),
             libraries: no_libraries,
+            reporters: Vec::new(),
         }
     }
 
@@ -264,6 +268,14 @@ impl Runner {
     /// Versions of the libraries the scenarios run against, for `provenance.libs`.
     pub fn libraries(mut self, versions: fn() -> BTreeMap<String, String>) -> Self {
         self.libraries = versions;
+        self
+    }
+
+    /// Adds a renderer of the run folder, after the standard ones (`report.json`,
+    /// `summary.md`, `index.html`, `junit.xml`, `series/`): e.g. a team's own dashboard
+    /// file.
+    pub fn reporter(mut self, reporter: impl Reporter + Send + Sync + 'static) -> Self {
+        self.reporters.push(Arc::new(reporter));
         self
     }
 
@@ -413,8 +425,14 @@ impl Runner {
             );
             report.results.push(result);
         }
+        let standard = render::standard();
+        let reporters: Vec<&dyn Reporter> = standard
+            .iter()
+            .map(|r| r.as_ref() as &dyn Reporter)
+            .chain(self.reporters.iter().map(|r| r.as_ref() as &dyn Reporter))
+            .collect();
         report
-            .write(&out)
+            .write_with(&out, &reporters)
             .with_context(|| format!("writing the report to {}", out.display()))?;
         println!("\n{}", report.table(false));
         println!(

@@ -170,3 +170,46 @@ fn junit_of_a_made_up_run() {
     assert_eq!(xml.matches("<failure ").count(), 1);
     assert_eq!(xml.matches("<skipped ").count(), 1);
 }
+
+/// A reporter of its own writes beside the standard ones, from the finished report.
+#[test]
+fn a_reporter_of_ones_own_writes_beside_the_standard_files() {
+    use avsoak::render::{self, Reporter};
+    use std::path::PathBuf;
+
+    struct LeakList;
+    impl Reporter for LeakList {
+        fn name(&self) -> &'static str {
+            "leak list"
+        }
+        fn render(&self, report: &Report) -> Vec<(PathBuf, Vec<u8>)> {
+            let ids: Vec<&str> = report
+                .results
+                .iter()
+                .filter(|r| r.verdict.as_str() == "leak")
+                .map(|r| r.id.as_str())
+                .collect();
+            vec![("extra/leaks.txt".into(), ids.join("\n").into_bytes())]
+        }
+    }
+
+    let report = report();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("own-reporter");
+    let _ = std::fs::remove_dir_all(&dir);
+    let standard = render::standard();
+    let mut all: Vec<&dyn Reporter> = standard.iter().map(|r| r.as_ref() as _).collect();
+    all.push(&LeakList);
+    report.write_with(&dir, &all).unwrap();
+    for file in ["report.json", "summary.md", "index.html", "junit.xml"] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+    let leaks = std::fs::read_to_string(dir.join("extra/leaks.txt")).unwrap();
+    let expected: Vec<&str> = report
+        .results
+        .iter()
+        .filter(|r| r.verdict.as_str() == "leak")
+        .map(|r| r.id.as_str())
+        .collect();
+    assert!(!expected.is_empty(), "the made-up run has a leak");
+    assert_eq!(leaks, expected.join("\n"));
+}

@@ -155,6 +155,11 @@ fn a_growing_run_is_a_leak_and_fails_a_clean_expectation() {
         "{r:?}"
     );
     assert_eq!(r.heap.leak_bytes_per_iter, 4096.0);
+    // The line the page draws is the verdict's: over the judged window (warm-up 20 of
+    // 60), through the series itself, which is exactly linear here.
+    let fit = r.heap.fit_bytes.expect("a fitted line");
+    assert_eq!((fit.from, fit.to, fit.slope), (20, 59, 4096.0));
+    assert_eq!(fit.at(59.0), 5_000_000.0 + 4096.0 * 59.0);
 }
 
 /// x265 3.5's lost `x265_param` per encoder open: 1,176 usable bytes, one block.

@@ -8,7 +8,7 @@ use crate::fmt::{last_line, signal_name};
 use crate::protocol::Message;
 use crate::protocol::Sample;
 use crate::report::{
-    CaseResult, HeapFigures, ObjectFigures, Outcome, Sampling, Throughput, Verdict,
+    CaseResult, Fit, HeapFigures, ObjectFigures, Outcome, Sampling, Throughput, Verdict,
 };
 use crate::scenario::{Case, Expect, Loss};
 use crate::series::Bucket;
@@ -137,7 +137,23 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
             (peak, last, None, Vec::new(), None)
         }
     };
+    // The fitted lines the page draws: the judged slope through the judged buckets' ends.
+    let fit = |slope: f64, value: fn(&Bucket) -> i64| {
+        let (first, last) = (judged.first()?, judged.last()?);
+        let residuals: Vec<f64> = judged
+            .iter()
+            .map(|b| value(b) as f64 - slope * b.last() as f64)
+            .collect();
+        Some(Fit {
+            from: first.last(),
+            to: last.last(),
+            intercept: stats::median_of(&residuals),
+            slope,
+        })
+    };
     let heap = HeapFigures {
+        fit_bytes: fit(judgement.bytes.slope, |b| b.live_bytes.last),
+        fit_blocks: fit(judgement.blocks.slope, |b| b.live_blocks.last),
         leak_bytes_per_iter: judgement.bytes.slope,
         leak_blocks_per_iter: judgement.blocks.slope,
         trend_p: judgement.bytes.p,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use avsoak::heap::Suspect;
 use avsoak::report::{
-    CaseResult, HeapFigures, ObjectFigures, Outcome, Provenance, Report, Sampling, Throughput,
+    CaseResult, Fit, HeapFigures, ObjectFigures, Outcome, Provenance, Report, Sampling, Throughput,
     Verdict,
 };
 use avsoak::scenario::Expect;
@@ -62,6 +62,19 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
             teardown_live_bytes: Some(257_200),
             allocs_per_iter: 1.0,
             alloc_bytes_per_iter: 462_784.0,
+            // The line the page draws: through the made-up series' judged window.
+            fit_bytes: Some(Fit {
+                from: 20,
+                to: 119,
+                intercept: 16_000_000.0 - slope * 119.0,
+                slope,
+            }),
+            fit_blocks: Some(Fit {
+                from: 20,
+                to: 119,
+                intercept: 30.0,
+                slope: if slope > 0.0 { 1.0 } else { 0.0 },
+            }),
         },
         throughput: Throughput {
             iters_per_s: 250.0,
