@@ -18,7 +18,7 @@ pub fn file_stem(id: &str) -> String {
 
 /// Rows under a header, as Markdown (`markdown = true`) or aligned plain text: the first
 /// column left-aligned, the others right-aligned.
-pub(crate) fn render_table(header: &[&str], rows: &[Vec<String>], markdown: bool) -> String {
+pub fn render_table(header: &[&str], rows: &[Vec<String>], markdown: bool) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -107,4 +107,20 @@ pub fn signal_name(signal: i32) -> String {
 /// The last line of `text` that is not blank, trimmed: what a log's end says.
 pub fn last_line(text: &str) -> Option<&str> {
     text.lines().rev().map(str::trim).find(|l| !l.is_empty())
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::fmt::{file_stem, human_bytes};
+use crate::fmt::{escape_html as escape, file_stem, human_bytes};
 use crate::report::{CaseResult, Fit, Outcome, Report, Verdict};
 use crate::series::{Bucket, Span};
 
@@ -18,22 +18,6 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 10.0;
 const BOTTOM: f64 = 26.0;
-
-/// Escapes text for HTML element content and attribute values.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 const STYLE: &str = "
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #1d2330; }

@@ -22,8 +22,7 @@
 //!   renderer of a run folder behind one [`render::Reporter`] interface.
 //! - [`soak`]: one case in its own child process under a watchdog and a heap cap, and
 //!   its verdict.
-//! - [`gate`]: named baselines, and a run compared with one; [`compare`]: encoder
-//!   backends side by side.
+//! - [`gate`]: named baselines, and a run compared with one.
 //!
 //! Counting the heap in a test:
 //!
@@ -41,7 +40,6 @@
 
 #![warn(missing_docs)]
 
-pub mod compare;
 pub mod fmt;
 pub mod gate;
 pub mod heap;

@@ -5,8 +5,8 @@
 
 use std::process::Command;
 
-use avsoak::compare::{Comparison, Kind, Setup};
 use avsoak::stats::Trend;
+use avsoak_scenarios::compare::model::{Comparison, Kind, Setup};
 use avsoak_scenarios::compare::{self, Backend, Plan};
 
 fn setup(width: u32, height: u32, frames: u32, bitrates: &[u32]) -> Setup {

@@ -9,9 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use avsoak::compare::{BackendResult, CliSideBySide, Comparison, Setup, Skipped, SCHEMA};
 use avsoak::report::Provenance;
 use avsoak::soak::Contained;
+use avsoak_scenarios::compare::model::{
+    BackendResult, CliSideBySide, Comparison, Setup, Skipped, SCHEMA,
+};
 use avsoak_scenarios::compare::{self as backends, Backend, Plan};
 use clap::Args;
 

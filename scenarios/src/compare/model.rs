@@ -8,10 +8,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fmt::{human_bytes, render_table};
-use crate::html::escape;
-use crate::report::Provenance;
-use crate::stats::Trend;
+use avsoak::fmt::{escape_html as escape, human_bytes, render_table};
+use avsoak::report::Provenance;
+use avsoak::stats::Trend;
 
 /// Schema name written into every `compare.json`.
 pub const SCHEMA: &str = "avsoak.compare/1";
@@ -169,7 +168,7 @@ pub struct CliSideBySide {
 impl CliSideBySide {
     /// Builds the figures from the runs and computes the ratio of medians.
     pub fn new(command: String, cli: Vec<f64>, avsoak: Vec<f64>) -> Self {
-        let ratio = crate::stats::median_of(&avsoak) / crate::stats::median_of(&cli);
+        let ratio = avsoak::stats::median_of(&avsoak) / avsoak::stats::median_of(&cli);
         CliSideBySide {
             command,
             cli_frames_per_s: cli,
@@ -283,7 +282,7 @@ impl Comparison {
             }
         }
         if let Some(cli) = &self.cli {
-            let median = crate::stats::median_of;
+            let median = avsoak::stats::median_of;
             let _ = writeln!(
                 out,
                 "\nside by side ({} runs each, interleaved): avsoak libx264 {:.1} fps, \

@@ -14,16 +14,21 @@
 //! (x264 and x265 `veryfast`, libvpx `realtime`/`cpu-used=8`, libaom `realtime`/`cpu-used=8`,
 //! SVT-AV1 preset 12, mpeg4 with FFmpeg's defaults); threads left to each library's
 //! automatic choice (FFmpeg `threads=0`, as the `ffmpeg` command line does).
+//!
+//! [`model`] holds what a comparison produces and how it is written (`compare.json`,
+//! the table, the page).
+
+pub mod model;
 
 use std::time::Instant;
 
-use avsoak::compare::{BackendResult, Kind, LeakSlope, RatePoint, Setup};
 use avsoak::heap::{self, Snapshot};
 use avsoak::scenario::BoxError;
 use avsoak::stats::{judge, Budget};
 use avsoak_fixtures::quality::{Plane, Sequence};
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
 use ffmpeg_next as ffmpeg;
+use model::{BackendResult, Kind, LeakSlope, RatePoint, Setup};
 
 use crate::cases::encode_abort::{self, Route};
 use crate::ffi::{self, encode};
