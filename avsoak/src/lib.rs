@@ -45,6 +45,7 @@ pub mod gate;
 pub mod heap;
 mod html;
 mod junit;
+mod markdown;
 pub mod profile;
 pub mod protocol;
 pub mod render;

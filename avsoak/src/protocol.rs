@@ -45,7 +45,7 @@ pub enum Message {
         /// Live bytes then.
         live_bytes: i64,
     },
-    /// A thread of the workload did not stop within its bound ([`Stuck`]); the child
+    /// A thread of the workload did not stop within its bound ([`Stuck`](crate::scenario::Stuck)); the child
     /// left it running and stopped.
     Hang {
         /// The iteration that hung.

@@ -119,7 +119,7 @@ pub struct SoakArgs {
     pub variant: Vec<String>,
     #[command(flatten)]
     plan: PlanArgs,
-    /// Run folder [default: reports/runs/<stamp>-<rev>].
+    /// Run folder [default: reports/runs/STAMP-REV].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Mean bytes between sampled allocation stacks (0 turns sampling off).

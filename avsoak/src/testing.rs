@@ -1,8 +1,8 @@
 //! Soaks inside an ordinary `cargo test` (or `cargo nextest run`).
 //!
-//! [`soak`] runs a workload in a child process of the test binary itself: the binary is
+//! [`soak`](fn@soak) runs a workload in a child process of the test binary itself: the binary is
 //! started again with that one test selected (`<test name> --exact`) and an environment
-//! variable that tells [`soak`], when the child reaches it, to run the workload and
+//! variable that tells [`soak`](fn@soak), when the child reaches it, to run the workload and
 //! report instead of starting another child. So the heap counters see that workload
 //! alone, whatever else the test binary runs on its other threads, and a crash or a hang
 //! comes back as a verdict instead of killing the test run.
@@ -41,7 +41,7 @@ use crate::soak::{self, Plan, Watchdog};
 /// The variable that marks the child and names the soak it must run.
 pub const CHILD_ENV: &str = "AVSOAK_TEST_SOAK";
 
-/// The result of one [`soak`]: the verdict and every figure, as a report row.
+/// The result of one [`soak`](fn@soak): the verdict and every figure, as a report row.
 #[derive(Debug, Clone)]
 pub struct Soaked {
     /// The case's result (verdict, heap figures, throughput, suspects, error).
@@ -137,7 +137,7 @@ where
     soak_with(name, plan, Watchdog::default(), start)
 }
 
-/// [`soak`] with a watchdog of its own.
+/// [`soak`](fn@soak) with a watchdog of its own.
 pub fn soak_with<W, F>(name: &str, plan: Plan, watchdog: Watchdog, start: F) -> Soaked
 where
     W: Workload + 'static,

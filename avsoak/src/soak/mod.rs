@@ -4,13 +4,13 @@
 //! The child side ([`run_child`]) runs the workload, reads the live heap after each
 //! iteration and writes one JSON message per line to its stdout, prefixed with
 //! [`MESSAGE_PREFIX`] (anything else a codec prints there is ignored). The parent side
-//! ([`supervise`]) reads those lines under a watchdog, and turns what it got — all of it,
-//! or what arrived before a crash or a hang — into a [`CaseResult`]. A crash, hang, or
+//! ([`supervise`](fn@supervise)) reads those lines under a watchdog, and turns what it got — all of it,
+//! or what arrived before a crash or a hang — into a `CaseResult`. A crash, hang, or
 //! runaway heap in one child never touches another case's numbers, and the suite goes on.
 //!
 //! - [`plan`]: how long a case runs ([`Plan`]).
 //! - [`child`]: the child side ([`run_child`], [`run_workload`]).
-//! - [`supervise`](mod@supervise): the parent side ([`supervise()`], [`Watchdog`]).
+//! - [`supervise`](mod@supervise): the parent side ([`supervise()`](fn@supervise), [`Watchdog`]).
 //! - `verdict`: from the collected series to the [`CaseResult`](crate::report::CaseResult).
 //!
 //! The messages between the two are [`crate::protocol`]'s.

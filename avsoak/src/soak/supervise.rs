@@ -36,7 +36,7 @@ enum Event {
 }
 
 /// Runs one case in the child started by `command` (which must end up calling
-/// [`run_child`]), under `watchdog`; `progress` is told each iteration reached.
+/// [`run_child`](super::run_child)), under `watchdog`; `progress` is told each iteration reached.
 pub fn supervise(
     mut command: Command,
     case: &Case,
