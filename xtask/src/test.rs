@@ -31,13 +31,7 @@ impl Test {
         let args = self.args;
         // Release profile: the soak runner the tests start is the one `soak` uses, and
         // one build serves both.
-        if cmd!(sh, "cargo nextest --version")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok()
-        {
+        if nextest(sh) {
             cmd!(
                 sh,
                 "cargo nextest run --workspace --release --no-fail-fast {args...}"
@@ -72,10 +66,28 @@ fn own_pipeline(sh: &Shell) -> Result<()> {
         "cargo run --release --manifest-path {manifest} --target-dir {target} -- soak --iterations 60 --warmup 20 --out {out}"
     )
     .run()?;
+    // Its tests under libtest's threads and, when present, one process per test.
     cmd!(
         sh,
         "cargo test --release --manifest-path {manifest} --target-dir {target}"
     )
     .run()?;
+    if nextest(sh) {
+        cmd!(
+            sh,
+            "cargo nextest run --release --manifest-path {manifest} --target-dir {target}"
+        )
+        .run()?;
+    }
     Ok(())
+}
+
+/// Whether `cargo nextest` is installed.
+fn nextest(sh: &Shell) -> bool {
+    cmd!(sh, "cargo nextest --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok()
 }

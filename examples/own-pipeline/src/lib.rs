@@ -219,7 +219,11 @@ impl Thumbnails {
 
     /// Keeps a thumbnail of `frame`.
     pub fn insert(&mut self, frame: &ffmpeg::frame::Video) {
-        let (w, h, stride) = (frame.width() as usize, frame.height() as usize, frame.stride(0));
+        let (w, h, stride) = (
+            frame.width() as usize,
+            frame.height() as usize,
+            frame.stride(0),
+        );
         let luma = frame.data(0);
         let thumb: Vec<u8> = (0..h)
             .step_by(8)

@@ -86,7 +86,15 @@ fn a_soak_writes_its_run_folder_and_the_gate_holds_then_catches_more_allocations
 
     // The gate command on the saved run says the same.
     let run = own_pipeline(
-        &["gate", "--run", third.to_str().unwrap(), "--baseline", "b", "--baselines", bl],
+        &[
+            "gate",
+            "--run",
+            third.to_str().unwrap(),
+            "--baseline",
+            "b",
+            "--baselines",
+            bl,
+        ],
         &[],
     );
     assert_eq!(run.status.code(), Some(1));
@@ -95,5 +103,8 @@ fn a_soak_writes_its_run_folder_and_the_gate_holds_then_catches_more_allocations
     let run = own_pipeline(&["soak", "--variant", "nope"], &[]);
     assert_eq!(run.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("\"nope\"") && stderr.contains("expected one of"), "{stderr}");
+    assert!(
+        stderr.contains("\"nope\"") && stderr.contains("expected one of"),
+        "{stderr}"
+    );
 }

@@ -63,5 +63,29 @@ fn the_unbounded_thumbnail_cache_is_caught() {
     assert!((blocks - 25.0).abs() < 0.5, "{blocks} blocks/iteration");
     // The failure message a user reads names the verdict, the slope and p.
     let why = soak.check_clean().unwrap_err();
-    assert!(why.contains("verdict leak") && why.contains("p = "), "{why}");
+    assert!(
+        why.contains("verdict leak") && why.contains("p = "),
+        "{why}"
+    );
+}
+
+/// A workload that dies takes only its child with it: the test gets a `crash` verdict
+/// with the signal, not a dead test run.
+#[test]
+fn a_workload_that_crashes_is_a_verdict_not_a_dead_test_run() {
+    struct Aborts(u32);
+    impl avsoak::Workload for Aborts {
+        fn iterate(&mut self) -> Result<avsoak::Work, avsoak::BoxError> {
+            self.0 += 1;
+            if self.0 == 30 {
+                std::process::abort();
+            }
+            Ok(avsoak::Work::default())
+        }
+    }
+    let soak = avsoak::testing::soak("aborts", plan(), || Ok(Aborts(0)));
+    assert_eq!(soak.verdict(), avsoak::report::Verdict::Crash, "{soak}");
+    let why = soak.check_clean().unwrap_err();
+    assert!(why.contains("SIGABRT"), "{why}");
+    assert_eq!(soak.result.iterations, 29, "{soak}");
 }
