@@ -431,7 +431,7 @@ pub enum FileError {
         known: String,
     },
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -440,7 +440,7 @@ pub enum FileError {
         source: std::io::Error,
     },
     /// A file is not what it should be.
-    #[error("{} is not an avsoak {what}: {source}", path.display())]
+    #[error("{} is not an avsoak {what}", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
@@ -451,7 +451,7 @@ pub enum FileError {
         source: serde_json::Error,
     },
     /// The run cannot become a baseline.
-    #[error("{} cannot become baseline {name:?}: {source}", run.display())]
+    #[error("{} cannot become baseline {name:?}", run.display())]
     NotABaseline {
         /// The run folder, or `the run` for one not yet written.
         run: PathBuf,

@@ -44,6 +44,7 @@ pub mod fmt;
 pub mod gate;
 pub mod heap;
 mod html;
+pub mod journal;
 mod junit;
 mod markdown;
 pub mod profile;

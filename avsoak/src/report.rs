@@ -39,6 +39,9 @@ pub enum Verdict {
     Upstream,
     /// Not run: the case cannot run on this machine (the reason is in `note`).
     Skipped,
+    /// Stopped, or never started, because the run was interrupted (SIGINT or SIGTERM);
+    /// `error` says by what and where.
+    Interrupted,
 }
 
 impl Verdict {
@@ -53,6 +56,7 @@ impl Verdict {
             Verdict::Crash => "crash",
             Verdict::Upstream => "upstream",
             Verdict::Skipped => "skipped",
+            Verdict::Interrupted => "interrupted",
         }
     }
 }
@@ -267,6 +271,15 @@ impl CaseResult {
         CaseResult {
             note: Some(format!("skipped: {reason}")),
             ..CaseResult::for_case(case, Verdict::Skipped, Outcome::Skip)
+        }
+    }
+
+    /// The result of a case the run's interruption stopped or never started: verdict
+    /// `interrupted`, outcome `fail` (the run did not finish), `why` as its error.
+    pub fn interrupted(case: &Case, why: &str) -> Self {
+        CaseResult {
+            error: Some(why.to_owned()),
+            ..CaseResult::for_case(case, Verdict::Interrupted, Outcome::Fail)
         }
     }
 

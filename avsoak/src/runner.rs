@@ -7,7 +7,10 @@
 //! clap enum and hands it to [`Runner::execute`].
 //!
 //! Exit codes: 0 every outcome (and gate) passed; 1 an outcome or the gate failed; 2 bad
-//! arguments or an error that stopped the run.
+//! arguments or an error that stopped the run (a run folder that cannot be written stops
+//! it before the first case); 130 or 143 the soak was interrupted by SIGINT or SIGTERM
+//! (the run folder is written with what finished; a second signal exits at once and
+//! leaves the journal, which `report DIR` renders).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,10 +24,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::fmt::file_stem;
 use crate::gate::Baselines;
+use crate::journal::{self, Journal};
 use crate::render::{self, Reporter};
 use crate::report::{CaseResult, Provenance, Report};
 use crate::scenario::{Case, Scenario};
-use crate::soak::{self, Plan, Watchdog};
+use crate::soak::{self, signal_name, Plan, Watchdog};
 
 /// The runner's commands, for a binary that adds its own (`#[command(flatten)]`).
 #[derive(Debug, Subcommand)]
@@ -35,6 +39,9 @@ pub enum Command {
     Soak(SoakArgs),
     /// Compare a run folder with a named baseline, or save one as a baseline.
     Gate(GateArgs),
+    /// Rebuild a run folder's files from its journal (`results.jsonl`), e.g. after the
+    /// soak was killed.
+    Report(ReportArgs),
     /// Run one case in this process (the child side of `soak`).
     #[command(hide = true)]
     Child(ChildArgs),
@@ -171,6 +178,39 @@ pub struct GateArgs {
     baselines: PathBuf,
 }
 
+/// Options of `report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The run folder whose journal to render.
+    dir: PathBuf,
+}
+
+/// How a soak ended, and so the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every outcome (and the gate, if asked) passed: exit 0.
+    Passed,
+    /// An outcome or the gate failed: exit 1.
+    Failed,
+    /// SIGINT or SIGTERM stopped the run; the run folder holds what finished: exit 128 +
+    /// the signal (130, 143).
+    Interrupted {
+        /// The signal.
+        signal: i32,
+    },
+}
+
+impl RunEnd {
+    /// The exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            RunEnd::Passed => 0,
+            RunEnd::Failed => 1,
+            RunEnd::Interrupted { signal } => (128 + signal) as u8,
+        }
+    }
+}
+
 /// Slice `index` (from 1) of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
@@ -293,8 +333,14 @@ impl Runner {
                 print!("{}", self.list());
                 Ok(true)
             }
-            Command::Soak(args) => self.soak(&args),
+            Command::Soak(args) => {
+                return match self.soak(&args) {
+                    Ok(end) => ExitCode::from(end.code()),
+                    Err(e) => exit_code(&self.program, Err(e)),
+                }
+            }
             Command::Gate(args) => gate_command(&args, &self.program),
+            Command::Report(args) => self.rebuild(&args.dir),
             Command::Child(args) => return self.child(&args),
         };
         exit_code(&self.program, result)
@@ -357,8 +403,12 @@ impl Runner {
     }
 
     /// Soaks the selected cases, writes the run folder and applies `--baseline` or
-    /// `--save-baseline`. `Ok(false)` when an outcome or the gate failed.
-    pub fn soak(&self, args: &SoakArgs) -> Result<bool> {
+    /// `--save-baseline`. The run folder is created and its journal opened before the
+    /// first case (a folder that cannot be written fails at once); each finished case is
+    /// journaled as it ends; the first SIGINT or SIGTERM stops the running case and
+    /// records it and every case not run as `interrupted`, and the run folder is still
+    /// written.
+    pub fn soak(&self, args: &SoakArgs) -> Result<RunEnd> {
         let plan = args.plan.plan()?;
         let mut cases = self.select(&args.scenario, &args.variant)?;
         if let Some(shard) = args.shard {
@@ -393,6 +443,8 @@ impl Runner {
             total: Duration::from_secs(args.timeout).max(timed),
         };
 
+        let mut journal = Journal::create(&out, &provenance)?;
+        soak::catch_interrupts();
         let mut report = Report::new(provenance);
         let style = match plan.duration {
             None => ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} it"),
@@ -405,10 +457,18 @@ impl Runner {
         let total = cases.len();
         for (n, case) in cases.iter().enumerate() {
             let prefix = format!("[{}/{total}] {}", n + 1, case.id());
-            let result = match &case.skip {
-                Some(reason) => CaseResult::skipped(case, reason),
-                None => self.run_case(case, &plan, args, watchdog, &style, prefix, &out)?,
+            let result = match (&case.skip, soak::interruption()) {
+                (Some(reason), _) => CaseResult::skipped(case, reason),
+                (None, Some(signal)) => CaseResult::interrupted(
+                    case,
+                    &format!(
+                        "not run: the run was interrupted by {}",
+                        signal_name(signal)
+                    ),
+                ),
+                (None, None) => self.run_case(case, &plan, args, watchdog, &style, prefix, &out)?,
             };
+            journal.record(&result)?;
             eprintln!(
                 "[{}/{total}] {:<44} expect {:<5} verdict {:<7} {}{}",
                 n + 1,
@@ -425,21 +485,27 @@ impl Runner {
             );
             report.results.push(result);
         }
-        let standard = render::standard();
-        let reporters: Vec<&dyn Reporter> = standard
-            .iter()
-            .map(|r| r.as_ref() as &dyn Reporter)
-            .chain(self.reporters.iter().map(|r| r.as_ref() as &dyn Reporter))
-            .collect();
-        report
-            .write_with(&out, &reporters)
-            .with_context(|| format!("writing the report to {}", out.display()))?;
+        self.write(&report, &out)?;
         println!("\n{}", report.table(false));
         println!(
             "{}; report: {}",
             report.tally(),
             out.join("report.json").display()
         );
+        if let Some(signal) = soak::interruption() {
+            let finished = report
+                .results
+                .iter()
+                .filter(|r| r.verdict != crate::report::Verdict::Interrupted)
+                .count();
+            eprintln!(
+                "{}: interrupted by {}: {finished} of {total} cases finished and kept in {}",
+                self.program,
+                signal_name(signal),
+                out.display()
+            );
+            return Ok(RunEnd::Interrupted { signal });
+        }
         let mut passed = report.passed();
         if let Some(name) = &args.save_baseline {
             if passed {
@@ -460,7 +526,36 @@ impl Runner {
             );
             passed &= gate.passed();
         }
-        Ok(passed)
+        Ok(if passed {
+            RunEnd::Passed
+        } else {
+            RunEnd::Failed
+        })
+    }
+
+    /// `report DIR`: the run folder's files again, from its journal.
+    fn rebuild(&self, dir: &Path) -> Result<bool> {
+        let report = journal::read(dir)?;
+        self.write(&report, dir)?;
+        println!(
+            "{}; rebuilt from {}",
+            report.tally(),
+            dir.join(journal::FILE).display()
+        );
+        Ok(report.passed())
+    }
+
+    /// Writes the run folder with the standard reporters and the runner's own.
+    fn write(&self, report: &Report, out: &Path) -> Result<()> {
+        let standard = render::standard();
+        let reporters: Vec<&dyn Reporter> = standard
+            .iter()
+            .map(|r| r.as_ref() as &dyn Reporter)
+            .chain(self.reporters.iter().map(|r| r.as_ref() as &dyn Reporter))
+            .collect();
+        report
+            .write_with(out, &reporters)
+            .with_context(|| format!("writing the report to {}", out.display()))
     }
 
     /// The command that accepts a run's numbers as baseline `name`.

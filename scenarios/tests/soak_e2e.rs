@@ -555,3 +555,107 @@ fn a_runner_whose_file_is_deleted_mid_soak_still_runs_every_case() {
         assert_eq!(r["verdict"], "clean", "{}: {}", r["id"], r["error"]);
     }
 }
+
+/// Every process whose command line names `needle` (the run folder is in the children's
+/// `--profile`).
+fn processes_naming(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+/// SIGTERM in the middle of a soak: the running case and those not run are recorded as
+/// `interrupted`, the finished one is kept, the run folder is complete, the exit code is
+/// 143 and no child is left; `report DIR` rebuilds the folder from the journal alone.
+#[test]
+fn sigterm_mid_soak_keeps_finished_cases_and_report_rebuilds_the_folder() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-sigterm");
+    let _ = std::fs::remove_dir_all(&out);
+    // Three cases long enough (3,000 frames each) that the signal lands in the second.
+    let soak = runner()
+        .args(["soak", "--scenario", "picture-pool"])
+        .args(["--variant", "pooled,per-frame-alloc-clean"])
+        .args(["--iterations", "3000", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The journal's provenance line and the first finished case.
+    let journal = out.join("results.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no case finished");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The signal may land while the second case is still setting up (then its error
+    // says "during set-up") or after some of its iterations.
+    // SAFETY: signals our own child, which is still running (not yet waited for).
+    unsafe { libc::kill(soak.id() as i32, libc::SIGTERM) };
+    let output = soak.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    let needle = out.display().to_string();
+    assert_eq!(processes_naming(&needle), Vec::<String>::new());
+
+    let read = |file: &str| std::fs::read_to_string(out.join(file)).unwrap();
+    let report: Value = serde_json::from_str(&read("report.json")).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "every selected case is in the report");
+    assert_eq!(results[0]["verdict"], "clean");
+    assert_eq!(results[0]["iterations"], 3000);
+    assert_eq!(results[1]["verdict"], "interrupted");
+    assert!(
+        results[1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted by SIGTERM "),
+        "{}",
+        results[1]["error"]
+    );
+    for r in &results[2..] {
+        assert_eq!(r["verdict"], "interrupted");
+        assert_eq!(r["outcome"], "fail");
+        assert!(r["error"].as_str().unwrap().starts_with("not run"), "{r}");
+    }
+    for file in ["summary.md", "index.html", "junit.xml"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+
+    // The folder from the journal alone.
+    let before = read("report.json");
+    for file in ["report.json", "summary.md", "index.html", "junit.xml"] {
+        std::fs::remove_file(out.join(file)).unwrap();
+    }
+    let rebuilt = runner().arg("report").arg(&out).output().unwrap();
+    assert_eq!(rebuilt.status.code(), Some(1), "the run did not pass");
+    assert_eq!(read("report.json"), before);
+    assert!(read("index.html").contains("data-quantity=\"live bytes\""));
+}
+
+/// A run folder that cannot be written fails before any case runs, and says which.
+#[test]
+fn an_unwritable_run_folder_fails_before_any_case() {
+    let output = runner()
+        .args([
+            "soak",
+            "--scenario",
+            "picture-pool",
+            "--out",
+            "/proc/avsoak/run",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot write the run folder /proc/avsoak/run"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("[1/"), "a case ran: {stderr}");
+}

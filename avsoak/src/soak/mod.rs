@@ -22,6 +22,9 @@ mod verdict;
 
 pub use child::{error_chain, run_child, run_workload};
 pub use plan::{Plan, PlanError, MIN_JUDGED};
-pub use supervise::{last_line, signal_name, supervise, this_executable, Contained, Watchdog};
+pub use supervise::{
+    catch_interrupts, interruption, last_line, signal_name, supervise, this_executable, Contained,
+    Watchdog,
+};
 
 pub use crate::protocol::{Message, Sample, EXIT_ERROR, EXIT_ORPHANED, MESSAGE_PREFIX};

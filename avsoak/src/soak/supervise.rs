@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -83,10 +84,20 @@ pub fn supervise(
     };
     let mut last_heard = Instant::now();
     loop {
+        if let Some(signal) = interruption() {
+            collected.interrupted = Some(format!(
+                "interrupted by {} {}",
+                signal_name(signal),
+                collected.progress(plan)
+            ));
+            child.kill();
+            break;
+        }
         let now = Instant::now();
         let stall_left = watchdog.stall.saturating_sub(now - last_heard);
         let total_left = watchdog.total.saturating_sub(now - started);
-        let wait = stall_left.min(total_left);
+        // Short waits, so an interruption of the run stops the child at once.
+        let wait = stall_left.min(total_left).min(Duration::from_millis(100));
         match rx.recv_timeout(wait) {
             Ok(Event::Line(message)) => {
                 last_heard = Instant::now();
@@ -115,6 +126,10 @@ pub fn supervise(
             }
             Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                if now - last_heard < watchdog.stall && now - started < watchdog.total {
+                    continue;
+                }
                 let why = if Instant::now() - started >= watchdog.total {
                     format!("ran past the {}s limit", watchdog.total.as_secs())
                 } else {
@@ -130,6 +145,56 @@ pub fn supervise(
     let _ = reader.join();
     collected.stderr_tail = stderr_reader.join().unwrap_or_default();
     conclude(case, plan, collected, started.elapsed())
+}
+
+/// The signal that interrupted this run (0: none yet).
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+/// The process group of the child running now (0: none), for a second signal to stop
+/// it on the way out.
+static RUNNING_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// The first SIGINT or SIGTERM this process received since [`catch_interrupts`], if any:
+/// the supervisor stops its child (the whole group) and the runner records the case and
+/// every case not run as `interrupted`.
+pub fn interruption() -> Option<i32> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+extern "C" fn on_interrupt(signal: libc::c_int) {
+    // Only async-signal-safe work here: an atomic swap, and `_exit` on a second signal
+    // (the journal already holds every finished case).
+    if INTERRUPTED.swap(signal, Ordering::SeqCst) != 0 {
+        let group = RUNNING_GROUP.load(Ordering::SeqCst);
+        // SAFETY: `kill` and `_exit` are async-signal-safe; the group is the one our
+        // running child leads (0: none, and nothing is signalled).
+        unsafe {
+            if group > 0 {
+                libc::kill(-group, libc::SIGKILL);
+            }
+            libc::_exit(128 + signal)
+        };
+    }
+}
+
+/// Catches SIGINT and SIGTERM for the rest of the process: the first is recorded (see
+/// [`interruption`]), the second ends the process at once with 128 + its number.
+pub fn catch_interrupts() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `sigaction` with a zeroed struct, an empty mask and a handler that
+        // only touches an atomic and calls `_exit`; SA_RESTART keeps the runner's own
+        // reads and waits from failing with EINTR.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_interrupt as *const () as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
 }
 
 /// A child process in a process group of its own, which goes with all it started: on a
@@ -148,8 +213,10 @@ impl Contained {
     pub fn spawn(command: &mut Command) -> std::io::Result<Contained> {
         use std::os::unix::process::CommandExt;
         command.stdin(Stdio::null()).process_group(0);
+        let child = command.spawn()?;
+        RUNNING_GROUP.store(child.id() as i32, Ordering::SeqCst);
         Ok(Contained {
-            child: command.spawn()?,
+            child,
             reaped: false,
         })
     }
@@ -212,6 +279,7 @@ pub fn this_executable() -> std::io::Result<Command> {
 }
 
 fn kill_group(pid: u32) {
+    let _ = RUNNING_GROUP.compare_exchange(pid as i32, 0, Ordering::SeqCst, Ordering::SeqCst);
     // SAFETY: signals the process group led by our own child (its pgid is its pid, set
     // by `process_group(0)`); ESRCH when the group is already gone is harmless.
     unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };

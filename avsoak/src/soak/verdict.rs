@@ -174,7 +174,10 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
         .map(|l| format!(" (stderr: {l})"))
         .unwrap_or_default();
     let reached = c.reached();
-    let (verdict, error) = if let Some(signal) = signal.filter(|_| c.hang.is_none()) {
+    let (verdict, error) = if let Some(why) = c.interrupted {
+        // Before the crash: the runner's own kill is what ended the child.
+        (Verdict::Interrupted, Some(why))
+    } else if let Some(signal) = signal.filter(|_| c.hang.is_none()) {
         (
             Verdict::Crash,
             Some(format!(
@@ -288,6 +291,8 @@ pub(super) struct Collected {
     pub(super) error: Option<String>,
     pub(super) done: Option<Message>,
     pub(super) hang: Option<String>,
+    /// The run was interrupted while this child ran (by what, and where).
+    pub(super) interrupted: Option<String>,
     pub(super) status: Option<ExitStatus>,
     pub(super) stderr_tail: String,
 }

@@ -1,0 +1,38 @@
+//! The run's journal: what a run records case by case comes back whole, series included,
+//! and a last line cut short by a kill is left out rather than failing the rebuild.
+
+mod support;
+
+use std::io::Write as _;
+
+use avsoak::journal::{self, Journal, JournalError};
+
+#[test]
+fn a_journal_gives_back_the_run_and_survives_a_cut_last_line() {
+    let report = support::rich_report();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("journal");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut j = Journal::create(&dir, &report.provenance).unwrap();
+    for result in &report.results {
+        j.record(result).unwrap();
+    }
+    drop(j);
+    let back = journal::read(&dir).unwrap();
+    assert_eq!(back.provenance, report.provenance);
+    assert_eq!(back.results, report.results);
+    assert!(back.results.iter().any(|r| !r.series.is_empty()));
+
+    // A kill in the middle of a write leaves half a line.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(journal::FILE))
+        .unwrap();
+    file.write_all(b"{\"result\":{\"id\":\"pict").unwrap();
+    drop(file);
+    assert_eq!(journal::read(&dir).unwrap().results, report.results);
+
+    // Anything else that is not a journal line is an error that names the line.
+    std::fs::write(dir.join(journal::FILE), "{\"provenance\": 3}\n").unwrap();
+    let err = journal::read(&dir).unwrap_err();
+    assert!(matches!(err, JournalError::Parse { line: 1, .. }), "{err}");
+}
