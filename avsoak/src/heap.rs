@@ -345,16 +345,68 @@ impl Suspect {
         )
     }
 
-    /// The first `frames` frames joined with ` ← `, allocation function first.
+    /// The frames from the first one past allocator plumbing (see [`is_plumbing`]): the
+    /// call that allocated, then its callers. All of them when every frame is plumbing.
+    pub fn readable(&self) -> &[String] {
+        let first = self
+            .frames
+            .iter()
+            .position(|f| !is_plumbing(f))
+            .unwrap_or(0);
+        &self.frames[first..]
+    }
+
+    /// The first `frames` [readable](Suspect::readable) frames joined with ` ← `, the
+    /// allocating call first: `x264_picture_alloc ← AllocatedPicture::new ← …`.
     pub fn stack(&self, frames: usize) -> String {
         let shown: Vec<&str> = self
-            .frames
+            .readable()
             .iter()
             .take(frames)
             .map(String::as_str)
             .collect();
         shown.join(" ← ")
     }
+}
+
+/// Whether a frame only moves memory on for its caller: glibc's malloc family (the
+/// hooks), FFmpeg's `av_malloc`, `av_mallocz`, `av_realloc*`, `av_calloc`, x264's
+/// `x264_malloc`, C++'s `operator new`, and Rust's allocator layers (`alloc::…`,
+/// `<alloc::…>`, `RawVec`, `__rust_alloc`, `__rdl_alloc`). Reports start a stack past
+/// them; heap profiles keep them.
+pub fn is_plumbing(frame: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "malloc",
+        "calloc",
+        "realloc",
+        "reallocarray",
+        "memalign",
+        "aligned_alloc",
+        "posix_memalign",
+        "valloc",
+        "pvalloc",
+        "av_malloc",
+        "av_mallocz",
+        "av_calloc",
+        "av_malloc_array",
+        "av_mallocz_array",
+        "x264_malloc",
+        "operator new(unsigned long)",
+        "operator new[](unsigned long)",
+        "__rust_alloc",
+        "__rust_alloc_zeroed",
+        "__rust_realloc",
+        "__rdl_alloc",
+        "__rdl_alloc_zeroed",
+        "__rdl_realloc",
+    ];
+    EXACT.contains(&frame)
+        || frame.starts_with("av_realloc")
+        || frame.starts_with("alloc::")
+        || frame.starts_with("<alloc::")
+        || frame.contains("RawVec")
+        || frame.starts_with("std::sys::alloc::")
+        || frame.starts_with("<std::alloc::System")
 }
 
 /// Sampled allocations still live, copied out of the sampler but not yet symbolized:

@@ -213,3 +213,50 @@ fn a_reporter_of_ones_own_writes_beside_the_standard_files() {
     assert!(!expected.is_empty(), "the made-up run has a leak");
     assert_eq!(leaks, expected.join("\n"));
 }
+
+/// Reports start a stack at the call that allocated: past glibc's malloc family,
+/// FFmpeg's and x264's wrappers and Rust's allocator layers; the frames stay whole.
+#[test]
+fn stacks_start_past_allocator_plumbing() {
+    use avsoak::heap::Suspect;
+    let suspect = |frames: &[&str]| Suspect {
+        bytes: 1,
+        blocks: 1,
+        samples: 1,
+        frames: frames.iter().map(|f| f.to_string()).collect(),
+    };
+    let rust = suspect(&[
+        "malloc",
+        "alloc::alloc::alloc",
+        "<alloc::alloc::Global>::alloc_impl_runtime",
+        "alloc::raw_vec::RawVecInner<A>::try_allocate_in",
+        "<alloc::vec::Vec<T> as alloc::vec::spec_from_iter_nested::SpecFromIterNested<T,I>>::from_iter",
+        "own_pipeline::Thumbnails::insert",
+        "own_pipeline::Pipeline::iterate",
+    ]);
+    assert_eq!(
+        rust.stack(8),
+        "own_pipeline::Thumbnails::insert ← own_pipeline::Pipeline::iterate"
+    );
+    let x264 = suspect(&[
+        "memalign",
+        "x264_malloc",
+        "x264_picture_alloc",
+        "avsoak_scenarios::ffi::x264::AllocatedPicture::new",
+    ]);
+    assert_eq!(
+        x264.stack(8),
+        "x264_picture_alloc ← avsoak_scenarios::ffi::x264::AllocatedPicture::new"
+    );
+    let ffmpeg = suspect(&[
+        "posix_memalign",
+        "av_malloc",
+        "av_mallocz",
+        "avio_alloc_context",
+    ]);
+    assert_eq!(ffmpeg.stack(1), "avio_alloc_context");
+    // Nothing but plumbing: shown whole rather than not at all.
+    let bare = suspect(&["malloc", "__rust_alloc"]);
+    assert_eq!(bare.stack(8), "malloc ← __rust_alloc");
+    assert_eq!(rust.frames.len(), 7, "the frames themselves are kept");
+}
