@@ -166,3 +166,160 @@ pub fn read(dir: &Path) -> Result<Report, JournalError> {
     }
     report.ok_or(JournalError::Empty { path })
 }
+
+/// Why shard runs cannot be merged into one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MergeError {
+    /// Nothing to merge.
+    #[error("no run to merge")]
+    Empty,
+    /// The runs come from different revisions.
+    #[error("the runs come from different revisions ({0} and {1}); merge runs of one commit")]
+    Revisions(String, String),
+    /// The runs soaked different plans.
+    #[error("the runs soaked different plans ({0} and {1}); merge runs of one plan")]
+    Plans(String, String),
+    /// A run is not a shard of the same selection.
+    #[error(
+        "{0:?} is not a shard of the same selection as {1:?} (expected the same options \
+         with --shard I/N)"
+    )]
+    Selections(String, String),
+    /// A shard is there twice.
+    #[error("shard {0} is there twice")]
+    Twice(String),
+}
+
+/// The selection without its `--shard I/N`, and the shard.
+fn split_shard(selection: Option<&str>) -> (String, Option<(usize, usize)>) {
+    let Some(selection) = selection else {
+        return (String::new(), None);
+    };
+    let mut rest = Vec::new();
+    let mut shard = None;
+    let mut words = selection.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "--shard" {
+            shard = words.next().and_then(|s| {
+                let (i, n) = s.split_once('/')?;
+                Some((i.parse().ok()?, n.parse().ok()?))
+            });
+        } else {
+            rest.push(word);
+        }
+    }
+    (rest.join(" "), shard)
+}
+
+/// One run from the shards of one run (`--shard I/N` of the same commit, plan and
+/// selection), its cases in the order an unsharded run has them. When every shard of N
+/// is there, the merged run's selection is the shards' without `--shard`, so a gate
+/// judges it as the full run it is; otherwise it says which shards it holds.
+pub fn merge(runs: Vec<Report>) -> Result<Report, MergeError> {
+    let first = runs.first().ok_or(MergeError::Empty)?;
+    let p0 = &first.provenance;
+    let (base, _) = split_shard(p0.selection.as_deref());
+    let mut shards: Vec<(usize, usize, Report)> = Vec::new();
+    for run in &runs {
+        let p = &run.provenance;
+        if p.git_rev != p0.git_rev {
+            return Err(MergeError::Revisions(p0.git_rev.clone(), p.git_rev.clone()));
+        }
+        if p.plan != p0.plan {
+            let show = |plan: &Option<String>| plan.clone().unwrap_or_else(|| "none".into());
+            return Err(MergeError::Plans(show(&p0.plan), show(&p.plan)));
+        }
+        let (rest, shard) = split_shard(p.selection.as_deref());
+        if rest != base {
+            return Err(MergeError::Selections(
+                p.selection.clone().unwrap_or_default(),
+                p0.selection.clone().unwrap_or_default(),
+            ));
+        }
+        let (index, count) = shard.unwrap_or((1, 1));
+        if shards.iter().any(|(i, n, _)| (*i, *n) == (index, count)) {
+            return Err(MergeError::Twice(format!("{index}/{count}")));
+        }
+        if shards.first().is_some_and(|(_, n, _)| *n != count) {
+            return Err(MergeError::Selections(
+                p.selection.clone().unwrap_or_default(),
+                p0.selection.clone().unwrap_or_default(),
+            ));
+        }
+        shards.push((index, count, run.clone()));
+    }
+    shards.sort_by_key(|(i, _, _)| *i);
+    let count = shards[0].1;
+    let mut provenance = shards
+        .iter()
+        .map(|(_, _, r)| r.provenance.clone())
+        .min_by(|a, b| a.started_at.cmp(&b.started_at))
+        .expect("one run at least");
+    let held: Vec<String> = shards.iter().map(|(i, _, _)| i.to_string()).collect();
+    provenance.selection = if shards.len() == count {
+        (!base.is_empty()).then_some(base.clone())
+    } else {
+        Some(
+            format!("{base} --shards {} of {count}", held.join(","))
+                .trim()
+                .to_owned(),
+        )
+    };
+    // Shard I holds positions I-1, I-1+N, …: deal them back in turn.
+    let mut merged = Report::new(provenance);
+    let mut queues: Vec<std::vec::IntoIter<CaseResult>> = shards
+        .into_iter()
+        .map(|(_, _, r)| r.results.into_iter())
+        .collect();
+    loop {
+        let before = merged.results.len();
+        for queue in &mut queues {
+            if let Some(result) = queue.next() {
+                merged.results.push(result);
+            }
+        }
+        if merged.results.len() == before {
+            break;
+        }
+    }
+    Ok(merged)
+}
+
+/// A run folder's report with its series: from its journal when it has one, else from
+/// its `report.json` (series then empty).
+pub fn read_folder(dir: &Path) -> Result<Report, crate::scenario::BoxError> {
+    if dir.join(FILE).is_file() {
+        return Ok(read(dir)?);
+    }
+    Ok(crate::gate::read_run(dir)?)
+}
+
+/// Merges the shard run folders `runs` (see [`merge`]) into the run folder `out`: its
+/// journal, the standard files, and the heap profiles the cases link.
+pub fn merge_folders(out: &Path, runs: &[PathBuf]) -> Result<Report, crate::scenario::BoxError> {
+    let mut reports = Vec::with_capacity(runs.len());
+    for run in runs {
+        reports.push(read_folder(run).map_err(|e| format!("{}: {e}", run.display()))?);
+    }
+    let merged = merge(reports)?;
+    let mut journal = Journal::create(out, &merged.provenance)?;
+    for result in &merged.results {
+        journal.record(result)?;
+    }
+    for run in runs {
+        let profiles = run.join("profiles");
+        let Ok(entries) = std::fs::read_dir(&profiles) else {
+            continue;
+        };
+        std::fs::create_dir_all(out.join("profiles"))
+            .map_err(|e| format!("{}: {e}", out.join("profiles").display()))?;
+        for entry in entries.flatten() {
+            let to = out.join("profiles").join(entry.file_name());
+            std::fs::copy(entry.path(), &to)
+                .map_err(|e| format!("copying {}: {e}", entry.path().display()))?;
+        }
+    }
+    merged.write(out)?;
+    Ok(merged)
+}

@@ -659,3 +659,78 @@ fn an_unwritable_run_folder_fails_before_any_case() {
     );
     assert!(!stderr.contains("[1/"), "a case ran: {stderr}");
 }
+
+/// Two shards of one selection merge into the run an unsharded soak gives: the same
+/// cases in the same order, gated as a full run; runs of another plan are refused.
+#[test]
+fn shards_merge_into_the_full_run_and_other_plans_are_refused() {
+    let base = [
+        "--scenario",
+        "picture-pool",
+        "--variant",
+        "pooled,per-frame-alloc-leak",
+    ];
+    let quick = [
+        "--iterations",
+        "40",
+        "--warmup",
+        "20",
+        "--git-rev",
+        "abc1234",
+    ];
+    let shard = |name: &str, extra: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(quick);
+        args.extend(extra);
+        let (code, out, _) = soak(name, &args, &[]);
+        assert_eq!(code, Some(0), "{name}");
+        out
+    };
+    let one = shard("e2e-shard-1", &["--shard", "1/2"]);
+    let two = shard("e2e-shard-2", &["--shard", "2/2"]);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-merged");
+    let _ = std::fs::remove_dir_all(&out);
+    let merged = avsoak::journal::merge_folders(&out, &[two.clone(), one.clone()]).unwrap();
+    let ids: Vec<&str> = merged.results.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "picture-pool/pooled/640x480",
+            "picture-pool/pooled/1280x720",
+            "picture-pool/per-frame-alloc-leak/640x480",
+            "picture-pool/per-frame-alloc-leak/1280x720",
+        ]
+    );
+    // The shards' selection without --shard: judged as the whole of that selection.
+    assert_eq!(
+        merged.provenance.selection.as_deref(),
+        Some("--scenario picture-pool --variant pooled,per-frame-alloc-leak")
+    );
+    assert!(merged.results.iter().all(|r| !r.series.is_empty()));
+    for file in [
+        "report.json",
+        "summary.md",
+        "index.html",
+        "junit.xml",
+        "results.jsonl",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let leak = &merged.results[2];
+    assert!(out.join(leak.profile.as_ref().unwrap()).is_file());
+
+    // A shard of another plan is refused, and says why.
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend([
+        "--iterations",
+        "41",
+        "--warmup",
+        "20",
+        "--git-rev",
+        "abc1234",
+    ]);
+    args.extend(["--shard", "2/2"]);
+    let (_, other, _) = soak("e2e-shard-other-plan", &args, &[]);
+    let err = avsoak::journal::merge_folders(&out, &[one, other]).unwrap_err();
+    assert!(err.to_string().contains("different plans"), "{err}");
+}

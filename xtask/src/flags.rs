@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{bench, compare, deps, gate, overhead, profile, soak, test};
+use crate::{bench, compare, deps, gate, merge, overhead, profile, soak, test};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "avsoak's tasks")]
@@ -30,4 +30,6 @@ pub enum Task {
     Overhead(overhead::Overhead),
     /// Compare encoder backends on speed, memory, quality and leaks.
     Compare(compare::Compare),
+    /// Merge shard run folders into one run (refusing other commits or plans).
+    Merge(merge::Merge),
 }

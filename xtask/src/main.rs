@@ -14,6 +14,8 @@
 //!   sampling, run interleaved; prints median ratios.
 //! - `compare`: encoder backends on the same frames (`avsoak-run compare`): speed,
 //!   memory, quality and leaks, and the x264 encode beside the `ffmpeg` command line.
+//! - `merge`: shard run folders as one run (report, page, JUnit, journal), refusing runs
+//!   of other commits, plans or selections; a merged full set is gated as a full run.
 //! - `test`: deps, then the whole test suite (nextest, one process per test, because the
 //!   heap counters are process-wide), doc tests, clippy with warnings denied, a build
 //!   without the heap hooks, the benches built (not run), and `examples/own-pipeline`
@@ -24,6 +26,7 @@ mod compare;
 mod deps;
 mod flags;
 mod gate;
+mod merge;
 mod overhead;
 mod profile;
 mod soak;
@@ -60,6 +63,7 @@ fn run() -> Result<()> {
         Task::Bench(task) => task.run(&sh),
         Task::Overhead(task) => task.run(&sh),
         Task::Compare(task) => task.run(&sh),
+        Task::Merge(task) => task.run(),
     }
 }
 
