@@ -36,3 +36,50 @@ fn a_journal_gives_back_the_run_and_survives_a_cut_last_line() {
     let err = journal::read(&dir).unwrap_err();
     assert!(matches!(err, JournalError::Parse { line: 1, .. }), "{err}");
 }
+
+/// Shards of one run merge; runs that are not shards of one run are refused, by name.
+#[test]
+fn only_shards_of_one_run_merge() {
+    use avsoak::journal::{merge, MergeError};
+    let shard = |i: usize, rev: &str, selection: &str| {
+        let mut run = support::report();
+        run.provenance.git_rev = rev.into();
+        run.provenance.plan = Some("120 iterations, 20 warm-up".into());
+        run.provenance.selection = Some(format!("{selection} --shard {i}/2"));
+        run
+    };
+    let merged = merge(vec![
+        shard(2, "abc", "--scenario a"),
+        shard(1, "abc", "--scenario a"),
+    ])
+    .unwrap();
+    assert_eq!(merged.provenance.selection.as_deref(), Some("--scenario a"));
+    assert_eq!(merged.results.len(), 2 * support::report().results.len());
+    let partial = merge(vec![shard(2, "abc", "--scenario a")]).unwrap();
+    assert_eq!(
+        partial.provenance.selection.as_deref(),
+        Some("--scenario a --shards 2 of 2")
+    );
+
+    let refused = |runs| merge(runs).unwrap_err();
+    assert!(matches!(
+        refused(vec![shard(1, "abc", ""), shard(2, "def", "")]),
+        MergeError::Revisions(..)
+    ));
+    assert!(matches!(
+        refused(vec![
+            shard(1, "abc", "--scenario a"),
+            shard(2, "abc", "--scenario b")
+        ]),
+        MergeError::Selections(..)
+    ));
+    assert!(matches!(
+        refused(vec![shard(1, "abc", ""), shard(1, "abc", "")]),
+        MergeError::Twice(_)
+    ));
+    let mut other_plan = shard(2, "abc", "");
+    other_plan.provenance.plan = Some("60 iterations, 20 warm-up".into());
+    let err = refused(vec![shard(1, "abc", ""), other_plan]);
+    assert!(err.to_string().contains("different plans"), "{err}");
+    assert_eq!(merge(Vec::new()).unwrap_err(), MergeError::Empty);
+}
