@@ -112,14 +112,17 @@ pub fn standard() -> Vec<Box<dyn Reporter + Send + Sync>> {
 impl Report {
     /// Writes the standard run folder into `dir` (created if needed).
     pub fn write(&self, dir: &Path) -> Result<(), ReportError> {
-        let standard = standard();
-        let all: Vec<&dyn Reporter> = standard.iter().map(|r| r.as_ref() as _).collect();
-        self.write_with(dir, &all)
+        self.write_with(dir, &[])
     }
 
-    /// Writes what each of `reporters` renders into `dir` (created if needed), with the
-    /// folders they name.
-    pub fn write_with(&self, dir: &Path, reporters: &[&dyn Reporter]) -> Result<(), ReportError> {
+    /// Writes the standard run folder and what each of `extra` renders into `dir`
+    /// (created if needed), with the folders they name.
+    pub fn write_with(&self, dir: &Path, extra: &[&dyn Reporter]) -> Result<(), ReportError> {
+        let standard = standard();
+        let reporters = standard
+            .iter()
+            .map(|r| r.as_ref() as &dyn Reporter)
+            .chain(extra.iter().copied());
         fs::create_dir_all(dir).map_err(|source| ReportError::Write {
             path: dir.to_owned(),
             source,

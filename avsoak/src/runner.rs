@@ -25,7 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::fmt::file_stem;
 use crate::gate::Baselines;
 use crate::journal::{self, Journal};
-use crate::render::{self, Reporter};
+use crate::render::Reporter;
 use crate::report::{CaseResult, Provenance, Report};
 use crate::scenario::{Case, Scenario};
 use crate::soak::{self, signal_name, Plan, Watchdog};
@@ -547,14 +547,9 @@ impl Runner {
 
     /// Writes the run folder with the standard reporters and the runner's own.
     fn write(&self, report: &Report, out: &Path) -> Result<()> {
-        let standard = render::standard();
-        let reporters: Vec<&dyn Reporter> = standard
-            .iter()
-            .map(|r| r.as_ref() as &dyn Reporter)
-            .chain(self.reporters.iter().map(|r| r.as_ref() as &dyn Reporter))
-            .collect();
+        let extra: Vec<&dyn Reporter> = self.reporters.iter().map(|r| r.as_ref() as _).collect();
         report
-            .write_with(out, &reporters)
+            .write_with(out, &extra)
             .with_context(|| format!("writing the report to {}", out.display()))
     }
 

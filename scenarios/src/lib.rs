@@ -44,11 +44,6 @@ pub fn all() -> Vec<&'static dyn Scenario> {
     ]
 }
 
-/// The scenario called `name`.
-pub fn find(name: &str) -> Option<&'static dyn Scenario> {
-    all().into_iter().find(|s| s.name() == name)
-}
-
 /// Versions of the codec libraries this build runs against, for report provenance.
 pub fn library_versions() -> BTreeMap<String, String> {
     let mut libs = BTreeMap::new();
