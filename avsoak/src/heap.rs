@@ -448,13 +448,15 @@ impl LiveSamples {
         let mut ranked: Vec<_> = groups.into_iter().collect();
         ranked.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
         ranked.truncate(top);
+        let mut symbolizer = Symbolizer::default();
+        symbolizer.learn(ranked.iter().map(|(frames, _)| frames.as_slice()));
         ranked
             .into_iter()
             .map(|(frames, (bytes, blocks, samples))| Suspect {
                 bytes: bytes.round() as u64,
                 blocks: blocks.round() as u64,
                 samples,
-                frames: symbolize(&frames),
+                frames: symbolizer.frames(&frames),
             })
             .collect()
     }
@@ -470,28 +472,77 @@ pub fn suspects(min_epoch: u64, top: usize) -> Vec<Suspect> {
 /// Frames kept per suspect after the harness's own frames are dropped.
 const SHOWN_FRAMES: usize = 24;
 
-/// Names for raw return addresses, innermost first: drops the sampler's own frames, keeps
-/// the allocation function, stops at the runtime's entry frames.
-pub(crate) fn symbolize(ips: &[usize]) -> Vec<String> {
-    let mut names = Vec::new();
-    for (i, &ip) in ips.iter().enumerate() {
-        // Return addresses point after the call; look up the call itself.
-        let lookup = if i == 0 { ip } else { ip.saturating_sub(1) };
-        let mut here = Vec::new();
-        backtrace::resolve(lookup as *mut c_void, |symbol| {
-            if let Some(name) = symbol.name() {
-                here.push(format!("{name:#}"));
-            }
-        });
-        if here.is_empty() {
-            let object = object_of(lookup)
-                .map(|path| path.rsplit('/').next().unwrap_or(&path).to_owned())
-                .unwrap_or_else(|| "?".into());
-            here.push(format!("?? [{object}]"));
-        }
-        // backtrace reports inlined frames innermost first, like the stack itself.
-        names.extend(here);
+/// Names raw return addresses, each looked up once.
+///
+/// A profile's stacks share most of their frames, and the resolver keeps only a few
+/// objects' symbol tables open at a time: resolving frame by frame, stack by stack,
+/// reopened libavcodec's tables thousands of times. [`Symbolizer::learn`] looks every new
+/// address up once, in address order, so the lookups in one object follow each other.
+#[derive(Debug, Default)]
+pub(crate) struct Symbolizer {
+    /// Lookup address (the call, not the return address) to its names, innermost first.
+    names: HashMap<usize, Vec<String>>,
+}
+
+/// The address to look up for frame `i`: return addresses point after the call, so every
+/// frame but the innermost is looked up one byte earlier, inside the call itself.
+fn lookup_address(i: usize, ip: usize) -> usize {
+    if i == 0 {
+        ip
+    } else {
+        ip.saturating_sub(1)
     }
+}
+
+impl Symbolizer {
+    /// Resolves every address of `stacks` not yet known.
+    pub(crate) fn learn<'a>(&mut self, stacks: impl IntoIterator<Item = &'a [usize]>) {
+        let mut new: Vec<usize> = stacks
+            .into_iter()
+            .flat_map(|ips| ips.iter().enumerate().map(|(i, &ip)| lookup_address(i, ip)))
+            .filter(|a| !self.names.contains_key(a))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        for address in new {
+            self.names.insert(address, resolve_names(address));
+        }
+    }
+
+    /// Names for raw return addresses, innermost first: drops the sampler's own frames,
+    /// keeps the allocation function, stops at the runtime's entry frames.
+    pub(crate) fn frames(&mut self, ips: &[usize]) -> Vec<String> {
+        self.learn([ips]);
+        let names: Vec<String> = ips
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &ip)| self.names[&lookup_address(i, ip)].iter().cloned())
+            .collect();
+        keep_shown(names)
+    }
+}
+
+/// The names at one lookup address: several when calls were inlined there (innermost
+/// first, like the stack itself), `?? [object]` when no symbol covers it.
+fn resolve_names(lookup: usize) -> Vec<String> {
+    let mut here = Vec::new();
+    backtrace::resolve(lookup as *mut c_void, |symbol| {
+        if let Some(name) = symbol.name() {
+            here.push(format!("{name:#}"));
+        }
+    });
+    if here.is_empty() {
+        let object = object_of(lookup)
+            .map(|path| path.rsplit('/').next().unwrap_or(&path).to_owned())
+            .unwrap_or_else(|| "?".into());
+        here.push(format!("?? [{object}]"));
+    }
+    here
+}
+
+/// Drops the sampler's own frames and everything from the runtime's entry frames on,
+/// keeping at most [`SHOWN_FRAMES`].
+fn keep_shown(names: Vec<String>) -> Vec<String> {
     let start = names
         .iter()
         .position(|n| !(n.starts_with("backtrace::") || n.starts_with("avsoak_hooks::")))

@@ -74,8 +74,12 @@ impl RawProfile {
         #[allow(unused_mut)]
         let mut merged: HashMap<Vec<String>, StackSums> = HashMap::new();
         #[cfg(feature = "hooks")]
+        let mut symbolizer = crate::heap::Symbolizer::default();
+        #[cfg(feature = "hooks")]
+        symbolizer.learn(self.records.iter().map(|r| r.frames.as_slice()));
+        #[cfg(feature = "hooks")]
         for r in self.records {
-            let frames = crate::heap::symbolize(&r.frames);
+            let frames = symbolizer.frames(&r.frames);
             let sums = merged.entry(frames.clone()).or_insert(StackSums {
                 frames,
                 samples: 0,
