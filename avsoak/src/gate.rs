@@ -7,7 +7,8 @@
 //! - for a case expected clean: allocations per iteration or peak live bytes above the
 //!   baseline by more than their tolerance (both are nearly deterministic: gated tightly),
 //!   or throughput below the baseline by more than the noise threshold (wall-clock on a
-//!   shared machine: gated loosely);
+//!   shared machine: gated loosely; only when the run and the baseline soaked as many
+//!   cases at once, `--jobs`);
 //! - a baseline case the run does not have, when the run selected every case.
 //!
 //! Everything else that differs is shown but passes: clean ↔ bounded ↔ upstream, a case
@@ -266,6 +267,23 @@ pub fn compare(run: &Report, baseline: &Baseline) -> Gate {
             Status::Note,
         );
     }
+    // Throughput measured beside neighbours is not throughput measured alone.
+    let (base_jobs, run_jobs) = (baseline.provenance.jobs, run.provenance.jobs);
+    let same_load = base_jobs == run_jobs;
+    if !same_load {
+        add(
+            "run",
+            "jobs",
+            base_jobs.to_string(),
+            run_jobs.to_string(),
+            format!(
+                "throughput not compared: the run soaked {run_jobs} case(s) at once, the \
+                 baseline {base_jobs} (compare like with like: --jobs {base_jobs}, or a \
+                 baseline saved at --jobs {run_jobs})"
+            ),
+            Status::Note,
+        );
+    }
     let mut compared = 0;
     for r in &run.results {
         if r.outcome == Outcome::Fail {
@@ -372,7 +390,7 @@ pub fn compare(run: &Report, baseline: &Baseline) -> Gate {
         } else {
             ("iterations/s", b.iters_per_s, r.throughput.iters_per_s)
         };
-        if base_rate > 0.0 && rate < base_rate * (1.0 - t.throughput_drop) {
+        if same_load && base_rate > 0.0 && rate < base_rate * (1.0 - t.throughput_drop) {
             add(
                 &r.id,
                 figure,

@@ -55,12 +55,12 @@ impl Report {
             html,
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
              <title>avsoak run {rev}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
-             <h1>avsoak run {rev}</h1>\n<p class=\"meta\">{started} · host {host}, {cpus} CPUs \
+             <h1>avsoak run {rev}</h1>\n<p class=\"meta\">{started} · host {host}, {cpus} \
              · {rustc}<br>{libs}</p>\n<p><strong>{tally}.</strong></p>\n",
             rev = escape(&p.git_rev),
             started = escape(&p.started_at),
             host = escape(&p.host),
-            cpus = p.cpus,
+            cpus = escape(&p.cpus_and_jobs()),
             rustc = escape(&p.rustc),
             libs = escape(
                 &p.libs

@@ -26,6 +26,9 @@ enum Line {
     Result {
         result: Box<CaseResult>,
         series: Vec<Bucket>,
+        /// The case's place in the run (cases soaked at once finish out of order).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<usize>,
     },
 }
 
@@ -105,6 +108,17 @@ impl Journal {
         self.append(&Line::Result {
             result: Box::new(result.clone()),
             series: result.series.clone(),
+            position: None,
+        })
+    }
+
+    /// Appends the finished case at `position` of the run and syncs it to disk: [`read`]
+    /// puts the cases back in that order, whatever order they finished in.
+    pub fn record_at(&mut self, position: usize, result: &CaseResult) -> Result<(), JournalError> {
+        self.append(&Line::Result {
+            result: Box::new(result.clone()),
+            series: result.series.clone(),
+            position: Some(position),
         })
     }
 
@@ -123,7 +137,8 @@ impl Journal {
 }
 
 /// The report the journal in run folder `dir` holds: its provenance and every case it
-/// recorded, series included. A last line cut short by a kill is left out.
+/// recorded, series included, in the run's order. A last line cut short by a kill is left
+/// out.
 pub fn read(dir: &Path) -> Result<Report, JournalError> {
     let path = dir.join(FILE);
     let file = File::open(&path).map_err(|source| JournalError::Read {
@@ -138,6 +153,7 @@ pub fn read(dir: &Path) -> Result<Report, JournalError> {
             source,
         })?;
     let mut report: Option<Report> = None;
+    let mut positions: Vec<usize> = Vec::new();
     let last = lines.len();
     for (n, text) in lines.iter().enumerate() {
         let line = match serde_json::from_str::<Line>(text) {
@@ -154,17 +170,26 @@ pub fn read(dir: &Path) -> Result<Report, JournalError> {
         };
         match line {
             Line::Provenance(provenance) => report = Some(Report::new(provenance)),
-            Line::Result { result, series } => {
+            Line::Result {
+                result,
+                series,
+                position,
+            } => {
                 let report = report
                     .as_mut()
                     .ok_or_else(|| JournalError::Empty { path: path.clone() })?;
                 let mut result = *result;
                 result.series = series;
+                positions.push(position.unwrap_or(report.results.len()));
                 report.results.push(result);
             }
         }
     }
-    report.ok_or(JournalError::Empty { path })
+    let mut report = report.ok_or(JournalError::Empty { path })?;
+    let mut placed: Vec<(usize, CaseResult)> = positions.into_iter().zip(report.results).collect();
+    placed.sort_by_key(|(position, _)| *position);
+    report.results = placed.into_iter().map(|(_, result)| result).collect();
+    Ok(report)
 }
 
 /// Why shard runs cannot be merged into one.

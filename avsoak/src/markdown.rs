@@ -15,9 +15,9 @@ impl Report {
         let libs: Vec<String> = p.libs.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
             md,
-            "host `{}`, {} CPUs, {}; {}\n",
+            "host `{}`, {}, {}; {}\n",
             p.host,
-            p.cpus,
+            p.cpus_and_jobs(),
             p.rustc,
             libs.join(", ")
         );

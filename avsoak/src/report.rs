@@ -325,6 +325,25 @@ pub struct Provenance {
     /// `--shard 2/4`): a gate then does not miss the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<String>,
+    /// Cases soaked at once (`soak --jobs`): throughput measured beside neighbours is
+    /// only compared with throughput measured beside as many. 1 in runs that predate it.
+    #[serde(default = "one_job")]
+    pub jobs: usize,
+}
+
+fn one_job() -> usize {
+    1
+}
+
+impl Provenance {
+    /// The machine and its load, as the summary and the page state them: `2 CPUs`, and
+    /// `, 2 cases at once` when the run soaked several at a time.
+    pub fn cpus_and_jobs(&self) -> String {
+        match self.jobs {
+            0 | 1 => format!("{} CPUs", self.cpus),
+            jobs => format!("{} CPUs, {jobs} cases at once", self.cpus),
+        }
+    }
 }
 
 impl Provenance {
@@ -360,6 +379,7 @@ impl Provenance {
             units,
             plan: None,
             selection: None,
+            jobs: 1,
         }
     }
 }

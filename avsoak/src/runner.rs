@@ -15,12 +15,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::fmt::file_stem;
 use crate::gate::Baselines;
@@ -92,6 +93,42 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl PlanArgs {
+    /// The plan `case` soaks by: `plan` (these options'), or — when they name neither a
+    /// count nor a duration — the case's own quick budget ([`Case::quick_iterations`]),
+    /// with these options' warm-up if they name one and it leaves enough to judge.
+    pub fn plan_for(&self, plan: &Plan, case: &Case) -> Plan {
+        let (None, None, Some(iterations)) =
+            (self.iterations, self.duration, case.quick_iterations)
+        else {
+            return plan.clone();
+        };
+        let own = Plan {
+            iterations,
+            warmup: self
+                .warmup
+                .unwrap_or_else(|| Plan::default_warmup(iterations)),
+            ..plan.clone()
+        };
+        match own.validate() {
+            Ok(()) => own,
+            Err(_) => plan.clone(),
+        }
+    }
+
+    /// The plan in words for the run's provenance: the shared plan, and that some of
+    /// `cases` soak by their own quick budget.
+    fn describe(&self, plan: &Plan, cases: &[Case]) -> String {
+        let budgets: Vec<u64> = cases
+            .iter()
+            .map(|c| self.plan_for(plan, c).iterations)
+            .filter(|&n| n != plan.iterations)
+            .collect();
+        match budgets.len() {
+            0 => plan.describe(),
+            n => format!("{}; {n} slow cases by their own budget", plan.describe()),
+        }
+    }
+
     /// The plan these options describe, validated.
     pub fn plan(&self) -> Result<Plan> {
         let iterations = match (self.iterations, self.duration) {
@@ -154,6 +191,27 @@ pub struct SoakArgs {
     /// Folder of the named baselines.
     #[arg(long, value_name = "DIR", default_value = "reports/baselines")]
     baselines: PathBuf,
+    /// Cases soaked at once, each in its own child [default: the number of CPUs]. Heap
+    /// verdicts do not depend on the neighbours; throughput does, so the run records the
+    /// count and a gate compares throughput only with a baseline soaked as many at once.
+    #[arg(long, value_parser = parse_jobs)]
+    jobs: Option<usize>,
+}
+
+/// The default of `--jobs`: the CPUs this process may use.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Parses `--jobs`: 1 to [`soak::MAX_RUNNING`].
+pub fn parse_jobs(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=soak::MAX_RUNNING).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid --jobs {text:?} (expected a whole number of cases at once, 1 to {})",
+            soak::MAX_RUNNING
+        )),
+    }
 }
 
 /// Options of `gate`.
@@ -427,7 +485,7 @@ impl Runner {
         let rev = args.git_rev.clone().unwrap_or_else(git_rev);
         let mut provenance =
             Provenance::here(rev.clone(), RUSTC_VERSION.to_owned(), (self.libraries)());
-        provenance.plan = Some(plan.describe());
+        provenance.plan = Some(args.plan.describe(&plan, &cases));
         provenance.selection = selection(args);
         let out = args.out.clone().unwrap_or_else(|| {
             let stamp = provenance.started_at.replace(['-', ':'], "");
@@ -443,6 +501,13 @@ impl Runner {
             total: Duration::from_secs(args.timeout).max(timed),
         };
 
+        // Never more at once than there are cases to run.
+        let jobs = args
+            .jobs
+            .unwrap_or_else(default_jobs)
+            .min(cases.iter().filter(|c| c.skip.is_none()).count())
+            .max(1);
+        provenance.jobs = jobs;
         let mut journal = Journal::create(&out, &provenance)?;
         soak::catch_interrupts();
         let mut report = Report::new(provenance);
@@ -455,36 +520,80 @@ impl Runner {
         .expect("valid template")
         .progress_chars("=> ");
         let total = cases.len();
-        for (n, case) in cases.iter().enumerate() {
-            let prefix = format!("[{}/{total}] {}", n + 1, case.id());
-            let result = match (&case.skip, soak::interruption()) {
-                (Some(reason), _) => CaseResult::skipped(case, reason),
-                (None, Some(signal)) => CaseResult::interrupted(
-                    case,
-                    &format!(
-                        "not run: the run was interrupted by {}",
-                        signal_name(signal)
-                    ),
-                ),
-                (None, None) => self.run_case(case, &plan, args, watchdog, &style, prefix, &out)?,
-            };
-            journal.record(&result)?;
-            eprintln!(
-                "[{}/{total}] {:<44} expect {:<5} verdict {:<7} {}{}",
-                n + 1,
-                case.id(),
-                case.expect.to_string(),
-                result.verdict.as_str(),
-                result.outcome.as_str(),
-                result
-                    .error
-                    .as_deref()
-                    .or(result.note.as_deref())
-                    .map(|e| format!("  ({e})"))
-                    .unwrap_or_default()
-            );
-            report.results.push(result);
+        let multi = MultiProgress::new();
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let mut finished: Vec<Option<CaseResult>> = (0..total).map(|_| None).collect();
+        let mut failure: Option<anyhow::Error> = None;
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel::<(usize, Result<CaseResult>)>();
+            for _ in 0..jobs {
+                let tx = tx.clone();
+                let (cases, next, stop, multi) = (&cases, &next, &stop, &multi);
+                let (plan, style, out) = (&plan, &style, &out);
+                scope.spawn(move || loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= total || stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let case = &cases[n];
+                    let prefix = format!("[{}/{total}] {}", n + 1, case.id());
+                    let result = match (&case.skip, soak::interruption()) {
+                        (Some(reason), _) => Ok(CaseResult::skipped(case, reason)),
+                        (None, Some(signal)) => Ok(CaseResult::interrupted(
+                            case,
+                            &format!(
+                                "not run: the run was interrupted by {}",
+                                signal_name(signal)
+                            ),
+                        )),
+                        (None, None) => {
+                            Self::run_case(case, plan, args, watchdog, multi, style, prefix, out)
+                        }
+                    };
+                    if tx.send((n, result)).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(tx);
+            for (n, result) in rx {
+                let recorded = result.and_then(|r| {
+                    journal.record_at(n, &r)?;
+                    Ok(r)
+                });
+                let result = match recorded {
+                    Ok(result) => result,
+                    Err(e) => {
+                        stop.store(true, Ordering::SeqCst);
+                        failure.get_or_insert(e);
+                        continue;
+                    }
+                };
+                let case = &cases[n];
+                multi.suspend(|| {
+                    eprintln!(
+                        "[{}/{total}] {:<44} expect {:<5} verdict {:<7} {}{}",
+                        n + 1,
+                        case.id(),
+                        case.expect.to_string(),
+                        result.verdict.as_str(),
+                        result.outcome.as_str(),
+                        result
+                            .error
+                            .as_deref()
+                            .or(result.note.as_deref())
+                            .map(|e| format!("  ({e})"))
+                            .unwrap_or_default()
+                    )
+                });
+                finished[n] = Some(result);
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
         }
+        report.results = finished.into_iter().flatten().collect();
         self.write(&report, &out)?;
         println!("\n{}", report.table(false));
         println!(
@@ -595,11 +704,11 @@ impl Runner {
     /// bar; the child writes its heap profile into `out`.
     #[allow(clippy::too_many_arguments)]
     fn run_case(
-        &self,
         case: &Case,
         plan: &Plan,
         args: &SoakArgs,
         watchdog: Watchdog,
+        multi: &MultiProgress,
         style: &ProgressStyle,
         prefix: String,
         out: &Path,
@@ -607,7 +716,8 @@ impl Runner {
         let profile = format!("profiles/{}.dhat.json", file_stem(&case.id()));
         let profile_path = out.join(&profile);
         let _ = std::fs::remove_file(&profile_path);
-        let bar = ProgressBar::new(plan.iterations).with_style(style.clone());
+        let plan = &args.plan.plan_for(plan, case);
+        let bar = multi.add(ProgressBar::new(plan.iterations).with_style(style.clone()));
         bar.set_prefix(prefix);
         if let Some(duration) = plan.duration {
             bar.set_message(format!("{}s", duration.as_secs()));
@@ -753,6 +863,56 @@ mod tests {
                 }
             }
             assert!(seen.iter().all(|&n| n == 1), "{count} shards");
+        }
+    }
+
+    #[test]
+    fn a_case_soaks_by_its_quick_budget_only_when_the_run_names_no_count() {
+        use crate::scenario::Expect;
+        let slow = Case::new("s", "slow", Expect::Clean, "").with_quick_iterations(Some(60));
+        let cheap = Case::new("s", "cheap", Expect::Clean, "");
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["avsoak", "soak"].iter().chain(args).copied()).unwrap();
+            let Command::Soak(soak) = cli.command else {
+                unreachable!("parsed as soak")
+            };
+            soak.plan
+        };
+        let args = parse(&[]);
+        let plan = args.plan().unwrap();
+        assert_eq!((plan.iterations, plan.warmup), (120, 20));
+        let own = args.plan_for(&plan, &slow);
+        assert_eq!((own.iterations, own.warmup), (60, 20));
+        assert_eq!(args.plan_for(&plan, &cheap), plan);
+        assert_eq!(
+            args.describe(&plan, &[slow.clone(), cheap.clone()]),
+            "120 iterations, 20 warm-up; 1 slow cases by their own budget"
+        );
+        // A count or a duration the user names holds for every case.
+        for named in [&["--iterations", "200"][..], &["--duration", "30s"]] {
+            let args = parse(named);
+            let plan = args.plan().unwrap();
+            assert_eq!(args.plan_for(&plan, &slow), plan, "{named:?}");
+        }
+        // A warm-up the user names is kept when it leaves enough to judge…
+        let args = parse(&["--warmup", "30"]);
+        let plan = args.plan().unwrap();
+        assert_eq!(args.plan_for(&plan, &slow).warmup, 30);
+        // … and the run's plan stands when it would not.
+        let args = parse(&["--warmup", "50"]);
+        let plan = args.plan().unwrap();
+        assert_eq!(args.plan_for(&plan, &slow), plan);
+    }
+
+    #[test]
+    fn a_bad_jobs_count_names_the_value_and_the_range() {
+        assert_eq!(parse_jobs("2"), Ok(2));
+        for text in ["0", "-1", "two", "65"] {
+            let err = parse_jobs(text).unwrap_err();
+            assert!(
+                err.contains(&format!("{text:?}")) && err.contains("1 to 64"),
+                "{err}"
+            );
         }
     }
 

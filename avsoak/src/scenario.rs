@@ -61,6 +61,11 @@ pub struct Case {
     /// declared loss explains, and only that, is reported `upstream` instead of `leak`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// Iterations (warm-up included) this case soaks when the run names no count or
+    /// duration, instead of the runner's 120: for a case whose iteration is slow and whose
+    /// smallest growth to call is large (the rule: ARCHITECTURE.md, "Quick budgets").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quick_iterations: Option<u64>,
 }
 
 impl Case {
@@ -77,7 +82,15 @@ impl Case {
             sample_interval: None,
             skip: None,
             upstream: None,
+            quick_iterations: None,
         }
+    }
+
+    /// The case with its own quick budget of `iterations` (see
+    /// [`Case::quick_iterations`]), when `iterations` is `Some`.
+    pub fn with_quick_iterations(mut self, iterations: Option<u64>) -> Case {
+        self.quick_iterations = iterations;
+        self
     }
 
     /// The case with parameter `key` set to `value`.

@@ -105,6 +105,41 @@ fn throughput_fails_only_beyond_the_noise_threshold() {
 }
 
 #[test]
+fn throughput_is_compared_only_between_runs_soaked_as_many_at_once() {
+    let baseline = Baseline::from_run(&passing_run()).unwrap();
+    assert_eq!(baseline.provenance.jobs, 1);
+    // Two cases at a time on the baseline's machine: slower, and not a regression.
+    let mut run = passing_run();
+    run.provenance.jobs = 2;
+    run.results[0].throughput.frames_per_s = 250.0 * 0.4;
+    let gate = compare(&run, &baseline);
+    assert!(gate.passed(), "{}", gate.table());
+    let note = gate
+        .differences
+        .iter()
+        .find(|d| d.figure == "jobs")
+        .expect("the gate says why throughput was not compared");
+    assert_eq!(note.status, Status::Note);
+    assert!(note.why.contains("throughput not compared"), "{}", note.why);
+    // Heap figures are still gated beside neighbours.
+    run.results[0].heap.allocs_per_iter = 40.0;
+    assert_eq!(
+        regressed(&compare(&run, &baseline), "picture-pool/pooled/640x480"),
+        ["allocs/iter"]
+    );
+    // A baseline soaked at 2 gates a run at 2.
+    let mut base_run = passing_run();
+    base_run.provenance.jobs = 2;
+    let baseline = Baseline::from_run(&base_run).unwrap();
+    let mut run = base_run.clone();
+    run.results[0].throughput.frames_per_s = 250.0 * 0.4;
+    assert_eq!(
+        regressed(&compare(&run, &baseline), "picture-pool/pooled/640x480"),
+        ["frames/s"]
+    );
+}
+
+#[test]
 fn fewer_allocations_and_passing_verdict_changes_are_shown_but_pass() {
     let mut baseline = Baseline::from_run(&passing_run()).unwrap();
     let pooled = baseline

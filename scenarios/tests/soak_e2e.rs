@@ -326,6 +326,56 @@ fn ffmpeg_custom_io_controls_are_flagged_in_ffmpeg_and_clean_twins_pass() {
 }
 
 #[test]
+fn a_64_byte_leak_planted_in_cheap_clean_cases_is_flagged_by_the_quick_soak() {
+    // The default quick plan (no --iterations): what `cargo xtask soak` runs. The same
+    // cases without the planted leak are clean in every other test here.
+    let (code, _, report) = soak(
+        "e2e-plant-64",
+        &[
+            "--scenario",
+            "fmp4-mux,avio-memory",
+            "--variant",
+            "fragmented,write-memory",
+        ],
+        &[(avsoak::soak::PLANT_LEAK_ENV, "64")],
+    );
+    assert_eq!(code, Some(1), "a clean case that leaks fails the run");
+    for id in ["fmp4-mux/fragmented", "avio-memory/write-memory/4k/mp4"] {
+        let r = result(&report, id);
+        assert_eq!(r["iterations"], 120, "{id}: the quick plan");
+        // Counted, not sampled: one more live block per iteration, every iteration, on a
+        // series whose clean twin is flat to the block. The trend's p-value is at its
+        // floor (1.8e-49 in every run seen); the leak verdict asks for 1e-3.
+        assert_eq!(r["verdict"], "leak", "{id}");
+        let blocks = r["heap"]["leak_blocks_per_iter"].as_f64().unwrap();
+        assert!(
+            (blocks - 1.0).abs() < 0.05,
+            "{id}: {blocks} blocks/iteration"
+        );
+        // 64 B asked for: glibc's usable size of a 64-byte block is 72.
+        let bytes = r["heap"]["leak_bytes_per_iter"].as_f64().unwrap();
+        assert!((64.0..=80.0).contains(&bytes), "{id}: {bytes} B/iteration");
+    }
+}
+
+#[test]
+fn a_bad_planted_leak_is_an_error_that_names_the_value() {
+    let (code, _, report) = soak(
+        "e2e-plant-bad",
+        &["--variant", "pooled", "--iterations", "40"],
+        &[(avsoak::soak::PLANT_LEAK_ENV, "lots")],
+    );
+    assert_eq!(code, Some(1));
+    let r = result(&report, "picture-pool/pooled/640x480");
+    assert_eq!(r["verdict"], "error");
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("\"lots\"") && error.contains("positive number of bytes"),
+        "{error}"
+    );
+}
+
+#[test]
 fn the_heap_cap_stops_a_runaway_leak() {
     let (code, _, report) = soak(
         "e2e-cap",
@@ -581,9 +631,10 @@ fn processes_naming(needle: &str) -> Vec<String> {
 fn sigterm_mid_soak_keeps_finished_cases_and_report_rebuilds_the_folder() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-sigterm");
     let _ = std::fs::remove_dir_all(&out);
-    // Three cases long enough (3,000 frames each) that the signal lands in the second.
+    // One case at a time; cases long enough (3,000 frames each) that the signal lands
+    // in the second.
     let soak = runner()
-        .args(["soak", "--scenario", "picture-pool"])
+        .args(["soak", "--scenario", "picture-pool", "--jobs", "1"])
         .args(["--variant", "pooled,per-frame-alloc-clean"])
         .args(["--iterations", "3000", "--out"])
         .arg(&out)
@@ -642,6 +693,76 @@ fn sigterm_mid_soak_keeps_finished_cases_and_report_rebuilds_the_folder() {
     assert_eq!(rebuilt.status.code(), Some(1), "the run did not pass");
     assert_eq!(read("report.json"), before);
     assert!(read("index.html").contains("data-quantity=\"live bytes\""));
+}
+
+#[test]
+fn sigterm_stops_every_case_running_at_once_and_keeps_the_finished_ones() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-jobs-sigterm");
+    let _ = std::fs::remove_dir_all(&out);
+    // Two at once: a short case beside long ones, so the signal lands with one case
+    // finished and two running.
+    let soak = runner()
+        .args(["soak", "--scenario", "picture-pool", "--jobs", "2"])
+        .args(["--variant", "pooled,per-frame-alloc-clean", "--out"])
+        .arg(&out)
+        .args(["--iterations", "3000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let journal = out.join("results.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no case finished");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signals our own child, which is still running (not yet waited for).
+    unsafe { libc::kill(soak.id() as i32, libc::SIGTERM) };
+    let output = soak.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "{stderr}");
+    assert_eq!(
+        processes_naming(&out.display().to_string()),
+        Vec::<String>::new()
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["provenance"]["jobs"], 2);
+    let results = report["results"].as_array().unwrap();
+    let ids: Vec<&str> = results.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "picture-pool/pooled/640x480",
+            "picture-pool/pooled/1280x720",
+            "picture-pool/per-frame-alloc-clean/640x480",
+            "picture-pool/per-frame-alloc-clean/1280x720",
+        ],
+        "every selected case, in the plan's order"
+    );
+    let finished = results.iter().filter(|r| r["verdict"] == "clean").count();
+    let stopped = results
+        .iter()
+        .filter(|r| {
+            r["verdict"] == "interrupted"
+                && r["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("interrupted by SIGTERM ")
+        })
+        .count();
+    let not_run = results
+        .iter()
+        .filter(|r| {
+            r["verdict"] == "interrupted" && r["error"].as_str().unwrap().starts_with("not run")
+        })
+        .count();
+    assert!(finished >= 1, "{results:?}");
+    assert!(
+        stopped <= 2,
+        "at most the two running cases were stopped: {results:?}"
+    );
+    assert_eq!(finished + stopped + not_run, 4, "{results:?}");
 }
 
 /// A run folder that cannot be written fails before any case runs, and says which.

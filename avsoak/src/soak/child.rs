@@ -20,6 +20,34 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     message
 }
 
+/// The environment variable that plants a leak in every case a child soaks: bytes per
+/// iteration, allocated in [`planted_leak`] at the end of each iteration and never
+/// freed. The instrument's own positive control: with it, a case that is clean must come
+/// out `leak`, which shows what its soak can detect (a test plants 64 B in a cheap clean
+/// case of the quick soak).
+pub const PLANT_LEAK_ENV: &str = "AVSOAK_PLANT_LEAK";
+
+/// The planted leak's bytes per iteration, from [`PLANT_LEAK_ENV`]: `None` when unset,
+/// an error naming the value when it is not a positive byte count.
+fn planted_bytes() -> Result<Option<usize>, String> {
+    let Some(value) = std::env::var_os(PLANT_LEAK_ENV) else {
+        return Ok(None);
+    };
+    match value.to_str().and_then(|v| v.parse::<usize>().ok()) {
+        Some(bytes) if bytes > 0 => Ok(Some(bytes)),
+        _ => Err(format!(
+            "invalid {PLANT_LEAK_ENV}={value:?} (expected a positive number of bytes to leak \
+             per iteration)"
+        )),
+    }
+}
+
+/// Leaks `bytes` on purpose: the frame a suspect of the planted leak names.
+#[inline(never)]
+pub fn planted_leak(bytes: usize) {
+    std::hint::black_box(Box::leak(vec![0x5a_u8; bytes].into_boxed_slice()));
+}
+
 /// Runs `case` of `scenario` in this process according to `plan`, writing protocol lines
 /// to `out`, and after a normal end the heap profile of the whole child to `profile` (DHAT
 /// JSON, see [`crate::profile`]; taken after the last iteration, before the workload is
@@ -66,6 +94,16 @@ pub fn run_workload(
         });
         return EXIT_ERROR;
     }
+    let planted = match planted_bytes() {
+        Ok(planted) => planted,
+        Err(message) => {
+            send!(Message::Error {
+                iteration: None,
+                message
+            });
+            return EXIT_ERROR;
+        }
+    };
     heap::set_epoch(0);
     let mut workload = match start() {
         Ok(w) => w,
@@ -101,10 +139,14 @@ pub fn run_workload(
         heap::set_epoch(i);
         let before = Snapshot::now();
         let started = Instant::now();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| workload.iterate()))
-            .unwrap_or_else(|panic| {
-                Err(format!("panicked: {}", panic_message(panic.as_ref())).into())
-            });
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let work = workload.iterate();
+            if let Some(bytes) = planted {
+                planted_leak(bytes);
+            }
+            work
+        }))
+        .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_message(panic.as_ref())).into()));
         let ns = started.elapsed().as_nanos() as u64;
         let after = Snapshot::now();
         let work: Work = match result {

@@ -20,11 +20,11 @@ pub mod plan;
 pub mod supervise;
 mod verdict;
 
-pub use child::{error_chain, run_child, run_workload};
+pub use child::{error_chain, planted_leak, run_child, run_workload, PLANT_LEAK_ENV};
 pub use plan::{Plan, PlanError, MIN_JUDGED};
 pub use supervise::{
     catch_interrupts, interruption, last_line, signal_name, supervise, this_executable, Contained,
-    Watchdog,
+    Watchdog, MAX_RUNNING,
 };
 
 pub use crate::protocol::{Message, Sample, EXIT_ERROR, EXIT_ORPHANED, MESSAGE_PREFIX};

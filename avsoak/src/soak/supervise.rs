@@ -150,9 +150,13 @@ pub fn supervise(
 /// The signal that interrupted this run (0: none yet).
 static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
 
-/// The process group of the child running now (0: none), for a second signal to stop
-/// it on the way out.
-static RUNNING_GROUP: AtomicI32 = AtomicI32::new(0);
+/// Most children one process supervises at once (`soak --jobs`), each in a slot of
+/// [`RUNNING_GROUPS`].
+pub const MAX_RUNNING: usize = 64;
+
+/// The process groups of the children running now (0: a free slot), for a second signal
+/// to stop them on the way out.
+static RUNNING_GROUPS: [AtomicI32; MAX_RUNNING] = [const { AtomicI32::new(0) }; MAX_RUNNING];
 
 /// The first SIGINT or SIGTERM this process received since [`catch_interrupts`], if any:
 /// the supervisor stops its child (the whole group) and the runner records the case and
@@ -168,15 +172,17 @@ extern "C" fn on_interrupt(signal: libc::c_int) {
     // Only async-signal-safe work here: an atomic swap, and `_exit` on a second signal
     // (the journal already holds every finished case).
     if INTERRUPTED.swap(signal, Ordering::SeqCst) != 0 {
-        let group = RUNNING_GROUP.load(Ordering::SeqCst);
-        // SAFETY: `kill` and `_exit` are async-signal-safe; the group is the one our
-        // running child leads (0: none, and nothing is signalled).
-        unsafe {
+        for slot in &RUNNING_GROUPS {
+            let group = slot.load(Ordering::SeqCst);
             if group > 0 {
-                libc::kill(-group, libc::SIGKILL);
+                // SAFETY: `kill` is async-signal-safe; the group is one our running
+                // child leads.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
             }
-            libc::_exit(128 + signal)
-        };
+        }
+        // SAFETY: `_exit` is async-signal-safe and ends the process without running
+        // anything else.
+        unsafe { libc::_exit(128 + signal) };
     }
 }
 
@@ -214,7 +220,16 @@ impl Contained {
         use std::os::unix::process::CommandExt;
         command.stdin(Stdio::null()).process_group(0);
         let child = command.spawn()?;
-        RUNNING_GROUP.store(child.id() as i32, Ordering::SeqCst);
+        // A free slot records the group; with every slot taken (more than MAX_RUNNING
+        // children at once) a second signal would leave this one to its own end.
+        for slot in &RUNNING_GROUPS {
+            if slot
+                .compare_exchange(0, child.id() as i32, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                break;
+            }
+        }
         Ok(Contained {
             child,
             reaped: false,
@@ -279,7 +294,9 @@ pub fn this_executable() -> std::io::Result<Command> {
 }
 
 fn kill_group(pid: u32) {
-    let _ = RUNNING_GROUP.compare_exchange(pid as i32, 0, Ordering::SeqCst, Ordering::SeqCst);
+    for slot in &RUNNING_GROUPS {
+        let _ = slot.compare_exchange(pid as i32, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
     // SAFETY: signals the process group led by our own child (its pgid is its pid, set
     // by `process_group(0)`); ESRCH when the group is already gone is harmless.
     unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };

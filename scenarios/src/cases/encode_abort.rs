@@ -132,6 +132,25 @@ impl Schedule {
         }
     }
 
+    /// The quick budget ([`Case::quick_iterations`]; the rule: ARCHITECTURE.md, "Quick
+    /// budgets"): 60 iterations, 40 judged, where a lifetime opens x265 and feeds it
+    /// frames to the end or to an abort in the drain. Those cost 28–163 ms an iteration
+    /// on 2 cores (x265 builds its thread pool, lookahead and frame encoders per open;
+    /// libheif opens it once per image), and the smallest growth they call is x265's own
+    /// loss of at least 1.1 KiB per open: the end-to-end tests judge exactly these
+    /// cases at 40 judged iterations. The lifetimes that stop early (before or right
+    /// after the open, after `k` frames or at a malformed frame through FFmpeg) cost
+    /// 1–6 ms and keep the runner's 120.
+    fn quick_iterations(self, route: &Route) -> Option<u64> {
+        let heavy = match self {
+            Schedule::BeforeOpen | Schedule::AfterOpen => false,
+            // libheif encodes the whole image before any of these stages.
+            Schedule::MidStream | Schedule::BadFrame => matches!(route, Route::Heif { .. }),
+            _ => true,
+        };
+        (heavy && route.is_x265()).then_some(60)
+    }
+
     /// `upstream-sao` is about x265 only.
     pub fn applies_to(self, route: &Route) -> bool {
         match self {
@@ -847,6 +866,10 @@ impl Scenario for EncodeAbort {
                         .as_ref()
                         .is_ok_and(Route::is_x265)
                         .then(|| X265_UPSTREAM.to_owned()),
+                    quick_iterations: route
+                        .as_ref()
+                        .ok()
+                        .and_then(|r| schedule.quick_iterations(r)),
                     skip: route.err(),
                     ..case
                 });

@@ -103,6 +103,17 @@ impl Mode {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PicturePool;
 
+impl Mode {
+    /// The quick budget ([`Case::quick_iterations`]; the rule: ARCHITECTURE.md, "Quick
+    /// budgets"): `resolution-switch` rebuilds its picture and encoder every segment,
+    /// 55–150 ms an iteration on 2 cores, and what it must call is a rebuild that keeps
+    /// the old picture (a whole frame's planes, ≥ 115 KiB per switch): 60 iterations. The
+    /// other modes cost 8–27 ms and keep the runner's 120.
+    fn quick_iterations(self) -> Option<u64> {
+        (self == Mode::ResolutionSwitch).then_some(60)
+    }
+}
+
 impl Scenario for PicturePool {
     fn name(&self) -> &'static str {
         "picture-pool"
@@ -118,7 +129,8 @@ impl Scenario for PicturePool {
             for (w, h) in SIZES {
                 cases.push(
                     Case::new(self.name(), mode.name(), mode.expect(), mode.about())
-                        .with_param("size", &format!("{w}x{h}")),
+                        .with_param("size", &format!("{w}x{h}"))
+                        .with_quick_iterations(mode.quick_iterations()),
                 );
             }
         }
