@@ -3,6 +3,12 @@
 //! sampling off (counting), and with sampling at the default 512 KiB interval; on one
 //! thread, and on two threads at once (the counters are shared atomics, so two threads
 //! contend for their cache lines).
+//!
+//! And what one sample costs: a pair with every allocation sampled (interval 1 byte), made
+//! 16 calls deep, so the stack unwinds through frames as a pipeline's would; and turning
+//! the process's stack table into names (`RawProfile::symbolize`, what a child does once
+//! at the end of a case) for a table of 64 stacks that share their frames, as a profile's
+//! do.
 
 mod support;
 
@@ -96,5 +102,49 @@ fn hooks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hooks);
+/// Calls `f` from `depth` more frames down the stack.
+#[inline(never)]
+fn deep(depth: usize, f: &mut dyn FnMut()) {
+    if depth == 0 {
+        f();
+    } else {
+        deep(black_box(depth - 1), f);
+    }
+    // Not a tail call: every level keeps its frame.
+    black_box(depth);
+}
+
+fn samples(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hooks");
+    group.throughput(Throughput::Elements(1));
+    // The table first: 64 stacks (one per depth) of blocks kept live, sampled each.
+    heap::set_sample_interval(1);
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for depth in 0..64 {
+        deep(depth, &mut || kept.push(black_box(vec![1u8; 64])));
+    }
+    heap::set_sample_interval(0);
+    let stacks = avsoak::profile::RawProfile::now().symbolize().stacks.len();
+    println!("hooks/symbolize-profile: the table holds {stacks} stacks");
+    let (id, full) = support::id("hooks", "symbolize-profile", 64);
+    support::heap_figures(&full, 3, || {
+        black_box(avsoak::profile::RawProfile::now().symbolize());
+    });
+    group.bench_function(id, |b| {
+        b.iter(|| black_box(avsoak::profile::RawProfile::now().symbolize()))
+    });
+    drop(kept);
+
+    // One sampled pair: the unwind and the table insert at malloc, the removal at free.
+    heap::set_sample_interval(1);
+    let (id, full) = support::id("hooks", "pair-sampled-16-deep", 64);
+    support::heap_figures(&full, 1_000, || deep(16, &mut || pair(Mode::Sampling, 64)));
+    group.bench_function(id, |b| {
+        b.iter(|| deep(16, &mut || pair(Mode::Sampling, 64)))
+    });
+    heap::set_sample_interval(512 * 1024);
+    group.finish();
+}
+
+criterion_group!(benches, hooks, samples);
 criterion_main!(benches);

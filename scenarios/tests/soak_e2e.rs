@@ -624,17 +624,14 @@ fn processes_naming(needle: &str) -> Vec<String> {
         .collect()
 }
 
-/// SIGTERM in the middle of a soak: the running case and those not run are recorded as
-/// `interrupted`, the finished one is kept, the run folder is complete, the exit code is
-/// 143 and no child is left; `report DIR` rebuilds the folder from the journal alone.
-#[test]
-fn sigterm_mid_soak_keeps_finished_cases_and_report_rebuilds_the_folder() {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-sigterm");
+/// Soaks four long picture-pool cases (3,000 frames each) `jobs` at a time into a fresh
+/// run folder `name`, sends SIGTERM once the first case is journaled, and checks the run
+/// exits 143. The run folder and the runner's stderr.
+fn sigterm_after_first_case(name: &str, jobs: &str) -> (PathBuf, String) {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&out);
-    // One case at a time; cases long enough (3,000 frames each) that the signal lands
-    // in the second.
     let soak = runner()
-        .args(["soak", "--scenario", "picture-pool", "--jobs", "1"])
+        .args(["soak", "--scenario", "picture-pool", "--jobs", jobs])
         .args(["--variant", "pooled,per-frame-alloc-clean"])
         .args(["--iterations", "3000", "--out"])
         .arg(&out)
@@ -649,13 +646,23 @@ fn sigterm_mid_soak_keeps_finished_cases_and_report_rebuilds_the_folder() {
         assert!(std::time::Instant::now() < deadline, "no case finished");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    // The signal may land while the second case is still setting up (then its error
-    // says "during set-up") or after some of its iterations.
     // SAFETY: signals our own child, which is still running (not yet waited for).
     unsafe { libc::kill(soak.id() as i32, libc::SIGTERM) };
     let output = soak.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(143), "{stderr}");
+    (out, stderr)
+}
+
+/// SIGTERM in the middle of a soak: the running case and those not run are recorded as
+/// `interrupted`, the finished one is kept, the run folder is complete, the exit code is
+/// 143 and no child is left; `report DIR` rebuilds the folder from the journal alone.
+#[test]
+fn sigterm_mid_soak_keeps_finished_cases_and_report_rebuilds_the_folder() {
+    // One case at a time; cases long enough (3,000 frames each) that the signal lands
+    // in the second, while it is still setting up (then its error says "during
+    // set-up") or after some of its iterations.
+    let (out, stderr) = sigterm_after_first_case("e2e-sigterm", "1");
     assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
     let needle = out.display().to_string();
     assert_eq!(processes_naming(&needle), Vec::<String>::new());
@@ -697,30 +704,8 @@ fn sigterm_mid_soak_keeps_finished_cases_and_report_rebuilds_the_folder() {
 
 #[test]
 fn sigterm_stops_every_case_running_at_once_and_keeps_the_finished_ones() {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-jobs-sigterm");
-    let _ = std::fs::remove_dir_all(&out);
-    // Two at once: a short case beside long ones, so the signal lands with one case
-    // finished and two running.
-    let soak = runner()
-        .args(["soak", "--scenario", "picture-pool", "--jobs", "2"])
-        .args(["--variant", "pooled,per-frame-alloc-clean", "--out"])
-        .arg(&out)
-        .args(["--iterations", "3000"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let journal = out.join("results.jsonl");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 2 {
-        assert!(std::time::Instant::now() < deadline, "no case finished");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    // SAFETY: signals our own child, which is still running (not yet waited for).
-    unsafe { libc::kill(soak.id() as i32, libc::SIGTERM) };
-    let output = soak.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(143), "{stderr}");
+    // Two at once: the signal lands with one case finished and up to two running.
+    let (out, _) = sigterm_after_first_case("e2e-jobs-sigterm", "2");
     assert_eq!(
         processes_naming(&out.display().to_string()),
         Vec::<String>::new()
