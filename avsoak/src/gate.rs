@@ -7,8 +7,9 @@
 //! - for a case expected clean: allocations per iteration or peak live bytes above the
 //!   baseline by more than their tolerance (both are nearly deterministic: gated tightly),
 //!   or throughput below the baseline by more than the noise threshold (wall-clock on a
-//!   shared machine: gated loosely; only when the run and the baseline soaked as many
-//!   cases at once, `--jobs`);
+//!   shared machine: gated loosely; only when the run and the baseline both soaked one
+//!   case at a time, `--jobs 1`; relative to each machine's speed index when both have
+//!   one, [`crate::speed`]);
 //! - a baseline case the run does not have, when the run selected every case.
 //!
 //! Everything else that differs is shown but passes: clean ↔ bounded ↔ upstream, a case
@@ -267,9 +268,10 @@ pub fn compare(run: &Report, baseline: &Baseline) -> Gate {
             Status::Note,
         );
     }
-    // Throughput measured beside neighbours is not throughput measured alone.
+    // Throughput measured beside neighbours is not throughput measured alone, and it
+    // does not repeat: which case runs beside which changes from run to run.
     let (base_jobs, run_jobs) = (baseline.provenance.jobs, run.provenance.jobs);
-    let same_load = base_jobs == run_jobs;
+    let same_load = base_jobs == 1 && run_jobs == 1;
     if !same_load {
         add(
             "run",
@@ -277,13 +279,35 @@ pub fn compare(run: &Report, baseline: &Baseline) -> Gate {
             base_jobs.to_string(),
             run_jobs.to_string(),
             format!(
-                "throughput not compared: the run soaked {run_jobs} case(s) at once, the \
-                 baseline {base_jobs} (compare like with like: --jobs {base_jobs}, or a \
-                 baseline saved at --jobs {run_jobs})"
+                "throughput not compared: it is gated between runs that soaked one case at a \
+                 time (--jobs 1); with more at once a case shares the CPUs with whichever \
+                 case runs beside it (the run soaked {run_jobs} at once, the baseline \
+                 {base_jobs})"
             ),
             Status::Note,
         );
     }
+    // Throughput relative to each machine's speed, when both measured it alike.
+    let speed = match (&run.provenance.speed, &baseline.provenance.speed) {
+        (Some(now), Some(then)) => now.relative_to(then).map(|ratio| (ratio, now, then)),
+        _ => None,
+    };
+    if let Some((ratio, now, then)) = speed {
+        if same_load {
+            add(
+                "run",
+                "speed index",
+                format!("{:.1}", then.index),
+                format!("{:.1}", now.index),
+                format!(
+                    "this machine runs the reference at {ratio:.2}× the baseline's speed: \
+                     throughput is judged against the baseline's times that"
+                ),
+                Status::Note,
+            );
+        }
+    }
+    let speed = speed.map(|(ratio, _, _)| ratio);
     let mut compared = 0;
     for r in &run.results {
         if r.outcome == Outcome::Fail {
@@ -390,17 +414,28 @@ pub fn compare(run: &Report, baseline: &Baseline) -> Gate {
         } else {
             ("iterations/s", b.iters_per_s, r.throughput.iters_per_s)
         };
-        if same_load && base_rate > 0.0 && rate < base_rate * (1.0 - t.throughput_drop) {
+        // What the baseline's rate is on this machine.
+        let expected = base_rate * speed.unwrap_or(1.0);
+        if same_load && expected > 0.0 && rate < expected * (1.0 - t.throughput_drop) {
+            let limit = 1.0 - t.throughput_drop;
             add(
                 &r.id,
                 figure,
                 format!("{base_rate:.1}"),
                 format!("{rate:.1}"),
-                format!(
-                    "{:.2}× the baseline (limit {:.2}×, wall-clock)",
-                    rate / base_rate,
-                    1.0 - t.throughput_drop
-                ),
+                match speed {
+                    Some(ratio) => format!(
+                        "{:.2}× the baseline raw, {:.2}× for this machine's speed ({ratio:.2}× \
+                         the baseline's; limit {limit:.2}×)",
+                        rate / base_rate,
+                        rate / expected
+                    ),
+                    None => format!(
+                        "{:.2}× the baseline (limit {limit:.2}×, wall-clock; no speed index \
+                         to compare machines by)",
+                        rate / base_rate
+                    ),
+                },
                 Status::Regressed,
             );
         }

@@ -21,7 +21,7 @@ pub const FILE: &str = "results.jsonl";
 #[serde(rename_all = "snake_case")]
 enum Line {
     /// First: where and with what the run was made.
-    Provenance(Provenance),
+    Provenance(Box<Provenance>),
     /// A finished case, with its bounded series.
     Result {
         result: Box<CaseResult>,
@@ -99,7 +99,7 @@ impl Journal {
                 source,
             })?;
         let mut journal = Journal { path, file };
-        journal.append(&Line::Provenance(provenance.clone()))?;
+        journal.append(&Line::Provenance(Box::new(provenance.clone())))?;
         Ok(journal)
     }
 
@@ -169,7 +169,7 @@ pub fn read(dir: &Path) -> Result<Report, JournalError> {
             }
         };
         match line {
-            Line::Provenance(provenance) => report = Some(Report::new(provenance)),
+            Line::Provenance(provenance) => report = Some(Report::new(*provenance)),
             Line::Result {
                 result,
                 series,

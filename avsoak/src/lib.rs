@@ -55,6 +55,7 @@ pub mod runner;
 pub mod scenario;
 pub mod series;
 pub mod soak;
+pub mod speed;
 pub mod stats;
 pub mod testing;
 

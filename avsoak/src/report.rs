@@ -329,6 +329,10 @@ pub struct Provenance {
     /// only compared with throughput measured beside as many. 1 in runs that predate it.
     #[serde(default = "one_job")]
     pub jobs: usize,
+    /// How fast this machine ran the reference workload, under the run's load
+    /// ([`crate::speed`]); `None` in runs that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<crate::speed::SpeedIndex>,
 }
 
 fn one_job() -> usize {
@@ -336,13 +340,17 @@ fn one_job() -> usize {
 }
 
 impl Provenance {
-    /// The machine and its load, as the summary and the page state them: `2 CPUs`, and
-    /// `, 2 cases at once` when the run soaked several at a time.
+    /// The machine and its load, as the summary and the page state them: `2 CPUs`,
+    /// `, 2 cases at once` when the run soaked several at a time, and the speed index.
     pub fn cpus_and_jobs(&self) -> String {
-        match self.jobs {
+        let mut text = match self.jobs {
             0 | 1 => format!("{} CPUs", self.cpus),
             jobs => format!("{} CPUs, {jobs} cases at once", self.cpus),
+        };
+        if let Some(speed) = &self.speed {
+            text.push_str(&format!(", speed index {:.1}", speed.index));
         }
+        text
     }
 }
 
@@ -380,6 +388,7 @@ impl Provenance {
             plan: None,
             selection: None,
             jobs: 1,
+            speed: None,
         }
     }
 }

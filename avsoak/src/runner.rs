@@ -508,6 +508,14 @@ impl Runner {
             .min(cases.iter().filter(|c| c.skip.is_none()).count())
             .max(1);
         provenance.jobs = jobs;
+        // The machine's speed under the run's load, before the first case; the journal
+        // keeps this part, the report adds the repetitions after the last case.
+        let before = crate::speed::measure(jobs, crate::speed::REPETITIONS);
+        provenance.speed = Some(crate::speed::SpeedIndex::new(
+            before.clone(),
+            Vec::new(),
+            jobs,
+        ));
         let mut journal = Journal::create(&out, &provenance)?;
         soak::catch_interrupts();
         let mut report = Report::new(provenance);
@@ -594,6 +602,10 @@ impl Runner {
             return Err(e);
         }
         report.results = finished.into_iter().flatten().collect();
+        if soak::interruption().is_none() {
+            let after = crate::speed::measure(jobs, crate::speed::REPETITIONS);
+            report.provenance.speed = Some(crate::speed::SpeedIndex::new(before, after, jobs));
+        }
         self.write(&report, &out)?;
         println!("\n{}", report.table(false));
         println!(

@@ -105,7 +105,7 @@ fn throughput_fails_only_beyond_the_noise_threshold() {
 }
 
 #[test]
-fn throughput_is_compared_only_between_runs_soaked_as_many_at_once() {
+fn throughput_is_compared_only_between_runs_soaked_one_case_at_a_time() {
     let baseline = Baseline::from_run(&passing_run()).unwrap();
     assert_eq!(baseline.provenance.jobs, 1);
     // Two cases at a time on the baseline's machine: slower, and not a regression.
@@ -127,15 +127,63 @@ fn throughput_is_compared_only_between_runs_soaked_as_many_at_once() {
         regressed(&compare(&run, &baseline), "picture-pool/pooled/640x480"),
         ["allocs/iter"]
     );
-    // A baseline soaked at 2 gates a run at 2.
+    // Nor between two runs at 2: which case runs beside which changes from run to run
+    // (two runs of one commit measured 0.31× apart).
     let mut base_run = passing_run();
     base_run.provenance.jobs = 2;
     let baseline = Baseline::from_run(&base_run).unwrap();
     let mut run = base_run.clone();
-    run.results[0].throughput.frames_per_s = 250.0 * 0.4;
+    run.results[0].throughput.frames_per_s = 250.0 * 0.3;
+    assert!(compare(&run, &baseline).passed());
+}
+
+#[test]
+fn throughput_is_judged_relative_to_each_machines_speed_index() {
+    use avsoak::speed::SpeedIndex;
+    let mut base_run = passing_run();
+    base_run.provenance.speed = Some(SpeedIndex::new(vec![40.0, 40.0], vec![40.0], 1));
+    let baseline = Baseline::from_run(&base_run).unwrap();
+    let base_fps: Vec<f64> = base_run
+        .results
+        .iter()
+        .map(|r| r.throughput.frames_per_s)
+        .collect();
+    // A machine half as fast: every case at 0.4× the baseline, the index at 0.5×.
+    let mut run = base_run.clone();
+    run.provenance.speed = Some(SpeedIndex::new(vec![20.0, 20.0], vec![20.0], 1));
+    for (r, fps) in run.results.iter_mut().zip(&base_fps) {
+        r.throughput.frames_per_s = fps * 0.4;
+    }
+    let gate = compare(&run, &baseline);
+    assert!(gate.passed(), "{}", gate.table());
+    assert!(
+        gate.differences.iter().any(|d| d.figure == "speed index"),
+        "{}",
+        gate.table()
+    );
+    // Without the index, the same figures fail as raw wall-clock.
+    let mut raw = run.clone();
+    raw.provenance.speed = None;
     assert_eq!(
-        regressed(&compare(&run, &baseline), "picture-pool/pooled/640x480"),
+        regressed(&compare(&raw, &baseline), "picture-pool/pooled/640x480"),
         ["frames/s"]
+    );
+    // One case really 2× slower on the slow machine still fails, with both figures.
+    run.results[0].throughput.frames_per_s = base_fps[0] * 0.5 * 0.45;
+    let gate = compare(&run, &baseline);
+    assert_eq!(
+        regressed(&gate, "picture-pool/pooled/640x480"),
+        ["frames/s"]
+    );
+    let row = gate
+        .differences
+        .iter()
+        .find(|d| d.figure == "frames/s")
+        .unwrap();
+    assert!(
+        row.why.contains("0.23× the baseline raw") && row.why.contains("0.45× for this machine"),
+        "{}",
+        row.why
     );
 }
 
