@@ -98,6 +98,10 @@ pub struct Sample {
     pub bytes: u64,
     /// Wall-clock nanoseconds the iteration took.
     pub ns: u64,
+    /// CPU nanoseconds the child used meanwhile, all its threads (the codecs' workers
+    /// too); 0 from a child that predates it.
+    #[serde(default)]
+    pub cpu_ns: u64,
     /// The workload's declared upstream loss so far
     /// ([`crate::scenario::Workload::known_loss`]).
     #[serde(default, skip_serializing_if = "is_zero")]

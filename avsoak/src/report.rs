@@ -159,6 +159,10 @@ pub struct Throughput {
     pub frames_per_s: f64,
     /// Output bytes per second.
     pub bytes_per_s: f64,
+    /// CPU milliseconds per judged iteration, every thread of the child: beside the
+    /// wall-clock (`1000 / iters_per_s`), what an iteration costs on a loaded machine.
+    #[serde(default)]
+    pub cpu_ms_per_iter: f64,
 }
 
 /// The stack sampler's settings and counts for one case. Suspects are estimates from

@@ -58,6 +58,7 @@ fn samples_with_known(
                 frames: 1,
                 bytes: 1000,
                 ns: 1_000_000,
+                cpu_ns: 1_500_000,
                 known: known(i),
                 gauges: BTreeMap::from([
                     ("live_packets".to_owned(), (i % 3) as i64),
@@ -139,6 +140,8 @@ fn a_flat_run_is_clean() {
     assert_eq!(r.iterations, 60);
     assert_eq!(r.heap.allocs_per_iter, 3.0);
     assert!((r.throughput.frames_per_s - 1000.0).abs() < 1e-6);
+    // CPU beside wall-clock: 1.5 ms of CPU in every 1 ms iteration (two threads).
+    assert!((r.throughput.cpu_ms_per_iter - 1.5).abs() < 1e-9);
     assert_eq!(r.series.len(), 60);
     assert!(r.series.iter().all(|b| b.count == 1));
 }

@@ -102,6 +102,11 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
         iters_per_s: per_second(iterations as f64),
         frames_per_s: per_second(t.frames as f64),
         bytes_per_s: per_second(t.bytes as f64),
+        cpu_ms_per_iter: if iterations > 0 {
+            t.cpu_ns as f64 / 1e6 / n
+        } else {
+            0.0
+        },
     };
 
     let (peak, end, teardown, suspects, sampling) = match &c.done {
@@ -301,6 +306,7 @@ pub(super) struct Collected {
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Totals {
     pub(super) ns: u64,
+    pub(super) cpu_ns: u64,
     pub(super) frames: u64,
     pub(super) bytes: u64,
     pub(super) allocs: u64,
@@ -316,6 +322,7 @@ impl Collected {
         {
             let t = &mut self.totals;
             t.ns += sample.ns;
+            t.cpu_ns += sample.cpu_ns;
             t.frames += sample.frames;
             t.bytes += sample.bytes;
             t.allocs += sample.allocs;

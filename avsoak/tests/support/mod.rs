@@ -80,6 +80,7 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
             iters_per_s: 250.0,
             frames_per_s: 250.0,
             bytes_per_s: 1e6,
+            cpu_ms_per_iter: 5.5,
         },
         suspects: vec![Suspect {
             bytes: 46_000_000,
