@@ -60,7 +60,7 @@ impl Report {
             rev = escape(&p.git_rev),
             started = escape(&p.started_at),
             host = escape(&p.host),
-            cpus = escape(&p.cpus_and_jobs()),
+            cpus = escape(&p.machine()),
             rustc = escape(&p.rustc),
             libs = escape(
                 &p.libs

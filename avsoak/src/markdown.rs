@@ -17,7 +17,7 @@ impl Report {
             md,
             "host `{}`, {}, {}; {}\n",
             p.host,
-            p.cpus_and_jobs(),
+            p.machine(),
             p.rustc,
             libs.join(", ")
         );

@@ -346,7 +346,7 @@ fn one_job() -> usize {
 impl Provenance {
     /// The machine and its load, as the summary and the page state them: `2 CPUs`,
     /// `, 2 cases at once` when the run soaked several at a time, and the speed index.
-    pub fn cpus_and_jobs(&self) -> String {
+    pub fn machine(&self) -> String {
         let mut text = match self.jobs {
             0 | 1 => format!("{} CPUs", self.cpus),
             jobs => format!("{} CPUs, {jobs} cases at once", self.cpus),

@@ -118,12 +118,11 @@ impl PlanArgs {
     /// The plan in words for the run's provenance: the shared plan, and that some of
     /// `cases` soak by their own quick budget.
     fn describe(&self, plan: &Plan, cases: &[Case]) -> String {
-        let budgets: Vec<u64> = cases
+        let own = cases
             .iter()
-            .map(|c| self.plan_for(plan, c).iterations)
-            .filter(|&n| n != plan.iterations)
-            .collect();
-        match budgets.len() {
+            .filter(|c| self.plan_for(plan, c).iterations != plan.iterations)
+            .count();
+        match own {
             0 => plan.describe(),
             n => format!("{}; {n} slow cases by their own budget", plan.describe()),
         }
@@ -193,7 +192,7 @@ pub struct SoakArgs {
     baselines: PathBuf,
     /// Cases soaked at once, each in its own child [default: the number of CPUs]. Heap
     /// verdicts do not depend on the neighbours; throughput does, so the run records the
-    /// count and a gate compares throughput only with a baseline soaked as many at once.
+    /// count and a gate compares throughput only between runs of `--jobs 1`.
     #[arg(long, value_parser = parse_jobs)]
     jobs: Option<usize>,
 }
