@@ -44,12 +44,12 @@ pub struct SpeedIndex {
 impl SpeedIndex {
     /// The index from repetitions `before` and `after` measured on `jobs` threads.
     pub fn new(before: Vec<f64>, after: Vec<f64>, jobs: usize) -> Self {
-        let mut all: Vec<f64> = before.iter().chain(&after).copied().collect();
-        all.sort_by(f64::total_cmp);
-        let index = match all.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => all[n / 2],
-            n => (all[n / 2 - 1] + all[n / 2]) / 2.0,
+        let all: Vec<f64> = before.iter().chain(&after).copied().collect();
+        // 0, not NaN, when nothing was measured: the index is written to JSON.
+        let index = if all.is_empty() {
+            0.0
+        } else {
+            crate::stats::median_of(&all)
         };
         SpeedIndex {
             index,
@@ -77,15 +77,14 @@ pub fn measure(jobs: usize, repetitions: usize) -> Vec<f64> {
     let jobs = jobs.max(1);
     (0..repetitions)
         .map(|_| {
-            let mut rates: Vec<f64> = std::thread::scope(|scope| {
+            let rates: Vec<f64> = std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..jobs).map(|_| scope.spawn(reference_rate)).collect();
                 handles
                     .into_iter()
                     .map(|h| h.join().unwrap_or(0.0))
                     .collect()
             });
-            rates.sort_by(f64::total_cmp);
-            rates[rates.len() / 2]
+            crate::stats::median_of(&rates)
         })
         .collect()
 }
