@@ -320,28 +320,57 @@ pub fn set_epoch(epoch: u64) {
     let _ = epoch;
 }
 
-/// A group of sampled live allocations that share one stack, with estimated totals.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One allocation stack whose sampled live allocations grew across a soak's judged
+/// window: a suspect. Estimates from the samples, with the counts behind them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Suspect {
-    /// Estimated live bytes from this stack (sampled estimate).
+    /// Estimated live bytes from this stack at the end of the window.
     pub bytes: u64,
-    /// Estimated live blocks from this stack (sampled estimate).
+    /// Estimated live blocks from this stack at the end of the window.
     pub blocks: u64,
     /// Samples behind the estimate.
     pub samples: u64,
+    /// Estimated growth of its live bytes per judged iteration.
+    #[serde(default)]
+    pub growth_bytes_per_iter: f64,
+    /// Estimated growth of its live blocks per judged iteration.
+    #[serde(default)]
+    pub growth_blocks_per_iter: f64,
+    /// Its share of the case's measured slope (`growth_bytes_per_iter` / the slope),
+    /// when the case grew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<f64>,
+    /// Samples it gained across the window: allocated in it and still live at its end.
+    #[serde(default)]
+    pub gained: u64,
+    /// Samples it lost: live at the window's start, freed by its end.
+    #[serde(default)]
+    pub lost: u64,
+    /// The sign test's chance of gaining this lopsidedly while at rest
+    /// ([`crate::stats::sign_test`]).
+    #[serde(default)]
+    pub p: f64,
     /// Function names, allocation function first, outermost last; `??` where the
     /// library is stripped (the object follows in brackets).
     pub frames: Vec<String>,
 }
 
 impl Suspect {
-    /// `~43.9 MiB in ~100 blocks (sampled, 58 samples)`.
+    /// `+460.8 KiB/iteration (100 % of the slope); ~43.9 MiB live in ~100 blocks;
+    /// 58 samples gained, 0 lost (p = 3e-18)`.
     pub fn figures(&self) -> String {
+        let share = self
+            .share
+            .map(|s| format!(" ({:.0} % of the slope)", s * 100.0))
+            .unwrap_or_default();
         format!(
-            "~{} in ~{} blocks (sampled, {} samples)",
+            "+{}/iteration{share}; ~{} live in ~{} blocks; {} samples gained, {} lost (p = {:.1e})",
+            crate::fmt::human_bytes(self.growth_bytes_per_iter),
             crate::fmt::human_bytes(self.bytes as f64),
             self.blocks,
-            self.samples
+            self.gained,
+            self.lost,
+            self.p
         )
     }
 
@@ -372,7 +401,7 @@ impl Suspect {
 /// Whether a frame only moves memory on for its caller: glibc's malloc family (the
 /// hooks), FFmpeg's `av_malloc`, `av_mallocz`, `av_realloc*`, `av_calloc`, x264's
 /// `x264_malloc`, C++'s `operator new`, and Rust's allocator layers (`alloc::…`,
-/// `<alloc::…>`, `RawVec`, `__rust_alloc`, `__rdl_alloc`). Reports start a stack past
+/// `<alloc::…>`, `<T as alloc::…>`, `RawVec`, `__rust_alloc`, `__rdl_alloc`). Reports start a stack past
 /// them; heap profiles keep them.
 pub fn is_plumbing(frame: &str) -> bool {
     const EXACT: &[&str] = &[
@@ -404,9 +433,123 @@ pub fn is_plumbing(frame: &str) -> bool {
         || frame.starts_with("av_realloc")
         || frame.starts_with("alloc::")
         || frame.starts_with("<alloc::")
+        || frame.contains(" as alloc::")
         || frame.contains("RawVec")
         || frame.starts_with("std::sys::alloc::")
         || frame.starts_with("<std::alloc::System")
+}
+
+/// The chance, per case, that sampling noise lists a stack at rest as a suspect. Each
+/// stack's sign test is held to `SUSPECT_ALPHA / m`, `m` the stacks that gained or lost
+/// any sample (Bonferroni), so the whole list holds an innocent with chance at most this.
+pub const SUSPECT_ALPHA: f64 = 1e-9;
+
+/// Marks the start of a judged window: copies every stack's sampled live sums aside, in
+/// place, without allocating (the soak runner calls it as warm-up ends).
+pub fn mark_window() {
+    #[cfg(feature = "hooks")]
+    avsoak_hooks::mark_window();
+}
+
+/// Every sampled stack's live sums at the [`mark_window`] and now, not yet symbolized.
+#[derive(Debug, Clone, Default)]
+pub struct StackGrowths {
+    stacks: Vec<Growth>,
+    iterations: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Growth {
+    frames: Vec<usize>,
+    bytes: f64,
+    blocks: f64,
+    samples: u64,
+    grew_bytes: f64,
+    grew_blocks: f64,
+    gained: u64,
+    lost: u64,
+}
+
+/// The growth of every sampled stack since [`mark_window`], `iterations` later; `epoch`
+/// is the first epoch after the mark (the first judged iteration), which tells the
+/// samples allocated in the window from those that were live at its start.
+pub fn stack_growth(epoch: u64, iterations: u64) -> StackGrowths {
+    #[cfg(not(feature = "hooks"))]
+    {
+        let _ = epoch;
+        StackGrowths {
+            stacks: Vec::new(),
+            iterations,
+        }
+    }
+    #[cfg(feature = "hooks")]
+    StackGrowths {
+        stacks: avsoak_hooks::stack_growth(epoch)
+            .into_iter()
+            .map(|g| {
+                // Live at the end and allocated before the window: live at its start too.
+                let kept = g.end_samples.saturating_sub(g.born_samples);
+                Growth {
+                    bytes: g.end_bytes,
+                    blocks: g.end_blocks,
+                    samples: g.end_samples,
+                    grew_bytes: g.end_bytes - g.start_bytes,
+                    grew_blocks: g.end_blocks - g.start_blocks,
+                    gained: g.born_samples,
+                    lost: g.start_samples.saturating_sub(kept),
+                    frames: g.frames,
+                }
+            })
+            .collect(),
+        iterations,
+    }
+}
+
+impl StackGrowths {
+    /// Stacks whose samples changed across the window: the sign tests' family.
+    pub fn tested(&self) -> usize {
+        self.stacks.iter().filter(|g| g.gained + g.lost > 0).count()
+    }
+
+    /// The stacks that grew beyond sampling noise, most bytes per iteration first, at
+    /// most `top` of them, symbolized (slow, allocates: call after measuring). A stack is
+    /// one when its estimated live bytes rose and its sign test
+    /// ([`crate::stats::sign_test`]) is at most [`SUSPECT_ALPHA`] over
+    /// [`StackGrowths::tested`]: a stack at rest, however much it holds, gains about as
+    /// many samples as it loses, so it is listed with chance below `SUSPECT_ALPHA` in all.
+    pub fn suspects(self, top: usize) -> Vec<Suspect> {
+        let threshold = SUSPECT_ALPHA / self.tested().max(1) as f64;
+        let per_iter = self.iterations.max(1) as f64;
+        let mut grown: Vec<(Growth, f64)> = self
+            .stacks
+            .into_iter()
+            .filter(|g| g.grew_bytes > 0.0)
+            .map(|g| {
+                let p = crate::stats::sign_test(g.gained, g.lost);
+                (g, p)
+            })
+            .filter(|&(_, p)| p <= threshold)
+            .collect();
+        grown.sort_by(|a, b| b.0.grew_bytes.total_cmp(&a.0.grew_bytes));
+        grown.truncate(top);
+        let mut symbolizer = Symbolizer::default();
+        symbolizer.learn(grown.iter().map(|(g, _)| g.frames.as_slice()));
+        grown
+            .into_iter()
+            .map(|(g, p)| Suspect {
+                bytes: g.bytes.round() as u64,
+                blocks: g.blocks.round() as u64,
+                samples: g.samples,
+                growth_bytes_per_iter: g.grew_bytes / per_iter,
+                growth_blocks_per_iter: g.grew_blocks / per_iter,
+                share: None,
+                gained: g.gained,
+                lost: g.lost,
+                p,
+                frames: symbolizer.frames(&g.frames),
+            })
+            .collect()
+    }
 }
 
 /// Sampled allocations still live, copied out of the sampler but not yet symbolized:
@@ -457,6 +600,7 @@ impl LiveSamples {
                 blocks: blocks.round() as u64,
                 samples,
                 frames: symbolizer.frames(&frames),
+                ..Suspect::default()
             })
             .collect()
     }

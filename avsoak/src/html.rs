@@ -222,10 +222,13 @@ fn case_section(r: &CaseResult) -> String {
             escape(profile)
         );
     }
+    if let Some(a) = &r.attribution {
+        let _ = writeln!(out, "<p class=\"figures\">{}</p>", escape(&a.describe()));
+    }
     let suspects = r.summary_suspects();
     if !suspects.is_empty() {
         out.push_str(
-            "<p>Top suspects (sampled estimates of live allocations made after warm-up):</p>\n\
+            "<p>Suspects: stacks whose sampled live bytes grew across the judged window, most growth first:</p>\n\
              <ol class=\"suspects\">\n",
         );
         for s in suspects {

@@ -83,6 +83,10 @@ fn test_case(r: &CaseResult) -> TestCase {
                 message.push_str(error);
             }
             let mut description = String::new();
+            if let Some(a) = &r.attribution {
+                description.push_str(&a.describe());
+                description.push('\n');
+            }
             for s in r.summary_suspects() {
                 description.push_str(&format!("{}: {}\n", s.figures(), s.stack(usize::MAX)));
             }

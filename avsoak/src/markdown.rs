@@ -29,6 +29,7 @@ impl Report {
                 || r.note.is_some()
                 || !r.objects.is_empty()
                 || !r.summary_suspects().is_empty()
+                || r.attribution.is_some()
         }) {
             if !any {
                 md.push_str("\n## Details\n");
@@ -45,6 +46,9 @@ impl Report {
                     .map(|(name, g)| format!("{name} {} (max {})", g.end, g.max))
                     .collect();
                 let _ = writeln!(md, "- pipeline objects at the end: {}", gauges.join(", "));
+            }
+            if let Some(a) = &r.attribution {
+                let _ = writeln!(md, "- {}", a.describe());
             }
             for s in r.summary_suspects() {
                 let _ = writeln!(md, "- {}: `{}`", s.figures(), s.stack(6));

@@ -177,6 +177,65 @@ pub struct Sampling {
     pub dropped: u64,
 }
 
+/// Which pass named a leak's suspects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttributionPass {
+    /// The soak's own sampled stack table.
+    Sampled,
+    /// A re-run in a fresh child, sampling densely enough to see every leaked block
+    /// (see [`crate::soak::attribution`]).
+    Rerun,
+}
+
+/// How a leak's suspects were found, and what it cost. It never changes the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attribution {
+    /// The pass whose stacks are the suspects.
+    pub pass: AttributionPass,
+    /// Its sampling interval in bytes.
+    pub interval_bytes: u64,
+    /// Iterations it soaked, warm-up included.
+    pub iterations: u64,
+    /// Its warm-up iterations.
+    pub warmup: u64,
+    /// Wall-clock seconds of the re-run (0 for the sampled pass, part of the case).
+    pub wall_s: f64,
+    /// The share of the measured slope the suspects' growth explains.
+    pub explained: f64,
+    /// Why the suspects are as they are, when it needs saying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Attribution {
+    /// `suspects from an exact re-run (64 B interval, 140 iterations, 3.2 s): 100 % of
+    /// the slope`.
+    pub fn describe(&self) -> String {
+        let pass = match self.pass {
+            AttributionPass::Sampled => format!(
+                "suspects from the soak's samples ({} interval)",
+                crate::fmt::human_bytes(self.interval_bytes as f64)
+            ),
+            AttributionPass::Rerun => format!(
+                "suspects from an exact re-run ({} interval, {} iterations, {:.1} s)",
+                crate::fmt::human_bytes(self.interval_bytes as f64),
+                self.iterations,
+                self.wall_s
+            ),
+        };
+        let note = self
+            .note
+            .as_deref()
+            .map(|n| format!("; {n}"))
+            .unwrap_or_default();
+        format!(
+            "{pass}: they explain {:.0} % of the slope{note}",
+            self.explained * 100.0
+        )
+    }
+}
+
 /// One case's result: a row of `results` in `report.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseResult {
@@ -206,8 +265,12 @@ pub struct CaseResult {
     /// ([`crate::scenario::Workload::gauges`]): live packets, queue depths, … by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub objects: BTreeMap<String, ObjectFigures>,
-    /// Largest sampled stacks still live that were allocated after warm-up.
+    /// Stacks whose sampled live bytes grew across the judged window beyond sampling
+    /// noise, most growth first.
     pub suspects: Vec<Suspect>,
+    /// Which pass found the suspects of a leak, and at what cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<Attribution>,
     /// How the stacks behind `suspects` were sampled (absent when the child did not
     /// finish).
     pub sampling: Option<Sampling>,
@@ -259,6 +322,7 @@ impl CaseResult {
             throughput: Throughput::default(),
             objects: BTreeMap::new(),
             suspects: Vec::new(),
+            attribution: None,
             sampling: None,
             error: None,
             note: None,

@@ -29,7 +29,7 @@ use crate::journal::{self, Journal};
 use crate::render::Reporter;
 use crate::report::{CaseResult, Provenance, Report};
 use crate::scenario::{Case, Scenario};
-use crate::soak::{self, signal_name, Plan, Watchdog};
+use crate::soak::{self, attribution, signal_name, Plan, Watchdog};
 
 /// The runner's commands, for a binary that adds its own (`#[command(flatten)]`).
 #[derive(Debug, Subcommand)]
@@ -689,7 +689,7 @@ impl Runner {
         case: &Case,
         plan: &Plan,
         sample_interval: u64,
-        profile: &Path,
+        profile: Option<&Path>,
     ) -> Result<std::process::Command> {
         let mut command =
             soak::this_executable().context("cannot find this program's executable")?;
@@ -707,7 +707,9 @@ impl Runner {
                     .to_string(),
             )
             .current_dir(std::env::current_dir()?);
-        command.arg("--profile").arg(profile);
+        if let Some(profile) = profile {
+            command.arg("--profile").arg(profile);
+        }
         Ok(command)
     }
 
@@ -734,13 +736,34 @@ impl Runner {
             bar.set_message(format!("{}s", duration.as_secs()));
             bar.enable_steady_tick(Duration::from_millis(250));
         }
-        let command = Self::child_command(case, plan, args.sample_interval, &profile_path)?;
+        let command = Self::child_command(case, plan, args.sample_interval, Some(&profile_path))?;
         let mut result =
             soak::supervise(command, case, plan, watchdog, &mut |i| bar.set_position(i));
-        bar.finish_and_clear();
         if profile_path.is_file() {
             result.profile = Some(profile);
         }
+        result.attribution = attribution::sampled(&result);
+        match attribution::plan(&result, plan) {
+            Ok(None) => {}
+            Err(why) => {
+                if let Some(a) = &mut result.attribution {
+                    a.note = Some(why);
+                }
+            }
+            Ok(Some(rerun)) if soak::interruption().is_none() => {
+                bar.set_length(rerun.plan.iterations);
+                bar.set_position(0);
+                bar.set_message("exact re-run");
+                // The case's own interval is larger still, so the child gets this one.
+                let command = Self::child_command(case, &rerun.plan, rerun.interval, None)?;
+                let second = soak::supervise(command, case, &rerun.plan, watchdog, &mut |i| {
+                    bar.set_position(i)
+                });
+                result = attribution::adopt(result, &rerun, second);
+            }
+            Ok(Some(_)) => {}
+        }
+        bar.finish_and_clear();
         Ok(result)
     }
 

@@ -377,3 +377,40 @@ pub fn median_of(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     median(&mut v)
 }
+
+/// One-sided sign test: the chance that `gained + lost` fair coin flips give at least
+/// `gained` heads, `P(Bin(gained + lost, ½) ≥ gained)`. A stack at rest gains as many
+/// sampled allocations across a window as it loses (each allocation is sampled on its own
+/// with the same chance), so conditioned on how many changed hands, its gains follow this
+/// law; a leak gains without losing. Exact in log space for any count; 1 when `gained` is
+/// not above half.
+///
+/// ```
+/// use avsoak::stats::sign_test;
+///
+/// assert_eq!(sign_test(0, 0), 1.0);
+/// assert!((sign_test(30, 0) - 0.5f64.powi(30)).abs() < 1e-20);
+/// assert_eq!(sign_test(10, 12), 1.0);
+/// ```
+pub fn sign_test(gained: u64, lost: u64) -> f64 {
+    let n = gained + lost;
+    if n == 0 || 2 * gained <= n {
+        return 1.0;
+    }
+    // ln of the first term, C(n, gained) / 2^n, then the rest of the tail by the ratio
+    // of neighbouring terms, (n - i) / (i + 1), which is below 1 past the middle.
+    let ln_choose: f64 = (1..=lost)
+        .map(|i| ((gained + i) as f64 / i as f64).ln())
+        .sum();
+    let first = (ln_choose - n as f64 * std::f64::consts::LN_2).exp();
+    let mut term = 1.0;
+    let mut tail = 1.0;
+    for i in gained..n {
+        term *= (n - i) as f64 / (i + 1) as f64;
+        tail += term;
+        if term < 1e-18 * tail {
+            break;
+        }
+    }
+    (first * tail).min(1.0)
+}

@@ -36,10 +36,35 @@ use std::time::Duration;
 
 use crate::report::{CaseResult, Verdict};
 use crate::scenario::{BoxError, Case, Expect, Workload};
-use crate::soak::{self, Plan, Watchdog};
+use crate::soak::{self, attribution, Plan, Watchdog};
 
 /// The variable that marks the child and names the soak it must run.
 pub const CHILD_ENV: &str = "AVSOAK_TEST_SOAK";
+
+/// The variable that makes the child the exact re-run of a leak whose sampled suspects
+/// do not explain it (see [`crate::soak::attribution`]): `ITERATIONS,WARMUP,INTERVAL`.
+pub const RERUN_ENV: &str = "AVSOAK_TEST_RERUN";
+
+/// The re-run's plan and interval from [`RERUN_ENV`], over the test's own plan.
+fn rerun_from_env(plan: &Plan) -> Option<(Plan, u64)> {
+    let value = std::env::var(RERUN_ENV).ok()?;
+    let numbers: Vec<u64> = value
+        .split(',')
+        .map(|n| n.parse().ok())
+        .collect::<Option<_>>()?;
+    let [iterations, warmup, interval] = numbers[..] else {
+        return None;
+    };
+    Some((
+        Plan {
+            iterations,
+            warmup,
+            duration: None,
+            ..plan.clone()
+        },
+        interval,
+    ))
+}
 
 /// The result of one [`soak`](fn@soak): the verdict and every figure, as a report row.
 #[derive(Debug, Clone)]
@@ -148,12 +173,20 @@ where
         panic!("soak {name}: {e}");
     }
     if std::env::var(CHILD_ENV).is_ok_and(|n| n == name) {
+        let rerun = rerun_from_env(&plan);
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let code = soak::run_workload(
-            || start().map(|w| Box::new(w) as Box<dyn Workload>),
+            || {
+                let workload = start().map(|w| Box::new(w) as Box<dyn Workload>);
+                // After `start`, which may set an interval of its own.
+                if let Some((_, interval)) = rerun {
+                    crate::heap::set_sample_interval(interval);
+                }
+                workload
+            },
             &case,
-            &plan,
+            rerun.as_ref().map_or(&plan, |(plan, _)| plan),
             &mut out,
             None,
         );
@@ -171,7 +204,31 @@ where
         },
         None => watchdog,
     };
-    let result = soak::supervise(command, &case, &plan, watchdog, &mut |_| {});
+    let mut result = soak::supervise(command, &case, &plan, watchdog, &mut |_| {});
+    result.attribution = attribution::sampled(&result);
+    match attribution::plan(&result, &plan) {
+        Ok(None) => {}
+        Err(why) => {
+            if let Some(a) = &mut result.attribution {
+                a.note = Some(why);
+            }
+        }
+        Ok(Some(rerun)) => {
+            let mut command = match child_command(name) {
+                Ok(command) => command,
+                Err(e) => panic!("soak {name}: cannot start the re-run: {e}"),
+            };
+            command.env(
+                RERUN_ENV,
+                format!(
+                    "{},{},{}",
+                    rerun.plan.iterations, rerun.plan.warmup, rerun.interval
+                ),
+            );
+            let second = soak::supervise(command, &case, &rerun.plan, watchdog, &mut |_| {});
+            result = attribution::adopt(result, &rerun, second);
+        }
+    }
     Soaked { result }
 }
 

@@ -277,3 +277,62 @@ fn per_iteration_counts_what_one_run_costs() {
     assert!(figures.bytes >= 1000.0, "{figures:?}");
     drop(kept);
 }
+
+#[inline(never)]
+fn at_rest_queue_push(queue: &mut std::collections::VecDeque<Box<[u8]>>) {
+    queue.push_back(black_box(vec![5u8; 50_000].into_boxed_slice()));
+}
+
+#[inline(never)]
+fn growth_leak(kept: &mut Vec<Box<[u8]>>) {
+    kept.push(black_box(vec![9u8; 20_000].into_boxed_slice()));
+}
+
+#[test]
+fn growth_ranked_suspects_name_the_growing_stack_and_never_the_one_at_rest() {
+    // A queue that holds 200 buffers of 50 KB (10 MB) at rest, every one replaced in the
+    // window, beside a leak of 20 KB per iteration, a fifth of one queue buffer. At a
+    // 16 KiB interval a leaked block is sampled with chance 1 - e^-1.22 = 0.70: about 84
+    // of 120 are gained, none lost; at-rest, the queue gains and loses ~190 samples each.
+    heap::set_sample_interval(16 * 1024);
+    let mut queue = std::collections::VecDeque::new();
+    let mut kept = Vec::with_capacity(1000);
+    // One loop, as a soak's iterations are: the same call sites before and after the
+    // mark, so the queue's buffers are one stack throughout.
+    for i in 0..220 {
+        if i == 100 {
+            heap::mark_window();
+            heap::set_epoch(1);
+        }
+        for _ in 0..2 {
+            if queue.len() == 200 {
+                queue.pop_front();
+            }
+            at_rest_queue_push(&mut queue);
+        }
+        if i >= 100 {
+            growth_leak(&mut kept);
+        }
+    }
+    let suspects = heap::stack_growth(1, 120).suspects(10);
+    // Fails when fewer than 40 of the 120 leaked blocks are sampled (Binomial(120, 0.70):
+    // chance below 1e-20), or when the queue's sign test passes the family threshold
+    // (at most 1e-9 by construction).
+    let top = suspects.first().expect("the leak is a suspect");
+    assert!(
+        top.frames.iter().any(|f| f.contains("growth_leak")),
+        "{suspects:?}"
+    );
+    assert_eq!(top.lost, 0, "{top:?}");
+    let per_iter = top.growth_bytes_per_iter / 20_000.0;
+    // The estimate from ~84 samples of weight 1.43: its relative sd is ~6 %, so a
+    // ±40 % band fails with chance below 1e-9.
+    assert!((0.6..1.4).contains(&per_iter), "{top:?}");
+    assert!(
+        suspects
+            .iter()
+            .all(|s| !s.frames.iter().any(|f| f.contains("at_rest_queue_push"))),
+        "the queue at rest is no suspect: {suspects:?}"
+    );
+    drop((queue, kept));
+}

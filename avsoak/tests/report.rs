@@ -221,6 +221,7 @@ fn stacks_start_past_allocator_plumbing() {
         blocks: 1,
         samples: 1,
         frames: frames.iter().map(|f| f.to_string()).collect(),
+        ..Suspect::default()
     };
     let rust = suspect(&[
         "malloc",
@@ -252,6 +253,16 @@ fn stacks_start_past_allocator_plumbing() {
         "avio_alloc_context",
     ]);
     assert_eq!(ffmpeg.stack(1), "avio_alloc_context");
+    let from_elem = suspect(&[
+        "malloc",
+        "alloc::vec::Vec<T,A>::with_capacity_in",
+        "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+        "avsoak_scenarios::player::planted_decode_leak",
+    ]);
+    assert_eq!(
+        from_elem.stack(1),
+        "avsoak_scenarios::player::planted_decode_leak"
+    );
     // Nothing but plumbing: shown whole rather than not at all.
     let bare = suspect(&["malloc", "__rust_alloc"]);
     assert_eq!(bare.stack(8), "malloc ← __rust_alloc");

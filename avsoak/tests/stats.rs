@@ -234,3 +234,16 @@ proptest! {
         prop_assert_eq!(bytes(&y), Trend::Flat);
     }
 }
+
+#[test]
+fn the_sign_test_matches_the_binomial_tail() {
+    use avsoak::stats::sign_test;
+    // P(Bin(10, ½) ≥ 8) = (45 + 10 + 1) / 1024.
+    assert!((sign_test(8, 2) - 56.0 / 1024.0).abs() < 1e-15);
+    // All gained: exactly 2^-n.
+    assert!((sign_test(40, 0) / 0.5f64.powi(40) - 1.0).abs() < 1e-12);
+    // Large counts stay finite and ordered.
+    let (a, b) = (sign_test(5_200, 4_800), sign_test(5_400, 4_600));
+    assert!(a > b && b > 0.0 && a < 1e-4, "{a} {b}");
+    assert_eq!(sign_test(3, 3), 1.0);
+}

@@ -29,7 +29,7 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 mod sample;
 
-pub use sample::{LiveSample, StackRecord, MAX_FRAMES, STACK_SLOTS, TABLE_SLOTS};
+pub use sample::{LiveSample, StackGrowth, StackRecord, MAX_FRAMES, STACK_SLOTS, TABLE_SLOTS};
 
 extern "C" {
     fn __libc_malloc(size: usize) -> *mut c_void;
@@ -102,8 +102,8 @@ pub fn hook_addresses() -> [(&'static str, usize); 6] {
 }
 
 pub use sample::{
-    epoch, live_samples, sample_interval, sampling_stats, set_epoch, set_sample_interval,
-    stack_profile, SamplingStats,
+    epoch, live_samples, mark_window, sample_interval, sampling_stats, set_epoch,
+    set_sample_interval, stack_growth, stack_profile, SamplingStats,
 };
 
 #[inline(always)]

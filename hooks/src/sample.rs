@@ -75,6 +75,15 @@ struct StackData {
     live_blocks: f64,
     max_bytes: f64,
     max_blocks: f64,
+    /// Samples from it live now.
+    live_samples: u64,
+    /// `live_bytes`, `live_blocks` and `live_samples` when [`mark_window`] last ran.
+    mark_bytes: f64,
+    mark_blocks: f64,
+    mark_samples: u64,
+    /// Scratch for [`stack_growth`]: its live samples allocated at its `min_epoch` or
+    /// later.
+    born_samples: u64,
 }
 
 const EMPTY_STACK: StackData = StackData {
@@ -88,6 +97,11 @@ const EMPTY_STACK: StackData = StackData {
     live_blocks: 0.0,
     max_bytes: 0.0,
     max_blocks: 0.0,
+    live_samples: 0,
+    mark_bytes: 0.0,
+    mark_blocks: 0.0,
+    mark_samples: 0,
+    born_samples: 0,
 };
 
 /// The per-stack table: only touched under LOCK.
@@ -162,6 +176,29 @@ pub struct StackRecord {
     pub max_bytes: f64,
     /// The most estimated blocks from it live at once.
     pub max_blocks: f64,
+}
+
+/// One allocation stack's sampled live sums at the last [`mark_window`] and now: what
+/// growth-ranked suspects are made of.
+#[derive(Debug, Clone)]
+pub struct StackGrowth {
+    /// Raw instruction pointers, innermost first.
+    pub frames: Vec<usize>,
+    /// Estimated live bytes from it at the mark.
+    pub start_bytes: f64,
+    /// Estimated live blocks from it at the mark.
+    pub start_blocks: f64,
+    /// Samples from it live at the mark.
+    pub start_samples: u64,
+    /// Estimated live bytes from it now.
+    pub end_bytes: f64,
+    /// Estimated live blocks from it now.
+    pub end_blocks: f64,
+    /// Samples from it live now.
+    pub end_samples: u64,
+    /// Of those, the ones allocated at `min_epoch` or later (after the mark, when the
+    /// epoch at the mark is passed).
+    pub born_samples: u64,
 }
 
 /// Counts about the sampler since start.
@@ -436,6 +473,7 @@ fn add_to_stack(frames: &[usize], size: usize, weight: f64) -> u32 {
         entry.total_blocks += weight;
         entry.live_bytes += bytes;
         entry.live_blocks += weight;
+        entry.live_samples += 1;
         entry.max_bytes = entry.max_bytes.max(entry.live_bytes);
         entry.max_blocks = entry.max_blocks.max(entry.live_blocks);
         return at as u32;
@@ -453,6 +491,7 @@ fn remove_from_stack(stack: u32, size: usize, weight: f64) {
     let entry = unsafe { &mut (*STACKS.0.get())[stack as usize] };
     entry.live_bytes = (entry.live_bytes - size as f64 * weight).max(0.0);
     entry.live_blocks = (entry.live_blocks - weight).max(0.0);
+    entry.live_samples = entry.live_samples.saturating_sub(1);
 }
 
 /// Copies out every stack's sums. Like [`live_samples`], it runs under the re-entrancy
@@ -478,6 +517,73 @@ pub fn stack_profile() -> Vec<StackRecord> {
             max_blocks: e.max_blocks,
         })
         .collect()
+}
+
+/// Copies every stack's live sums aside, in place (nothing is allocated): the start of
+/// the window [`stack_growth`] compares with.
+pub fn mark_window() {
+    let _locked = LockGuard::acquire();
+    // SAFETY: LOCK is held, the only guard of STACKS; the reference ends with this block.
+    let stacks = unsafe { &mut *STACKS.0.get() };
+    for entry in stacks.iter_mut() {
+        entry.mark_bytes = entry.live_bytes;
+        entry.mark_blocks = entry.live_blocks;
+        entry.mark_samples = entry.live_samples;
+    }
+}
+
+/// Every stack whose samples changed since the last [`mark_window`] (one allocated at
+/// `min_epoch` or later is live, or one live at the mark is gone), with both sums and how
+/// many of its live samples were allocated at `min_epoch` or later. Runs under the
+/// re-entrancy guard and allocates only outside the lock.
+pub fn stack_growth(min_epoch: u64) -> Vec<StackGrowth> {
+    let _inside = Reentrancy::enter();
+    let mut raw: Vec<StackData> = Vec::with_capacity(STACK_SLOTS);
+    {
+        let _locked = LockGuard::acquire();
+        // SAFETY: LOCK is held, the only guard of STACKS and of the slots' data; the
+        // reference ends with this block.
+        let stacks = unsafe { &mut *STACKS.0.get() };
+        for entry in stacks.iter_mut() {
+            entry.born_samples = 0;
+        }
+        for slot in TABLE.0.iter() {
+            let ptr = slot.ptr.load(Ordering::Relaxed);
+            if ptr == EMPTY || ptr == TOMBSTONE {
+                continue;
+            }
+            // SAFETY: LOCK is held, so no writer touches the slot data while we read it.
+            let data = unsafe { *slot.data.get() };
+            if data.epoch >= min_epoch && data.stack != NO_STACK {
+                stacks[data.stack as usize].born_samples += 1;
+            }
+        }
+        // Only stacks that gained or lost a sample: the copy outlives the workload's
+        // teardown, so it stays small.
+        raw.extend(
+            stacks
+                .iter()
+                .filter(|e| {
+                    let kept = e.live_samples.saturating_sub(e.born_samples);
+                    e.hash != 0 && (e.born_samples > 0 || e.mark_samples > kept)
+                })
+                .copied(),
+        );
+    }
+    // Into a vector of its own: collecting `raw.into_iter()` would keep raw's buffer,
+    // sized for every slot, alive in the result.
+    let mut growth = Vec::with_capacity(raw.len());
+    growth.extend(raw.iter().map(|e| StackGrowth {
+        frames: e.frames[..e.depth].to_vec(),
+        start_bytes: e.mark_bytes,
+        start_blocks: e.mark_blocks,
+        start_samples: e.mark_samples,
+        end_bytes: e.live_bytes,
+        end_blocks: e.live_blocks,
+        end_samples: e.live_samples,
+        born_samples: e.born_samples,
+    }));
+    growth
 }
 
 fn slot_of(ptr: usize) -> usize {

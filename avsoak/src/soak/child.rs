@@ -129,6 +129,9 @@ pub fn run_workload(
             && plan.duration.is_none_or(|d| elapsed >= d / 10)
         {
             warmup_end = Some(i);
+            // The window's start: what each stack holds now is what its growth is
+            // measured from (copied in place, nothing allocated).
+            heap::mark_window();
             send!(Message::Warmup { iterations: i });
         }
         if let (Some(duration), Some(judged_from)) = (plan.duration, warmup_end) {
@@ -200,11 +203,12 @@ pub fn run_workload(
     }
     let end = Snapshot::now();
     heap::set_epoch(i);
-    let live = heap::live_samples(warmup_end.unwrap_or(plan.warmup));
+    let judged_from = warmup_end.unwrap_or(plan.warmup);
+    let growth = heap::stack_growth(judged_from, i.saturating_sub(judged_from));
     let raw_profile = profile.map(|_| crate::profile::RawProfile::now());
     drop(workload);
     let teardown = Snapshot::now();
-    let suspects = live.suspects(plan.suspects);
+    let suspects = growth.suspects(plan.suspects);
     let (samples_taken, samples_dropped) = sampling_counts();
     send!(Message::Done {
         peak_live_bytes: end.peak_live_bytes,

@@ -15,6 +15,7 @@
 //!
 //! The messages between the two are [`crate::protocol`]'s.
 
+pub mod attribution;
 pub mod child;
 pub mod plan;
 pub mod supervise;

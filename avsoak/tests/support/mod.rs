@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use avsoak::heap::Suspect;
 use avsoak::report::{
-    CaseResult, Fit, HeapFigures, ObjectFigures, Outcome, Provenance, Report, Sampling, Throughput,
-    Verdict,
+    Attribution, AttributionPass, CaseResult, Fit, HeapFigures, ObjectFigures, Outcome, Provenance,
+    Report, Sampling, Throughput, Verdict,
 };
 use avsoak::scenario::Expect;
 use avsoak::series::{Bucket, Series};
@@ -86,12 +86,27 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
             bytes: 46_000_000,
             blocks: 100,
             samples: 58,
+            growth_bytes_per_iter: slope,
+            growth_blocks_per_iter: 1.0,
+            share: (slope > 0.0).then_some(1.0),
+            gained: 58,
+            lost: 0,
+            p: 3.5e-18,
             frames: vec![
                 "memalign".into(),
                 "x264_malloc".into(),
                 "x264_picture_alloc".into(),
             ],
         }],
+        attribution: (verdict == Verdict::Leak).then_some(Attribution {
+            pass: AttributionPass::Sampled,
+            interval_bytes: 524_288,
+            iterations: 120,
+            warmup: 20,
+            wall_s: 0.0,
+            explained: 1.0,
+            note: None,
+        }),
         sampling: Some(Sampling {
             interval_bytes: 524_288,
             taken: 60,

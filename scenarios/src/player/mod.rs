@@ -39,6 +39,29 @@ pub const PACKET_QUEUE_BYTES: usize = 15 << 20;
 pub const FRAME_QUEUE_FRAMES: usize = 3;
 /// I/O buffer of the demuxer.
 const IO_BUFFER: usize = 32 * 1024;
+
+/// The environment variable that plants a leak on every decoder thread: bytes per
+/// decoded frame, allocated in [`planted_decode_leak`] and never freed. A positive
+/// control for attribution off the main thread (`avsoak::soak::PLANT_LEAK_ENV` plants on
+/// the thread that runs the iterations).
+pub const PLANT_DECODE_LEAK_ENV: &str = "AVSOAK_PLANT_DECODE_LEAK";
+
+/// Leaks `bytes` on purpose, on a decoder thread: the frame a suspect of the planted
+/// leak names.
+#[inline(never)]
+pub fn planted_decode_leak(bytes: usize) {
+    std::hint::black_box(Box::leak(vec![0xa5_u8; bytes].into_boxed_slice()));
+}
+
+/// The decoder threads' planted leak per frame, from [`PLANT_DECODE_LEAK_ENV`] (none when
+/// unset or not a positive byte count; the player's own tests set it).
+fn planted_decode_bytes() -> Option<usize> {
+    std::env::var(PLANT_DECODE_LEAK_ENV)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|&b| b > 0)
+}
 /// ffplay's `AV_SYNC_THRESHOLD_MIN`, `_MAX` and `AV_SYNC_FRAMEDUP_THRESHOLD` (seconds).
 const SYNC_MIN: f64 = 0.04;
 const SYNC_MAX: f64 = 0.1;
@@ -376,12 +399,16 @@ fn decode(
     let decode_err = |source| PlayerError::Decode { stream, source };
     let mut serial: Option<u64> = None;
     let mut frame = ffmpeg::frame::Video::empty();
+    let planted = planted_decode_bytes();
     loop {
         if let Some(current) = serial.filter(|&s| s == shared.packets.serial()) {
             loop {
                 slot.set("avcodec_receive_frame");
                 match decoder.receive_frame(&mut frame) {
                     Ok(()) => {
+                        if let Some(bytes) = planted {
+                            planted_decode_leak(bytes);
+                        }
                         let pts = frame.timestamp().or(frame.pts()).unwrap_or(0);
                         let decoded = std::mem::replace(&mut frame, ffmpeg::frame::Video::empty());
                         let queued = queue::Frame::new(decoded, pts, current, stream);

@@ -1,0 +1,116 @@
+//! When the exact re-run is due, what it soaks, and what it changes in a result.
+
+use avsoak::heap::Suspect;
+use avsoak::report::{AttributionPass, CaseResult, Outcome, Sampling, Verdict};
+use avsoak::scenario::{Case, Expect};
+use avsoak::soak::attribution::{self, RERUN_JUDGED};
+use avsoak::soak::Plan;
+
+/// A finished `leak` of `bytes` and `blocks` per iteration, sampled every 512 KiB, whose
+/// suspects grow by `explained` B/iteration in all.
+fn leak(bytes: f64, blocks: f64, explained: f64) -> CaseResult {
+    let case = Case::new("s", "v", Expect::Leak, "a leak");
+    let mut r = CaseResult::for_case(&case, Verdict::Leak, Outcome::Pass);
+    r.iterations = 120;
+    r.warmup_iterations = 20;
+    r.heap.leak_bytes_per_iter = bytes;
+    r.heap.leak_blocks_per_iter = blocks;
+    r.sampling = Some(Sampling {
+        interval_bytes: 512 * 1024,
+        taken: 10,
+        dropped: 0,
+    });
+    if explained > 0.0 {
+        r.suspects.push(Suspect {
+            growth_bytes_per_iter: explained,
+            frames: vec!["innocent".into()],
+            ..Suspect::default()
+        });
+    }
+    r
+}
+
+#[test]
+fn a_leak_the_samples_do_not_explain_is_re_run_densely_enough_to_see_every_block() {
+    let plan = Plan::new(120);
+    // 64 B per iteration in one block: each block sampled with chance 1 - e^-5.
+    let rerun = attribution::plan(&leak(64.0, 1.0, 0.0), &plan)
+        .unwrap()
+        .expect("nothing explains the leak");
+    assert_eq!(rerun.interval, 12);
+    assert_eq!(rerun.plan.warmup, plan.warmup);
+    assert_eq!(rerun.plan.iterations, plan.warmup + 60);
+    assert_eq!(rerun.plan.duration, None);
+    // Many blocks per iteration: the shortest window; large blocks: never sparser than
+    // the first pass.
+    let many = attribution::plan(&leak(3_000.0, 30.0, 0.0), &plan)
+        .unwrap()
+        .unwrap();
+    assert_eq!(many.plan.iterations, plan.warmup + RERUN_JUDGED.0);
+    let large = attribution::plan(&leak(1e8, 1.0, 1e7), &plan)
+        .unwrap()
+        .unwrap();
+    assert_eq!(large.interval, 512 * 1024);
+    // A block every ten iterations: the longest window.
+    let rare = attribution::plan(&leak(100.0, 0.1, 0.0), &plan)
+        .unwrap()
+        .unwrap();
+    assert_eq!(rare.plan.iterations, plan.warmup + RERUN_JUDGED.1);
+}
+
+#[test]
+fn no_re_run_when_the_samples_explain_the_leak_or_there_is_none() {
+    let plan = Plan::new(120);
+    assert_eq!(
+        attribution::plan(&leak(1000.0, 1.0, 600.0), &plan),
+        Ok(None)
+    );
+    let mut clean = leak(1000.0, 1.0, 0.0);
+    clean.verdict = Verdict::Clean;
+    assert_eq!(attribution::plan(&clean, &plan), Ok(None));
+    assert!(attribution::sampled(&clean).is_none());
+    let mut unfinished = leak(1000.0, 1.0, 0.0);
+    unfinished.sampling = None;
+    assert_eq!(attribution::plan(&unfinished, &plan), Ok(None));
+    // One block grown by realloc: nothing for a count to see, and the reason says so.
+    let why = attribution::plan(&leak(200.0, 0.0, 0.0), &plan).unwrap_err();
+    assert!(why.contains("grows existing blocks"), "{why}");
+}
+
+#[test]
+fn the_re_run_names_the_suspects_and_changes_nothing_else() {
+    let plan = Plan::new(120);
+    let first = leak(64.0, 1.0, 0.0);
+    let rerun = attribution::plan(&first, &plan).unwrap().unwrap();
+    let mut second = leak(70.0, 1.0, 0.0);
+    second.suspects = vec![Suspect {
+        growth_bytes_per_iter: 72.0,
+        gained: 60,
+        frames: vec!["planted".into()],
+        ..Suspect::default()
+    }];
+    second.wall_s = 2.5;
+    let adopted = attribution::adopt(first.clone(), &rerun, second.clone());
+    assert_eq!(adopted.heap, first.heap);
+    assert_eq!(adopted.verdict, Verdict::Leak);
+    assert_eq!(adopted.suspects[0].frames, ["planted"]);
+    // The share is of the first pass's slope, the one the report states.
+    assert_eq!(adopted.suspects[0].share, Some(72.0 / 64.0));
+    let a = adopted.attribution.unwrap();
+    assert_eq!(
+        (a.pass, a.interval_bytes, a.wall_s),
+        (AttributionPass::Rerun, 12, 2.5)
+    );
+    assert!((a.explained - 72.0 / 64.0).abs() < 1e-12);
+    assert!(a.describe().contains("exact re-run"), "{}", a.describe());
+
+    // A re-run that crashed keeps the first pass's suspects and says so.
+    let mut crashed = second;
+    crashed.verdict = Verdict::Crash;
+    crashed.sampling = None;
+    crashed.error = Some("killed by SIGSEGV".into());
+    let kept = attribution::adopt(first.clone(), &rerun, crashed);
+    assert_eq!(kept.suspects, first.suspects);
+    let note = kept.attribution.unwrap().note.unwrap();
+    assert!(note.contains("crash") && note.contains("SIGSEGV"), "{note}");
+}
