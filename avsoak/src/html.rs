@@ -222,6 +222,13 @@ fn case_section(r: &CaseResult) -> String {
             escape(profile)
         );
     }
+    if let Some(onset) = &r.heap.onset {
+        let _ = writeln!(
+            out,
+            "<p class=\"figures\">{}</p>",
+            escape(&onset.describe())
+        );
+    }
     if let Some(a) = &r.attribution {
         let _ = writeln!(out, "<p class=\"figures\">{}</p>", escape(&a.describe()));
     }
@@ -240,6 +247,15 @@ fn case_section(r: &CaseResult) -> String {
             );
         }
         out.push_str("</ol>\n");
+    }
+    if r.verdict == Verdict::Leak {
+        if let Some(svg) = crate::flame::flame_graph(&r.suspects) {
+            out.push_str(
+                "<p>The suspects' growth per iteration, by stack (outermost call at the \
+                 bottom, the allocating call on top):</p>\n",
+            );
+            out.push_str(&svg);
+        }
     }
     out.push_str("</section>\n");
     out
@@ -371,6 +387,20 @@ fn timeline(
             x(x1),
             y(fit.at(x1)).clamp(0.0, H),
             escape(&format_value(fit.slope))
+        );
+    }
+    // Where a late leak begins.
+    if let Some(onset) = r.heap.onset {
+        let at = x(onset.iteration as f64);
+        let _ = writeln!(
+            svg,
+            "<line class=\"onset\" x1=\"{at:.1}\" y1=\"{TOP:.1}\" x2=\"{at:.1}\" y2=\"{:.1}\" \
+             stroke=\"#d0452f\" stroke-width=\"1\"><title>{}</title></line>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#d0452f\">growth begins</text>",
+            H - BOTTOM,
+            escape(&onset.describe()),
+            at + 4.0,
+            TOP + 26.0
         );
     }
     svg.push_str("</svg>\n");

@@ -40,6 +40,7 @@
 
 #![warn(missing_docs)]
 
+pub mod flame;
 pub mod fmt;
 pub mod gate;
 pub mod heap;

@@ -30,6 +30,7 @@ impl Report {
                 || !r.objects.is_empty()
                 || !r.summary_suspects().is_empty()
                 || r.attribution.is_some()
+                || r.heap.onset.is_some()
         }) {
             if !any {
                 md.push_str("\n## Details\n");
@@ -46,6 +47,9 @@ impl Report {
                     .map(|(name, g)| format!("{name} {} (max {})", g.end, g.max))
                     .collect();
                 let _ = writeln!(md, "- pipeline objects at the end: {}", gauges.join(", "));
+            }
+            if let Some(onset) = &r.heap.onset {
+                let _ = writeln!(md, "- {}", onset.describe());
             }
             if let Some(a) = &r.attribution {
                 let _ = writeln!(md, "- {}", a.describe());

@@ -126,6 +126,30 @@ pub struct HeapFigures {
     /// The fitted line of live blocks over the judged window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit_blocks: Option<Fit>,
+    /// For a leak that starts late in the window: where its growth begins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onset: Option<Onset>,
+}
+
+/// Where a late leak's growth begins ([`crate::stats::onset`] over the judged live
+/// bytes) and how fast it grows from there.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Onset {
+    /// The last iteration before the growth.
+    pub iteration: u64,
+    /// Theil–Sen slope of live bytes from there on, bytes per iteration.
+    pub bytes_per_iter: f64,
+}
+
+impl Onset {
+    /// `growth begins after iteration 70: 4.0 KiB/iteration from there`.
+    pub fn describe(&self) -> String {
+        format!(
+            "growth begins after iteration {}: {}/iteration from there",
+            self.iteration,
+            crate::fmt::human_bytes(self.bytes_per_iter)
+        )
+    }
 }
 
 /// A line fitted to a series over iterations `from..=to`: the Theil–Sen slope, and the

@@ -414,3 +414,78 @@ pub fn sign_test(gained: u64, lost: u64) -> f64 {
     }
     (first * tail).min(1.0)
 }
+
+/// Where a leak that starts late begins: the point of a series after which it grows,
+/// flat before it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ChangePoint {
+    /// Index of the last point before the growth.
+    pub index: usize,
+    /// Theil–Sen slope from there on, per index.
+    pub slope: f64,
+}
+
+/// The onset of growth in `y`, when the series is flat and then grows: the hinge
+/// `a + b·max(0, x − k)` fitted by least squares at every `k`, the best one kept when
+/// it lies past the first tenth of the series, leaves at most a quarter of a straight
+/// line's squared error, and the part before it grows at most a tenth as fast as the
+/// part after. `None` for growth from the start, a series too short (under 12 points)
+/// or one that does not grow.
+///
+/// ```
+/// use avsoak::stats::onset;
+///
+/// let late: Vec<f64> = (0..100).map(|i| if i < 60 { 5e6 } else { 5e6 + 4096.0 * (i - 60) as f64 }).collect();
+/// let found = onset(&late).unwrap();
+/// assert_eq!((found.index, found.slope), (60, 4096.0));
+/// let early: Vec<f64> = (0..100).map(|i| 5e6 + 4096.0 * i as f64).collect();
+/// assert_eq!(onset(&early), None);
+/// ```
+pub fn onset(y: &[f64]) -> Option<ChangePoint> {
+    let points = thin(y, 400);
+    let n = points.len();
+    if n < 12 {
+        return None;
+    }
+    let sse = |k: Option<usize>| -> f64 {
+        let z: Vec<f64> = points
+            .iter()
+            .map(|&(x, _)| match k {
+                Some(k) => (x - points[k].0).max(0.0),
+                None => x,
+            })
+            .collect();
+        let mean_z = z.iter().sum::<f64>() / n as f64;
+        let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n as f64;
+        let (mut szz, mut szy) = (0.0, 0.0);
+        for (zi, &(_, yi)) in z.iter().zip(&points) {
+            szz += (zi - mean_z) * (zi - mean_z);
+            szy += (zi - mean_z) * (yi - mean_y);
+        }
+        let b = if szz > 0.0 { szy / szz } else { 0.0 };
+        let a = mean_y - b * mean_z;
+        z.iter()
+            .zip(&points)
+            .map(|(zi, &(_, yi))| (yi - a - b * zi).powi(2))
+            .sum()
+    };
+    let line = sse(None);
+    let first = n / 10;
+    let (k, best) = (first.max(1)..n - 5)
+        .map(|k| (k, sse(Some(k))))
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    if line <= 0.0 || best > 0.25 * line {
+        return None;
+    }
+    let values: Vec<f64> = points.iter().map(|p| p.1).collect();
+    let spacing = |from: usize, to: usize| (points[to].0 - points[from].0) / (to - from) as f64;
+    let after = theil_sen(&values[k..]) / spacing(k, n - 1);
+    let before = theil_sen(&values[..=k]) / spacing(0, k);
+    if after <= 0.0 || before.abs() > 0.1 * after {
+        return None;
+    }
+    Some(ChangePoint {
+        index: points[k].0 as usize,
+        slope: after,
+    })
+}

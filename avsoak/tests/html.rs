@@ -12,9 +12,21 @@ mod browser;
 
 use browser::headless;
 
+use avsoak::report::{Onset, Verdict};
+
 #[test]
 fn the_page_renders_one_timeline_pair_per_case_that_ran() {
-    let report = support::rich_report();
+    let mut report = support::rich_report();
+    // A late leak: its onset is marked on both timelines.
+    let late = report
+        .results
+        .iter_mut()
+        .find(|r| r.verdict == Verdict::Leak && !r.series.is_empty())
+        .expect("a leak that ran");
+    late.heap.onset = Some(Onset {
+        iteration: 60,
+        bytes_per_iter: 462_784.0,
+    });
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-html");
     let _ = std::fs::remove_dir_all(&dir);
     report.write(&dir).unwrap();
@@ -44,6 +56,17 @@ fn the_page_renders_one_timeline_pair_per_case_that_ran() {
     assert_eq!(dom.matches("<polyline class=\"series\"").count(), 2 * ran);
     assert_eq!(dom.matches("<line class=\"fit\"").count(), 2 * ran);
     assert!(dom.matches("<rect class=\"warmup\"").count() >= ran);
+    assert_eq!(dom.matches("<line class=\"onset\"").count(), 2);
+    assert!(dom.contains("growth begins after iteration 60"));
+    // Each leak with growing suspects has its flame graph, topped by the allocating call.
+    let leaks = report
+        .results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Leak && !r.suspects.is_empty())
+        .count();
+    assert!(leaks > 0);
+    assert_eq!(dom.matches("<svg class=\"flame\"").count(), leaks);
+    assert!(dom.contains("<title>x264_picture_alloc: +"));
     // Only the 30,000-iteration soak was merged into buckets, so only it has a band.
     assert_eq!(dom.matches("<polygon class=\"band\"").count(), 2);
     // Text that looks like markup stays text: the browser made no element of it.

@@ -247,3 +247,30 @@ fn the_sign_test_matches_the_binomial_tail() {
     assert!(a > b && b > 0.0 && a < 1e-4, "{a} {b}");
     assert_eq!(sign_test(3, 3), 1.0);
 }
+
+#[test]
+fn a_late_leak_has_an_onset_and_an_early_one_none() {
+    use avsoak::stats::onset;
+    // ±32 KB of deterministic noise on 5 MB; the leak adds 20 KB per iteration.
+    let noise = |i: usize| ((i * 7919) % 17) as f64 * 4096.0 - 32_768.0;
+    let late: Vec<f64> = (0..200)
+        .map(|i| {
+            5e6 + noise(i)
+                + if i > 120 {
+                    20_000.0 * (i - 120) as f64
+                } else {
+                    0.0
+                }
+        })
+        .collect();
+    let found = onset(&late).expect("a late leak");
+    assert!((117..=123).contains(&found.index), "{found:?}");
+    assert!((found.slope / 20_000.0 - 1.0).abs() < 0.05, "{found:?}");
+    let early: Vec<f64> = (0..200)
+        .map(|i| 5e6 + noise(i) + 20_000.0 * i as f64)
+        .collect();
+    assert_eq!(onset(&early), None);
+    let flat: Vec<f64> = (0..200).map(|i| 5e6 + noise(i)).collect();
+    assert_eq!(onset(&flat), None);
+    assert_eq!(onset(&late[..8]), None, "too short");
+}

@@ -65,7 +65,11 @@ fn start(leak: bool) -> impl FnOnce() -> Result<Queue, BoxError> {
 fn a_64_byte_leak_is_named_by_the_exact_re_run() {
     let soak = avsoak::testing::soak("small-leak", plan(), start(true));
     avsoak::assert_leaks!(soak);
-    let attribution = soak.result.attribution.as_ref().expect("a leak's attribution");
+    let attribution = soak
+        .result
+        .attribution
+        .as_ref()
+        .expect("a leak's attribution");
     // At 512 KiB the 64 B blocks are sampled with chance ~1e-4 each: the sampled pass
     // explains nothing, and the re-run samples each with chance 1 - e^-5 over 60 judged
     // iterations (fewer than 34 gained: chance below 1e-15).
@@ -91,6 +95,10 @@ fn a_64_byte_leak_is_named_by_the_exact_re_run() {
 fn a_queue_at_rest_is_clean_and_no_suspect() {
     let soak = avsoak::testing::soak("queue-at-rest", plan(), start(false));
     avsoak::assert_clean!(soak);
-    assert!(soak.result.suspects.is_empty(), "{:?}", soak.result.suspects);
+    assert!(
+        soak.result.suspects.is_empty(),
+        "{:?}",
+        soak.result.suspects
+    );
     assert!(soak.result.attribution.is_none());
 }

@@ -394,6 +394,29 @@ fn a_64_byte_leak_planted_in_cheap_clean_cases_is_flagged_by_the_quick_soak() {
     }
 }
 
+#[test]
+fn a_leak_planted_late_shows_where_it_begins() {
+    // 4 KiB per iteration from iteration 70 of the quick plan's 120 (judged from 20), in
+    // a case that is flat to the block without it. Counted, not sampled: the onset and
+    // the slope after it are fitted to exact live bytes.
+    let (code, _, report) = soak(
+        "e2e-plant-late",
+        &["--scenario", "fmp4-mux", "--variant", "fragmented"],
+        &[(avsoak::soak::PLANT_LEAK_ENV, "4096@70")],
+    );
+    assert_eq!(code, Some(1));
+    let id = "fmp4-mux/fragmented";
+    let r = result(&report, id);
+    assert_eq!(r["verdict"], "leak");
+    let onset = &r["heap"]["onset"];
+    let iteration = onset["iteration"].as_u64().unwrap();
+    assert!((66..=72).contains(&iteration), "{onset}");
+    // glibc's usable size of a 4096-byte block is 4104.
+    let after = onset["bytes_per_iter"].as_f64().unwrap();
+    assert!((after / 4104.0 - 1.0).abs() < 0.02, "{onset}");
+    every_suspect_is_planted(&report, id, "planted_leak");
+}
+
 /// `id`'s suspects: the first names `planted`, and so does every other one (no stack at
 /// rest is listed). Far below the sampling interval, the exact re-run names it: each
 /// planted block is sampled with chance ≥ 99 % over 60 judged iterations, so it gains
@@ -456,7 +479,9 @@ fn a_bad_planted_leak_is_an_error_that_names_the_value() {
     assert_eq!(r["verdict"], "error");
     let error = r["error"].as_str().unwrap();
     assert!(
-        error.contains("\"lots\"") && error.contains("positive number of bytes"),
+        error.contains("\"lots\"")
+            && error.contains("positive number of bytes")
+            && error.contains("4096@70"),
         "{error}"
     );
 }

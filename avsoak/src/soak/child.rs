@@ -22,22 +22,28 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// The environment variable that plants a leak in every case a child soaks: bytes per
 /// iteration, allocated in [`planted_leak`] at the end of each iteration and never
-/// freed. The instrument's own positive control: with it, a case that is clean must come
-/// out `leak`, which shows what its soak can detect (a test plants 64 B in a cheap clean
-/// case of the quick soak).
+/// freed; `BYTES@N` starts it at iteration N. The instrument's own positive control:
+/// with it, a case that is clean must come out `leak`, which shows what its soak can
+/// detect (a test plants 64 B in a cheap clean case of the quick soak), and a late one
+/// must show its onset.
 pub const PLANT_LEAK_ENV: &str = "AVSOAK_PLANT_LEAK";
 
-/// The planted leak's bytes per iteration, from [`PLANT_LEAK_ENV`]: `None` when unset,
-/// an error naming the value when it is not a positive byte count.
-fn planted_bytes() -> Result<Option<usize>, String> {
+/// The planted leak from [`PLANT_LEAK_ENV`]: bytes per iteration and the first
+/// iteration; `None` when unset, an error naming the value when it is not a positive
+/// byte count, optionally followed by `@` and an iteration.
+fn planted_bytes() -> Result<Option<(usize, u64)>, String> {
     let Some(value) = std::env::var_os(PLANT_LEAK_ENV) else {
         return Ok(None);
     };
-    match value.to_str().and_then(|v| v.parse::<usize>().ok()) {
-        Some(bytes) if bytes > 0 => Ok(Some(bytes)),
+    let parsed = value.to_str().and_then(|v| {
+        let (bytes, from) = v.split_once('@').unwrap_or((v, "0"));
+        Some((bytes.parse::<usize>().ok()?, from.parse::<u64>().ok()?))
+    });
+    match parsed {
+        Some((bytes, from)) if bytes > 0 => Ok(Some((bytes, from))),
         _ => Err(format!(
             "invalid {PLANT_LEAK_ENV}={value:?} (expected a positive number of bytes to leak \
-             per iteration)"
+             per iteration, optionally @ the first iteration: 64 or 4096@70)"
         )),
     }
 }
@@ -145,7 +151,7 @@ pub fn run_workload(
         let started = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let work = workload.iterate();
-            if let Some(bytes) = planted {
+            if let Some((bytes, _)) = planted.filter(|&(_, from)| i >= from) {
                 planted_leak(bytes);
             }
             work

@@ -8,7 +8,7 @@ use crate::fmt::{last_line, signal_name};
 use crate::protocol::Message;
 use crate::protocol::Sample;
 use crate::report::{
-    CaseResult, Fit, HeapFigures, ObjectFigures, Outcome, Sampling, Throughput, Verdict,
+    CaseResult, Fit, HeapFigures, ObjectFigures, Onset, Outcome, Sampling, Throughput, Verdict,
 };
 use crate::scenario::{Case, Expect, Loss};
 use crate::series::Bucket;
@@ -184,6 +184,7 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
         teardown_live_bytes: teardown,
         allocs_per_iter: t.allocs as f64 / n,
         alloc_bytes_per_iter: t.alloc_bytes as f64 / n,
+        onset: None,
     };
 
     let signal = c.status.and_then(|s| s.signal());
@@ -236,6 +237,17 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
         };
         (verdict, None)
     };
+    let onset = (verdict == Verdict::Leak)
+        .then(|| {
+            let bytes: Vec<f64> = judged.iter().map(|b| b.live_bytes.last as f64).collect();
+            let found = stats::onset(&bytes)?;
+            Some(Onset {
+                iteration: judged[found.index].last(),
+                bytes_per_iter: found.slope / width as f64,
+            })
+        })
+        .flatten();
+    let heap = HeapFigures { onset, ..heap };
     let note = match verdict {
         Verdict::Upstream => Some(format!(
             "upstream: {}, all of the growth, is a declared library leak: {}",
