@@ -243,3 +243,81 @@ fn bad_compare_arguments_are_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bd_rate_against_a_reference_backend_on_real_encodes() {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compare-bd");
+    let _ = std::fs::remove_dir_all(&out);
+    let output = run(&[
+        "--backend",
+        "x264-direct,libx264",
+        "--frames",
+        "12",
+        "--size",
+        "160x120",
+        "--bitrates",
+        "50,100,200,400",
+        "--reference-kbps",
+        "200",
+        "--lifetimes",
+        "0",
+        "--rounds",
+        "0",
+        "--reference",
+        "x264-direct",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("Bjøntegaard deltas against x264-direct"),
+        "{stdout}"
+    );
+    let json = std::fs::read_to_string(out.join("compare.json")).unwrap();
+    let c: Comparison = serde_json::from_str(&json).unwrap();
+    assert_eq!(c.reference.as_deref(), Some("x264-direct"));
+    let own = c.backends[0].bd.as_ref().unwrap();
+    assert_eq!(
+        own.rate_psnr.value,
+        Some(0.0),
+        "the reference against itself"
+    );
+    assert_eq!(own.rate_ssim.value, Some(0.0));
+    let other = c.backends[1].bd.as_ref().unwrap();
+    // The same library through FFmpeg: a finite figure or the reason there is none.
+    match (other.rate_psnr.value, &other.rate_psnr.why) {
+        (Some(v), _) => assert!(v.is_finite() && v > -1.0, "{other:?}"),
+        (None, why) => assert!(why.as_deref().is_some_and(|w| !w.is_empty())),
+    }
+}
+
+#[test]
+fn a_bad_reference_is_refused_before_any_encode() {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compare-bad-reference");
+    let _ = std::fs::remove_dir_all(&out);
+    for (reference, expected) in [
+        (
+            "x266",
+            "invalid --reference \"x266\" (expected one of the backends that run here",
+        ),
+        ("libheif-x265", "expected a video backend"),
+    ] {
+        let output = run(&[
+            "--backend",
+            "x264-direct,libheif-x265",
+            "--reference",
+            reference,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!out.exists(), "nothing written");
+    }
+}

@@ -60,6 +60,7 @@ fn backend(name: &str, codec: &str, kind: Kind, points: Vec<RatePoint>) -> Backe
         }),
         upstream: None,
         error: None,
+        bd: None,
     }
 }
 
@@ -119,7 +120,88 @@ pub fn comparison() -> Comparison {
             vec![280.0, 300.0, 290.0],
             vec![290.0, 295.0, 285.0],
         )),
+        reference: None,
     }
+}
+
+#[test]
+fn bd_rate_against_a_reference_is_zero_for_itself_and_says_why_when_it_cannot() {
+    // Three rate points: too few for the cubic fit, and every cell says so.
+    let mut c = comparison();
+    c.measure_bd("x264-direct").unwrap();
+    let table = c.table();
+    assert!(
+        table.contains("Bjøntegaard deltas against x264-direct"),
+        "{table}"
+    );
+    assert!(
+        table.contains("n/a: the reference has 3 rate points"),
+        "{table}"
+    );
+    // A fourth point, twice the rate and one dB more, on every video curve.
+    let mut c = comparison();
+    for b in c
+        .backends
+        .iter_mut()
+        .filter(|b| b.kind == Kind::Video && !b.points.is_empty())
+    {
+        let mut top = b.points.last().unwrap().clone();
+        top.target *= 2;
+        top.kbps *= 2.0;
+        top.psnr += 1.0;
+        top.ssim_y = 1.0 - (1.0 - top.ssim_y) / 2.0;
+        b.points.push(top);
+    }
+    c.measure_bd("x264-direct").unwrap();
+    let bd = |name: &str| {
+        c.backends
+            .iter()
+            .find(|b| b.backend == name)
+            .unwrap()
+            .bd
+            .clone()
+            .unwrap()
+    };
+    let own = bd("x264-direct");
+    assert_eq!(
+        (own.rate_psnr.value, own.psnr_db.value),
+        (Some(0.0), Some(0.0))
+    );
+    // libx265's curve is x264-direct's one dB higher at the same rates.
+    let hevc = bd("libx265");
+    assert!((hevc.psnr_db.value.unwrap() - 1.0).abs() < 1e-9, "{hevc:?}");
+    assert!(hevc.rate_psnr.value.unwrap() < 0.0, "{hevc:?}");
+    // The failed backend has no points; the still backend gets none at all.
+    assert!(bd("libaom-av1")
+        .rate_psnr
+        .why
+        .unwrap()
+        .contains("0 rate points"));
+    assert!(c
+        .backends
+        .iter()
+        .find(|b| b.kind == Kind::Still)
+        .unwrap()
+        .bd
+        .is_none());
+    let json: serde_json::Value = serde_json::from_str(&c.to_json()).unwrap();
+    assert_eq!(json["reference"], "x264-direct");
+    assert_eq!(
+        json["backends"][1]["bd"]["psnr_db"]["value"]
+            .as_f64()
+            .map(|v| (v * 1e6).round()),
+        Some(1e6)
+    );
+    let page = c.html();
+    assert!(page.contains("BD-rate PSNR"), "the page shows the table");
+
+    let why = comparison().measure_bd("nope").unwrap_err();
+    assert!(
+        why.contains("\"nope\"") && why.contains("x264-direct"),
+        "{why}"
+    );
+    let why = comparison().measure_bd("libheif-x265").unwrap_err();
+    assert!(why.contains("video backend"), "{why}");
 }
 
 #[test]

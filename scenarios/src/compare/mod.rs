@@ -18,6 +18,7 @@
 //! [`model`] holds what a comparison produces and how it is written (`compare.json`,
 //! the table, the page).
 
+pub mod bdrate;
 pub mod model;
 
 use std::time::Instant;
@@ -139,6 +140,7 @@ impl Backend {
             leak: None,
             upstream: self.upstream().map(str::to_owned),
             error: None,
+            bd: None,
         }
     }
 

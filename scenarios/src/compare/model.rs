@@ -30,6 +30,9 @@ pub struct Comparison {
     pub skipped: Vec<Skipped>,
     /// The x264 encode timed beside the `ffmpeg` command line, when it ran.
     pub cli: Option<CliSideBySide>,
+    /// The backend every curve's Bjøntegaard delta is measured against, when named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 /// The input and the rules every backend was held to.
@@ -92,6 +95,54 @@ pub struct BackendResult {
     pub upstream: Option<String>,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// Its Bjøntegaard deltas against the comparison's reference, when one is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bd: Option<BdFigures>,
+}
+
+/// A Bjøntegaard delta, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The figure: a fraction for BD-rate (−0.1: 10 % fewer bits), dB for BD-PSNR.
+    pub value: Option<f64>,
+    /// Why there is no figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+impl Delta {
+    fn of(result: Result<f64, String>) -> Self {
+        match result {
+            Ok(value) => Delta {
+                value: Some(value),
+                why: None,
+            },
+            Err(why) => Delta {
+                value: None,
+                why: Some(why),
+            },
+        }
+    }
+
+    fn cell(&self, show: impl Fn(f64) -> String) -> String {
+        match (self.value, &self.why) {
+            (Some(v), _) => show(v),
+            (None, why) => format!("n/a: {}", why.as_deref().unwrap_or("not measured")),
+        }
+    }
+}
+
+/// One curve's Bjøntegaard deltas against the reference ([`super::bdrate`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BdFigures {
+    /// The reference backend.
+    pub reference: String,
+    /// BD-rate over PSNR (all planes).
+    pub rate_psnr: Delta,
+    /// BD-rate over luma SSIM, in dB (`−10·log₁₀(1 − SSIM)`).
+    pub rate_ssim: Delta,
+    /// BD-PSNR: the mean PSNR gain at the same bitrate, dB.
+    pub psnr_db: Delta,
 }
 
 /// One encode at one bitrate or quality.
@@ -207,6 +258,84 @@ fn leak_cell(leak: &Option<LeakSlope>) -> String {
 }
 
 impl Comparison {
+    /// Measures every video curve's Bjøntegaard deltas against `reference` (a backend
+    /// that ran), filling each result's `bd`. A backend without enough rate points or
+    /// overlap gets the reason in place of a figure.
+    pub fn measure_bd(&mut self, reference: &str) -> Result<(), String> {
+        let curves = |b: &BackendResult| {
+            let psnr: Vec<(f64, f64)> = b.points.iter().map(|p| (p.kbps, p.psnr)).collect();
+            let ssim: Vec<(f64, f64)> = b
+                .points
+                .iter()
+                .map(|p| (p.kbps, super::bdrate::ssim_db(p.ssim_y)))
+                .collect();
+            (
+                super::bdrate::Curve::new(&psnr),
+                super::bdrate::Curve::new(&ssim),
+            )
+        };
+        let base = self
+            .backends
+            .iter()
+            .find(|b| b.backend == reference)
+            .ok_or_else(|| {
+                format!(
+                    "invalid --reference {reference:?} (expected one of the backends that ran: {})",
+                    self.backends
+                        .iter()
+                        .map(|b| b.backend.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        if base.kind != Kind::Video {
+            return Err(format!(
+                "invalid --reference {reference:?} (expected a video backend: BD-rate is \
+                 over bitrates)"
+            ));
+        }
+        let (base_psnr, base_ssim) = curves(base);
+        for b in self.backends.iter_mut().filter(|b| b.kind == Kind::Video) {
+            let (psnr, ssim) = curves(b);
+            b.bd = Some(BdFigures {
+                reference: reference.to_owned(),
+                rate_psnr: Delta::of(super::bdrate::bd_rate(&base_psnr, &psnr)),
+                rate_ssim: Delta::of(super::bdrate::bd_rate(&base_ssim, &ssim)),
+                psnr_db: Delta::of(super::bdrate::bd_quality(&base_psnr, &psnr)),
+            });
+        }
+        self.reference = Some(reference.to_owned());
+        Ok(())
+    }
+
+    /// The Bjøntegaard table: one row per video backend against the reference.
+    pub fn bd_table(&self) -> Option<String> {
+        let reference = self.reference.as_deref()?;
+        let percent = |v: f64| format!("{:+.1} %", v * 100.0);
+        let rows: Vec<Vec<String>> = self
+            .backends
+            .iter()
+            .filter_map(|b| {
+                let bd = b.bd.as_ref()?;
+                Some(vec![
+                    b.backend.clone(),
+                    bd.rate_psnr.cell(percent),
+                    bd.rate_ssim.cell(percent),
+                    bd.psnr_db.cell(|v| format!("{v:+.2} dB")),
+                ])
+            })
+            .collect();
+        Some(format!(
+            "Bjøntegaard deltas against {reference} (cubic fits over the shared range; \
+             negative BD-rate: fewer bits for the same quality)\n{}",
+            render_table(
+                &["backend", "BD-rate PSNR", "BD-rate SSIM", "BD-PSNR"],
+                &rows,
+                false
+            )
+        ))
+    }
+
     /// The terminal table: one row per backend at its reference rate point, then what
     /// was skipped and the command-line side by side.
     pub fn table(&self) -> String {
@@ -274,6 +403,9 @@ impl Comparison {
                 b.backend,
                 b.upstream.as_deref().unwrap_or_default()
             );
+        }
+        if let Some(bd) = self.bd_table() {
+            let _ = write!(out, "\n{bd}");
         }
         if !self.skipped.is_empty() {
             out.push_str("\nskipped:\n");

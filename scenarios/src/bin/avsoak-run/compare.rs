@@ -12,7 +12,7 @@ use anyhow::{bail, ensure, Context, Result};
 use avsoak::report::Provenance;
 use avsoak::soak::Contained;
 use avsoak_scenarios::compare::model::{
-    BackendResult, CliSideBySide, Comparison, Setup, Skipped, SCHEMA,
+    BackendResult, CliSideBySide, Comparison, Kind, Setup, Skipped, SCHEMA,
 };
 use avsoak_scenarios::compare::{self as backends, Backend, Plan};
 use clap::Args;
@@ -70,6 +70,10 @@ pub struct CompareArgs {
     /// Revision recorded in provenance [default: git rev-parse --short HEAD].
     #[arg(long)]
     git_rev: Option<String>,
+    /// A video backend every curve's BD-rate (PSNR, SSIM) and BD-PSNR is measured
+    /// against (needs at least 4 --bitrates).
+    #[arg(long)]
+    reference: Option<String>,
 }
 
 /// The child side: one backend, setup from a file, result into a file.
@@ -182,6 +186,25 @@ pub fn compare(args: CompareArgs) -> Result<bool> {
             }),
         }
     }
+    if let Some(reference) = &args.reference {
+        // Before any encode: a reference that will not run is a bad argument.
+        match runnable.iter().find(|(name, _)| name == reference) {
+            None => bail!(
+                "invalid --reference {reference:?} (expected one of the backends that run \
+                 here: {})",
+                runnable
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some((_, backend)) if backend.kind() != Kind::Video => bail!(
+                "invalid --reference {reference:?} (expected a video backend: BD-rate is over \
+                 bitrates)"
+            ),
+            Some(_) => {}
+        }
+    }
     let rev = args.git_rev.clone().unwrap_or_else(avsoak::runner::git_rev);
     let mut provenance = Provenance::here(
         rev.clone(),
@@ -240,14 +263,20 @@ pub fn compare(args: CompareArgs) -> Result<bool> {
             None
         }
     };
-    let comparison = Comparison {
+    let mut comparison = Comparison {
         schema: SCHEMA.to_owned(),
         provenance,
         setup,
         backends: results,
         skipped,
         cli,
+        reference: None,
     };
+    if let Some(reference) = &args.reference {
+        comparison
+            .measure_bd(reference)
+            .map_err(anyhow::Error::msg)?;
+    }
     let table = comparison.table();
     print!("{table}");
     for (file, text) in [
