@@ -17,6 +17,7 @@ fn setup(width: u32, height: u32, frames: u32, bitrates: &[u32]) -> Setup {
         fps_den: 1,
         frames,
         source: compare::SOURCE.into(),
+        input: None,
         bitrates_kbps: bitrates.to_vec(),
         reference_kbps: bitrates[0],
         still_qualities: vec![20, 80],
@@ -318,6 +319,143 @@ fn a_bad_reference_is_refused_before_any_encode() {
         assert_eq!(output.status.code(), Some(2));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{stderr}");
+        assert!(!out.exists(), "nothing written");
+    }
+}
+
+/// A clip written as y4m by this test: 16 frames of the camera at 160x120.
+fn y4m_clip(name: &str) -> (std::path::PathBuf, Vec<avsoak_fixtures::Frame>) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut camera = avsoak_fixtures::Camera::new(
+        avsoak_fixtures::CameraConfig::new(160, 120)
+            .pattern(avsoak_fixtures::Pattern::Scene { seed: 11 }),
+    )
+    .unwrap();
+    let frames: Vec<_> = (0..16).map(|_| camera.next_frame()).collect();
+    let path = dir.join("clip.y4m");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    avsoak_fixtures::y4m::write(&mut file, &frames, (25, 1)).unwrap();
+    drop(file);
+    (path, frames)
+}
+
+#[test]
+fn a_y4m_clip_round_trips_through_input_frame_exact() {
+    use avsoak_scenarios::compare::input;
+    let (path, frames) = y4m_clip("compare-input-y4m");
+    let (source, read) = input::load(&path, None, 100).unwrap();
+    assert_eq!(read.len(), frames.len());
+    for (a, b) in read.iter().zip(&frames) {
+        assert_eq!(a.data(), b.data(), "frame {}", b.index());
+    }
+    assert_eq!(
+        (source.width, source.height, source.fps_num, source.fps_den),
+        (160, 120, 25, 1)
+    );
+    assert_eq!(source.checksum, input::checksum(&frames));
+    assert_eq!(source.format, "y4m");
+    // --frames caps what is read; --size scales.
+    assert_eq!(input::load(&path, None, 5).unwrap().1.len(), 5);
+    let (_, scaled) = input::load(&path, Some((80, 60)), 3).unwrap();
+    assert_eq!((scaled[0].width(), scaled[0].height()), (80, 60));
+}
+
+#[test]
+fn compare_encodes_the_users_clip_and_names_it() {
+    let (path, frames) = y4m_clip("compare-input-run");
+    let out = path.parent().unwrap().join("run");
+    let output = run(&[
+        "--input",
+        path.to_str().unwrap(),
+        "--backend",
+        "x264-direct,libx264",
+        "--bitrates",
+        "50,100,200,400",
+        "--reference-kbps",
+        "200",
+        "--lifetimes",
+        "0",
+        "--rounds",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let c: Comparison =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let source = c.setup.input.as_ref().expect("the input is named");
+    assert_eq!(
+        source.checksum,
+        avsoak_scenarios::compare::input::checksum(&frames)
+    );
+    assert_eq!(
+        (c.setup.width, c.setup.height, c.setup.frames),
+        (160, 120, 16)
+    );
+    assert_eq!((c.setup.fps_num, c.setup.fps_den), (25, 1));
+    assert!(c.setup.source.contains("clip.y4m") && c.setup.source.contains(&source.checksum));
+    for b in &c.backends {
+        assert_eq!(b.error, None, "{}", b.backend);
+        assert!(b.points.iter().all(|p| p.frames == 16), "{}", b.backend);
+    }
+    assert!(
+        stdout.contains("clip.y4m"),
+        "the table names the source: {stdout}"
+    );
+}
+
+#[test]
+fn an_ffmpeg_file_is_decoded_as_input() {
+    use avsoak_scenarios::media::{self, Clip, Container};
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compare-input-mp4");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("clip.mkv");
+    std::fs::write(
+        &path,
+        &*media::fixture(Clip::STANDARD, Container::Matroska).unwrap(),
+    )
+    .unwrap();
+    let (source, frames) = avsoak_scenarios::compare::input::load(&path, None, 10).unwrap();
+    assert_eq!(frames.len(), 10);
+    assert_eq!(
+        (source.width, source.height),
+        (Clip::STANDARD.width, Clip::STANDARD.height)
+    );
+    assert!(source.format.contains("matroska"), "{}", source.format);
+}
+
+#[test]
+fn a_missing_or_undecodable_input_is_refused_before_any_encode() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compare-input-bad");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.bin");
+    std::fs::write(&junk, [0x42u8; 4096]).unwrap();
+    let out = dir.join("run");
+    for (input, expected) in [
+        (dir.join("nope.y4m"), "cannot read it"),
+        (junk, "FFmpeg cannot open it"),
+    ] {
+        let output = run(&[
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("invalid --input {}", input.display()))
+                && stderr.contains(expected),
+            "{stderr}"
+        );
         assert!(!out.exists(), "nothing written");
     }
 }

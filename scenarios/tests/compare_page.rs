@@ -89,6 +89,7 @@ pub fn comparison() -> Comparison {
             fps_den: 1,
             frames: 120,
             source: "camera <scene> & noise".into(),
+            input: None,
             bitrates_kbps: vec![250, 1000, 2000],
             reference_kbps: 1000,
             still_qualities: vec![30, 50],

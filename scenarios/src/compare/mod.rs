@@ -19,6 +19,7 @@
 //! the table, the page).
 
 pub mod bdrate;
+pub mod input;
 pub mod model;
 
 use std::time::Instant;
@@ -216,8 +217,24 @@ pub struct Plan {
     pub time_only: bool,
 }
 
-/// The setup's source frames.
+/// The setup's source frames: the user's input when it names one (checked against the
+/// checksum the parent recorded), else the camera's.
 pub fn source_frames(setup: &Setup) -> Result<Vec<Frame>, BoxError> {
+    if let Some(source) = &setup.input {
+        let (read, frames) = input::load(
+            std::path::Path::new(&source.path),
+            Some((setup.width, setup.height)),
+            setup.frames,
+        )?;
+        if read.checksum != source.checksum {
+            return Err(format!(
+                "--input {} changed during the comparison (fnv64 {} now, {} at the start)",
+                source.path, read.checksum, source.checksum
+            )
+            .into());
+        }
+        return Ok(frames);
+    }
     let mut camera = Camera::new(
         CameraConfig::new(setup.width, setup.height)
             .fps(setup.fps_num, setup.fps_den)
@@ -650,6 +667,7 @@ pub fn overhead_workload(name: &str, frames: u32) -> Result<Timing, BoxError> {
         fps_den: 1,
         frames,
         source: SOURCE.to_owned(),
+        input: None,
         bitrates_kbps: vec![1000],
         reference_kbps: 1000,
         still_qualities: Vec::new(),

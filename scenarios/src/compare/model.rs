@@ -48,8 +48,11 @@ pub struct Setup {
     pub fps_den: u32,
     /// Frames per video encode.
     pub frames: u32,
-    /// The camera, in words.
+    /// The source, in words: the camera's settings or the input file's.
     pub source: String,
+    /// The user's own content, when `--input` named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<super::input::InputSource>,
     /// Target bitrates of the video rate points, kbit/s.
     pub bitrates_kbps: Vec<u32>,
     /// The bitrate the table's row figures come from.

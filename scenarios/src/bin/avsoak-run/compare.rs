@@ -23,15 +23,19 @@ const MIN_LIFETIMES: u32 = 16;
 
 #[derive(Args)]
 pub struct CompareArgs {
-    /// Frames per video encode.
+    /// Frames per video encode (with --input: at most this many of the file's).
     #[arg(long, default_value_t = 120)]
     frames: u32,
-    /// Frame size, WIDTHxHEIGHT.
-    #[arg(long, default_value = "640x480")]
-    size: String,
-    /// Frame rate.
-    #[arg(long, default_value_t = 30)]
-    fps: u32,
+    /// Frame size, WIDTHxHEIGHT [default: 640x480, or the input's own size].
+    #[arg(long)]
+    size: Option<String>,
+    /// Frame rate [default: 30, or the input's own rate].
+    #[arg(long)]
+    fps: Option<u32>,
+    /// The content to encode instead of the synthetic camera: a y4m file or anything
+    /// FFmpeg can demux and decode, read once into I420 frames.
+    #[arg(long)]
+    input: Option<PathBuf>,
     /// Target bitrates of the video rate points, kbit/s.
     #[arg(long, value_delimiter = ',', default_value = "250,500,1000,2000")]
     bitrates: Vec<u32>,
@@ -95,10 +99,37 @@ pub struct CompareChildArgs {
 
 impl CompareArgs {
     fn setup(&self) -> Result<Setup> {
-        let (width, height) = avsoak_scenarios::cases::picture_pool::parse_size(&self.size)
+        let size = self
+            .size
+            .as_deref()
+            .map(avsoak_scenarios::cases::picture_pool::parse_size)
+            .transpose()
             .map_err(anyhow::Error::msg)?;
         ensure!(self.frames >= 1, "invalid --frames 0 (expected at least 1)");
-        ensure!(self.fps >= 1, "invalid --fps 0 (expected at least 1)");
+        ensure!(self.fps != Some(0), "invalid --fps 0 (expected at least 1)");
+        if let Some((width, height)) = size {
+            // The camera checks the size, before any file is read or child started.
+            avsoak_fixtures::Camera::new(avsoak_fixtures::CameraConfig::new(width, height))?;
+        }
+        let input = match &self.input {
+            Some(path) => {
+                let (source, _) = avsoak_scenarios::compare::input::load(path, size, self.frames)
+                    .map_err(anyhow::Error::msg)?;
+                Some(source)
+            }
+            None => None,
+        };
+        let (width, height) = match (&input, size) {
+            (_, Some(size)) => size,
+            (Some(source), None) => (source.width, source.height),
+            (None, None) => (640, 480),
+        };
+        let (fps_num, fps_den) = match (&input, self.fps) {
+            (_, Some(fps)) => (fps, 1),
+            (Some(source), None) => (source.fps_num, source.fps_den),
+            (None, None) => (30, 1),
+        };
+        let frames = input.as_ref().map_or(self.frames, |source| source.frames);
         ensure!(
             !self.bitrates.is_empty() && self.bitrates.iter().all(|&b| b > 0),
             "invalid --bitrates {:?} (expected kbit/s above 0, e.g. 250,500,1000)",
@@ -132,15 +163,16 @@ impl CompareArgs {
             self.lifetime_frames >= 1,
             "invalid --lifetime-frames 0 (expected at least 1)"
         );
-        // The camera checks the size, before any child starts.
-        avsoak_fixtures::Camera::new(avsoak_fixtures::CameraConfig::new(width, height))?;
         Ok(Setup {
             width,
             height,
-            fps_num: self.fps,
-            fps_den: 1,
-            frames: self.frames,
-            source: backends::SOURCE.to_owned(),
+            fps_num,
+            fps_den,
+            frames,
+            source: input
+                .as_ref()
+                .map_or_else(|| backends::SOURCE.to_owned(), |i| i.describe()),
+            input,
             bitrates_kbps: self.bitrates.clone(),
             reference_kbps: self.reference_kbps,
             still_qualities: self.qualities.clone(),
