@@ -404,6 +404,15 @@ fn compare_encodes_the_users_clip_and_names_it() {
     for b in &c.backends {
         assert_eq!(b.error, None, "{}", b.backend);
         assert!(b.points.iter().all(|p| p.frames == 16), "{}", b.backend);
+        for p in &b.points {
+            // Measured, not derived: some CPU went into every frame, and the real-time
+            // factor is the frame rate over the clip's 25 fps.
+            assert!(p.cpu_ms_per_frame > 0.0, "{}: {p:?}", b.backend);
+            assert!(
+                (p.realtime_factor - p.frames_per_s / 25.0).abs() < 1e-9,
+                "{p:?}"
+            );
+        }
     }
     assert!(
         stdout.contains("clip.y4m"),

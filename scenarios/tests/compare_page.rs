@@ -31,6 +31,8 @@ fn point(target: u32, kbps: f64, psnr: f64, fps: f64, peak: i64) -> RatePoint {
         frames: 120,
         encode_s: 120.0 / fps,
         frames_per_s: fps,
+        cpu_ms_per_frame: 1000.0 / fps,
+        realtime_factor: fps / 30.0,
         bytes: (kbps * 1000.0 / 8.0 * 4.0) as u64,
         kbps,
         bits_per_pixel: kbps * 1000.0 / 30.0 / (640.0 * 480.0),

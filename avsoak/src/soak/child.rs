@@ -241,8 +241,9 @@ pub fn run_workload(
     0
 }
 
-/// CPU nanoseconds this process has used, all its threads.
-fn process_cpu_ns() -> u64 {
+/// CPU nanoseconds this process has used, all its threads (`CLOCK_PROCESS_CPUTIME_ID`;
+/// 0 if the clock cannot be read).
+pub fn process_cpu_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

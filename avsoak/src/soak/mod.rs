@@ -21,7 +21,9 @@ pub mod plan;
 pub mod supervise;
 mod verdict;
 
-pub use child::{error_chain, planted_leak, run_child, run_workload, PLANT_LEAK_ENV};
+pub use child::{
+    error_chain, planted_leak, process_cpu_ns, run_child, run_workload, PLANT_LEAK_ENV,
+};
 pub use plan::{Plan, PlanError, MIN_JUDGED};
 pub use supervise::{
     catch_interrupts, interruption, last_line, signal_name, supervise, this_executable, Contained,

@@ -337,6 +337,8 @@ enum Output {
 struct Encoded {
     output: Output,
     seconds: f64,
+    /// Process CPU time from opening the encoder to closing it, every thread.
+    cpu_s: f64,
     bytes: u64,
     heap: heap::Delta,
     peak: i64,
@@ -352,6 +354,8 @@ impl Encoded {
             frames: frames as u64,
             encode_s: self.seconds,
             frames_per_s: frames / self.seconds.max(1e-9),
+            cpu_ms_per_frame: self.cpu_s * 1000.0 / frames,
+            realtime_factor: frames / self.seconds.max(1e-9) / fps,
             bytes: self.bytes,
             kbps: self.bytes as f64 * 8.0 / 1000.0 / (frames / fps),
             bits_per_pixel: self.bytes as f64 * 8.0
@@ -375,13 +379,16 @@ fn counted(
 ) -> Result<Encoded, BoxError> {
     let before = Snapshot::now();
     heap::reset_peak();
+    let cpu_start = avsoak::soak::process_cpu_ns();
     let start = Instant::now();
     let (output, bytes, drained) = work()?;
+    let cpu_s = avsoak::soak::process_cpu_ns().saturating_sub(cpu_start) as f64 / 1e9;
     let seconds = drained.duration_since(start).as_secs_f64();
     let after = Snapshot::now();
     Ok(Encoded {
         output,
         seconds,
+        cpu_s,
         bytes,
         heap: after.since(&before),
         peak: after.peak_live_bytes - before.live_bytes,

@@ -159,6 +159,13 @@ pub struct RatePoint {
     pub encode_s: f64,
     /// Frames (or images) per second over `encode_s`.
     pub frames_per_s: f64,
+    /// CPU milliseconds per frame, every thread of the process, from opening the encoder
+    /// to closing it: what a frame costs the machine, however many cores did it.
+    #[serde(default)]
+    pub cpu_ms_per_frame: f64,
+    /// `frames_per_s` over the setup's frame rate: above 1, faster than real time.
+    #[serde(default)]
+    pub realtime_factor: f64,
     /// Compressed bytes.
     pub bytes: u64,
     /// Bitrate at the setup's frame rate, kbit/s.
@@ -346,6 +353,8 @@ impl Comparison {
             "backend",
             "codec",
             "fps",
+            "xRT",
+            "cpu ms/f",
             "kbps",
             "bpp",
             "PSNR-Y",
@@ -362,6 +371,11 @@ impl Comparison {
                     b.backend.clone(),
                     b.codec.clone(),
                     format!("{:.1}", p.frames_per_s),
+                    match b.kind {
+                        Kind::Video => format!("{:.1}", p.realtime_factor),
+                        Kind::Still => "-".to_owned(),
+                    },
+                    format!("{:.1}", p.cpu_ms_per_frame),
                     match b.kind {
                         Kind::Video => format!("{:.0}", p.kbps),
                         Kind::Still => "-".to_owned(),
@@ -438,6 +452,7 @@ impl Comparison {
             "backend",
             "target",
             "fps",
+            "cpu ms/f",
             "kbps",
             "bpp",
             "PSNR-Y",
@@ -456,6 +471,7 @@ impl Comparison {
                         Kind::Still => format!("q{}", p.target),
                     },
                     format!("{:.1}", p.frames_per_s),
+                    format!("{:.1}", p.cpu_ms_per_frame),
                     format!("{:.0}", p.kbps),
                     format!("{:.3}", p.bits_per_pixel),
                     format!("{:.2}", p.psnr_y),
