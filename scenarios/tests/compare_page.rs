@@ -197,6 +197,10 @@ fn bd_rate_against_a_reference_is_zero_for_itself_and_says_why_when_it_cannot() 
     );
     let page = c.html();
     assert!(page.contains("BD-rate PSNR"), "the page shows the table");
+    assert!(
+        page.contains("libx265 (BD-rate -"),
+        "the rate/quality plot's key carries each curve's BD-rate"
+    );
 
     let why = comparison().measure_bd("nope").unwrap_err();
     assert!(

@@ -566,7 +566,12 @@ impl Comparison {
         );
         for (i, b) in self.measured().filter(|(_, b)| b.kind == Kind::Video) {
             let line: Vec<(f64, f64)> = b.points.iter().map(|p| (p.kbps, p.psnr)).collect();
-            plot.line(&b.backend, i, &line);
+            // With a reference, the key carries the curve's BD-rate against it.
+            let key = match b.bd.as_ref().and_then(|bd| bd.rate_psnr.value) {
+                Some(v) => format!("{} (BD-rate {:+.1} %)", b.backend, v * 100.0),
+                None => b.backend.clone(),
+            };
+            plot.line(&b.backend, &key, i, &line);
         }
         plot.finish()
     }
@@ -716,7 +721,7 @@ impl Plot {
         self.legend += 1;
     }
 
-    fn line(&mut self, name: &str, index: usize, points: &[(f64, f64)]) {
+    fn line(&mut self, name: &str, key: &str, index: usize, points: &[(f64, f64)]) {
         let colour = COLOURS[index % COLOURS.len()];
         let mut sorted = points.to_vec();
         sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -739,7 +744,7 @@ impl Plot {
                 self.py(y)
             );
         }
-        self.key(name, colour);
+        self.key(key, colour);
     }
 
     fn dot(&mut self, name: &str, index: usize, (x, y): (f64, f64)) {
