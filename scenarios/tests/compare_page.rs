@@ -98,6 +98,7 @@ pub fn comparison() -> Comparison {
             reference_quality: 50,
             stills: 10,
             rules: vec!["the same frames for all".into()],
+            configs: Vec::new(),
         },
         backends: vec![
             video("x264-direct", "H.264", 290.0, 50 << 20, 31.0),

@@ -12,7 +12,7 @@ use avsoak_scenarios::ffi::x264::{AllocatedPicture, EncoderConfig, Sink, X264Err
 #[test]
 fn an_encoder_that_cannot_open_says_why_and_leaves_nothing() {
     let mut bad_preset = EncoderConfig::live(64, 48, 30, 1);
-    bad_preset.preset = c"warp-speed";
+    bad_preset.preset = c"warp-speed".into();
     let bad_settings = [
         (0, 0, 30, 1),
         (641, 480, 30, 1),

@@ -22,6 +22,7 @@ pub mod bdrate;
 pub mod input;
 pub mod model;
 
+use std::ffi::CString;
 use std::time::Instant;
 
 use avsoak::heap::{self, Snapshot};
@@ -30,7 +31,7 @@ use avsoak::stats::{judge, Budget};
 use avsoak_fixtures::quality::{Plane, Sequence};
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
 use ffmpeg_next as ffmpeg;
-use model::{BackendResult, Kind, LeakSlope, RatePoint, Setup};
+use model::{BackendResult, Config, Kind, LeakSlope, RatePoint, Setup};
 
 use crate::cases::encode_abort::{self, Route};
 use crate::ffi::{self, encode};
@@ -179,6 +180,64 @@ impl Backend {
         }
     }
 
+    /// Its default options with `user`'s over them: a key the user gives replaces the
+    /// default's value, new keys follow in the user's order.
+    pub fn options_with(self, user: &[(String, String)]) -> Vec<(String, String)> {
+        let mut options: Vec<(String, String)> = self
+            .options()
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        for (key, value) in user {
+            match options.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) => slot.1 = value.clone(),
+                None => options.push((key.clone(), value.clone())),
+            }
+        }
+        options
+    }
+
+    /// Whether the encoder takes every one of `user`'s options, checked without encoding
+    /// anything: FFmpeg's option tables for its encoders (the codec context's and the
+    /// encoder's private options), `x264_param_parse` for x264 direct. The error names
+    /// the option and the backend.
+    pub fn check_options(self, name: &str, user: &[(String, String)]) -> Result<(), String> {
+        if user.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Backend::Ffmpeg(codec) => {
+                for (key, value) in &self.options_with(user) {
+                    encode::check_option(codec, key, value)
+                        .map_err(|why| format!("{name} ({codec}): {why}"))?;
+                }
+                Ok(())
+            }
+            Backend::X264Direct | Backend::X264DirectLeak => {
+                let (preset, tune, params) = x264_options(user)?;
+                ffi::x264::check_params(&preset, tune.as_deref(), &params)
+                    .map_err(|e| format!("{name}: {e}"))
+            }
+            Backend::Heif(_) => Err(format!(
+                "{name}: libheif backends take no encoder options here (got {})",
+                user.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
+        }
+    }
+
+    /// The settings with `user`'s options, in words.
+    pub fn settings_with(self, user: &[(String, String)]) -> String {
+        let base = self.settings();
+        if user.is_empty() {
+            return base;
+        }
+        let given: Vec<String> = user.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{base}; options: {}", given.join(" "))
+    }
+
     /// The settings, in words.
     pub fn settings(self) -> String {
         let options: Vec<String> = self
@@ -204,11 +263,70 @@ impl Backend {
     }
 }
 
+/// x264 direct's options split as x264 takes them: the preset and tune (for
+/// `x264_param_default_preset`, default `veryfast` and none), then the rest for
+/// `x264_param_parse`.
+type X264Options = (CString, Option<CString>, Vec<(CString, CString)>);
+
+fn x264_options(user: &[(String, String)]) -> Result<X264Options, String> {
+    let c = |text: &str| {
+        CString::new(text).map_err(|_| format!("x264-direct: option text {text:?} holds a NUL"))
+    };
+    let mut preset = c("veryfast")?;
+    let mut tune = None;
+    let mut params = Vec::new();
+    for (key, value) in user {
+        match key.as_str() {
+            "preset" => preset = c(value)?,
+            "tune" => tune = Some(c(value)?),
+            _ => params.push((c(key)?, c(value)?)),
+        }
+    }
+    Ok((preset, tune, params))
+}
+
+/// Parses `--config LABEL=BACKEND[,key=value...]`: a label of letters, digits, `.`, `_`
+/// or `-`, a backend name, and encoder options (a value may itself hold `=`, as
+/// `x265-params=log-level=error` does).
+pub fn parse_config(text: &str) -> Result<Config, String> {
+    let bad = |why: &str| {
+        format!("invalid --config {text:?} ({why}; expected LABEL=BACKEND[,key=value...], e.g. fast=libx264,preset=veryfast)")
+    };
+    let (label, rest) = text.split_once('=').ok_or_else(|| bad("no label"))?;
+    if label.is_empty()
+        || !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(bad("a label is letters, digits, '.', '_' or '-'"));
+    }
+    let mut parts = rest.split(',');
+    let backend = parts.next().unwrap_or_default();
+    if backend.is_empty() {
+        return Err(bad("no backend"));
+    }
+    let mut options = Vec::new();
+    for option in parts {
+        let (key, value) = option
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| bad(&format!("option {option:?} is not key=value")))?;
+        options.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(Config {
+        label: label.to_owned(),
+        backend: backend.to_owned(),
+        options,
+    })
+}
+
 /// What the child is asked to measure.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The setup every backend shares.
     pub setup: Setup,
+    /// Options for this backend's encoder over its defaults (its `--config`'s).
+    pub options: Vec<(String, String)>,
     /// Encoder lifetimes for the leak slope (0: none).
     pub lifetimes: u32,
     /// Frames per lifetime.
@@ -251,6 +369,7 @@ pub const SOURCE: &str = "synthetic camera, scene pattern: a moving gradient ove
 /// were measured before.
 pub fn measure(name: &str, backend: Backend, plan: &Plan) -> BackendResult {
     let mut result = backend.result(name);
+    result.settings = backend.settings_with(&plan.options);
     if let Err(e) = measure_into(backend, plan, &mut result) {
         result.error = Some(avsoak::soak::error_chain(e.as_ref()));
     }
@@ -273,7 +392,7 @@ fn measure_into(backend: Backend, plan: &Plan, result: &mut BackendResult) -> Re
     for &target in &targets {
         let encoded = match backend {
             Backend::Heif(id) => encode_stills(id, &stills, target)?,
-            _ => encode_video(backend, &frames, setup, target)?,
+            _ => encode_video(backend, &frames, setup, target, &plan.options)?,
         };
         let source: Vec<&Frame> = match backend {
             Backend::Heif(_) => stills.clone(),
@@ -297,7 +416,7 @@ fn measure_into(backend: Backend, plan: &Plan, result: &mut BackendResult) -> Re
     for _ in 0..plan.lifetimes {
         let encoded = match backend {
             Backend::Heif(id) => encode_stills(id, short_stills, reference)?,
-            _ => encode_video(backend, short, setup, reference)?,
+            _ => encode_video(backend, short, setup, reference, &plan.options)?,
         };
         drop(encoded);
         let now = Snapshot::now();
@@ -400,43 +519,51 @@ fn encode_video(
     frames: &[Frame],
     setup: &Setup,
     kbps: u32,
+    options: &[(String, String)],
 ) -> Result<Encoded, BoxError> {
     match backend {
-        Backend::X264Direct | Backend::X264DirectLeak => counted(|| {
-            let config = ffi::x264::EncoderConfig {
-                width: setup.width,
-                height: setup.height,
-                fps_num: setup.fps_num,
-                fps_den: setup.fps_den,
-                preset: c"veryfast",
-                tune: None,
-                keyint: gop(setup),
-                bitrate_kbps: Some(kbps),
-            };
-            let mut encoder = ffi::x264::open_encoder(&config)?;
-            let mut sink = ffi::x264::Sink::packets();
-            for frame in frames {
-                ffi::x264::encode(
-                    &mut encoder,
-                    frame.index(),
-                    frame.pts_us(),
-                    ffi::x264::borrowed_image(frame),
-                    &mut sink,
-                )?;
-            }
-            let (drained, closing) = ffi::x264::drain(encoder, &mut sink)?;
-            drop(closing);
-            if backend == Backend::X264DirectLeak {
-                ffi::x264::AllocatedPicture::new(setup.width, setup.height)?.leak();
-            }
-            let bytes = sink.bytes;
-            Ok((
-                Output::X264(sink.packets.unwrap_or_default()),
-                bytes,
-                drained,
-            ))
-        }),
-        Backend::Ffmpeg(codec) => counted(|| ffmpeg_encode(codec, backend, frames, setup, kbps)),
+        Backend::X264Direct | Backend::X264DirectLeak => {
+            // Split before the clock starts: the encode times x264, not this.
+            let (preset, tune, params) = x264_options(options)?;
+            counted(move || {
+                let config = ffi::x264::EncoderConfig {
+                    width: setup.width,
+                    height: setup.height,
+                    fps_num: setup.fps_num,
+                    fps_den: setup.fps_den,
+                    preset: preset.into(),
+                    tune: tune.map(Into::into),
+                    keyint: gop(setup),
+                    bitrate_kbps: Some(kbps),
+                    params,
+                };
+                let mut encoder = ffi::x264::open_encoder(&config)?;
+                let mut sink = ffi::x264::Sink::packets();
+                for frame in frames {
+                    ffi::x264::encode(
+                        &mut encoder,
+                        frame.index(),
+                        frame.pts_us(),
+                        ffi::x264::borrowed_image(frame),
+                        &mut sink,
+                    )?;
+                }
+                let (drained, closing) = ffi::x264::drain(encoder, &mut sink)?;
+                drop(closing);
+                if backend == Backend::X264DirectLeak {
+                    ffi::x264::AllocatedPicture::new(setup.width, setup.height)?.leak();
+                }
+                let bytes = sink.bytes;
+                Ok((
+                    Output::X264(sink.packets.unwrap_or_default()),
+                    bytes,
+                    drained,
+                ))
+            })
+        }
+        Backend::Ffmpeg(codec) => {
+            counted(|| ffmpeg_encode(codec, backend, frames, setup, kbps, options))
+        }
         Backend::Heif(_) => Err("a still-image backend has no video encode".into()),
     }
 }
@@ -451,6 +578,7 @@ fn ffmpeg_encode(
     frames: &[Frame],
     setup: &Setup,
     kbps: u32,
+    user: &[(String, String)],
 ) -> Result<(Output, u64, Instant), BoxError> {
     let error = encode::error;
     let (codec, mut config) = encode::config(codec_name, setup.width, setup.height)?;
@@ -462,8 +590,8 @@ fn ffmpeg_encode(
     // plain field that avcodec_open2 reads (0 = the library's automatic choice).
     unsafe { (*config.as_mut_ptr()).thread_count = 0 };
     let mut options = ffmpeg::Dictionary::new();
-    for (k, v) in backend.options() {
-        options.set(k, v);
+    for (k, v) in backend.options_with(user) {
+        options.set(&k, &v);
     }
     let mut encoder = config
         .open_as_with(codec, options)
@@ -681,9 +809,10 @@ pub fn overhead_workload(name: &str, frames: u32) -> Result<Timing, BoxError> {
         reference_quality: 0,
         stills: 0,
         rules: Vec::new(),
+        configs: Vec::new(),
     };
     let source = source_frames(&setup)?;
-    let encoded = encode_video(backend, &source, &setup, 1000)?;
+    let encoded = encode_video(backend, &source, &setup, 1000, &[])?;
     Ok(Timing {
         seconds: encoded.seconds,
         frames,

@@ -65,6 +65,22 @@ pub struct Setup {
     pub stills: u32,
     /// How fairness was arranged, in words.
     pub rules: Vec<String>,
+    /// The configurations compared (`--config`), each a row and a curve; empty when the
+    /// backends run by their own names with their default options.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<Config>,
+}
+
+/// One configuration compared: a label, a backend, and options for its encoder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// The row's name.
+    pub label: String,
+    /// The backend it runs.
+    pub backend: String,
+    /// Options given to the encoder over the backend's defaults, in order.
+    #[serde(default)]
+    pub options: Vec<(String, String)>,
 }
 
 /// Video or still images.

@@ -78,3 +78,49 @@ pub fn fill_frame(
     frame.set_pts(Some(pts));
     Ok(())
 }
+
+/// Whether FFmpeg's encoder `codec` takes the option `key` with `value`: it must be one
+/// of the codec context's options or the encoder's private ones (as `avcodec_open2`
+/// would find it in its dictionary), and `av_opt_set` must accept the value. Checked on
+/// a context that is allocated and freed here, never opened. The error names the option.
+pub fn check_option(codec: &str, key: &str, value: &str) -> Result<(), String> {
+    let encoder = ffmpeg::encoder::find_by_name(codec)
+        .ok_or_else(|| format!("FFmpeg has no encoder {codec:?}"))?;
+    let (Ok(c_key), Ok(c_value)) = (std::ffi::CString::new(key), std::ffi::CString::new(value))
+    else {
+        return Err(format!("option {key:?}={value:?} holds a NUL"));
+    };
+    // SAFETY: `encoder` wraps a valid AVCodec from FFmpeg's static tables;
+    // avcodec_alloc_context3 returns an owned context (its private data allocated and set
+    // to defaults), or NULL.
+    let mut context = unsafe { ffmpeg::ffi::avcodec_alloc_context3(encoder.as_ptr()) };
+    if context.is_null() {
+        return Err(format!("cannot allocate a {codec} context"));
+    }
+    let flags = ffmpeg::ffi::AV_OPT_SEARCH_CHILDREN;
+    // SAFETY: `context` is a live AVCodecContext (an AVClass-enabled object); the
+    // strings are NUL-terminated and outlive both calls; av_opt_find only reads, and
+    // av_opt_set copies the value it stores into the context, freed with it below.
+    let (found, set) = unsafe {
+        let found =
+            ffmpeg::ffi::av_opt_find(context.cast(), c_key.as_ptr(), std::ptr::null(), 0, flags);
+        let set = if found.is_null() {
+            0
+        } else {
+            ffmpeg::ffi::av_opt_set(context.cast(), c_key.as_ptr(), c_value.as_ptr(), flags)
+        };
+        (found, set)
+    };
+    // SAFETY: `context` came from avcodec_alloc_context3 and is freed once, here.
+    unsafe { ffmpeg::ffi::avcodec_free_context(&mut context) };
+    if found.is_null() {
+        return Err(format!("unknown option {key:?}"));
+    }
+    if set < 0 {
+        return Err(format!(
+            "bad value {value:?} for option {key:?} ({})",
+            ffmpeg::Error::from(set)
+        ));
+    }
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! The libx264 edge: an encoder opened with explicit parameters, and a picture whose
 //! planes `x264_picture_alloc` allocated, released by `x264_picture_clean` in `Drop`.
 
-use std::ffi::CStr;
+use std::borrow::Cow;
+use std::ffi::{CStr, CString};
 use std::mem::MaybeUninit;
 
 use avsoak_fixtures::Frame;
@@ -34,6 +35,16 @@ pub enum X264Error {
         fps_num: u32,
         /// Frame rate denominator.
         fps_den: u32,
+    },
+    /// An option `x264_param_parse` does not know, or whose value it rejects.
+    #[error("x264-direct: {what} option {name:?}={value:?} (x264_param_parse)")]
+    Param {
+        /// `unknown` or `bad value for`.
+        what: &'static str,
+        /// The option's name.
+        name: String,
+        /// Its value.
+        value: String,
     },
     /// `x264_encoder_open` returned NULL.
     #[error("x264_encoder_open failed for {width}x{height} at {fps_num}/{fps_den} fps")]
@@ -93,13 +104,16 @@ pub struct EncoderConfig {
     /// Frame rate denominator.
     pub fps_den: u32,
     /// x264 preset, e.g. `veryfast`.
-    pub preset: &'static CStr,
+    pub preset: Cow<'static, CStr>,
     /// x264 tune, e.g. `zerolatency` (a live camera: no lookahead, no B-frames).
-    pub tune: Option<&'static CStr>,
+    pub tune: Option<Cow<'static, CStr>>,
     /// Maximum GOP length in frames.
     pub keyint: i32,
     /// Average bitrate in kbit/s (ABR), or the preset's constant rate factor when `None`.
     pub bitrate_kbps: Option<u32>,
+    /// x264's own options (`x264_param_parse` names, as the x264 command line's long
+    /// options: `ref`, `bframes`, `crf`, `threads`…), applied after everything above.
+    pub params: Vec<(CString, CString)>,
 }
 
 impl EncoderConfig {
@@ -110,10 +124,11 @@ impl EncoderConfig {
             height,
             fps_num,
             fps_den,
-            preset: c"veryfast",
-            tune: Some(c"zerolatency"),
+            preset: Cow::Borrowed(c"veryfast"),
+            tune: Some(Cow::Borrowed(c"zerolatency")),
             keyint: (2 * fps_num / fps_den.max(1)).max(1) as i32,
             bitrate_kbps: None,
+            params: Vec::new(),
         }
     }
 }
@@ -147,7 +162,10 @@ pub fn open_encoder(config: &EncoderConfig) -> Result<x264::Encoder, X264Error> 
         sys::x264_param_default_preset(
             param.as_mut_ptr(),
             config.preset.as_ptr(),
-            config.tune.map_or(std::ptr::null(), CStr::as_ptr),
+            config
+                .tune
+                .as_deref()
+                .map_or(std::ptr::null(), CStr::as_ptr),
         )
     };
     if rc < 0 {
@@ -155,6 +173,7 @@ pub fn open_encoder(config: &EncoderConfig) -> Result<x264::Encoder, X264Error> 
             preset: config.preset.to_string_lossy().into_owned(),
             tune: config
                 .tune
+                .as_deref()
                 .map_or_else(String::new, |t| t.to_string_lossy().into_owned()),
         });
     }
@@ -176,6 +195,7 @@ pub fn open_encoder(config: &EncoderConfig) -> Result<x264::Encoder, X264Error> 
         param.rc.i_rc_method = sys::X264_RC_ABR as i32;
         param.rc.i_bitrate = kbps.min(i32::MAX as u32) as i32;
     }
+    apply_params(&mut param, &config.params)?;
     // SAFETY: `param` is a fully initialised parameter set; x264 copies it.
     let raw = unsafe { sys::x264_encoder_open(&mut param) };
     if raw.is_null() {
@@ -189,6 +209,58 @@ pub fn open_encoder(config: &EncoderConfig) -> Result<x264::Encoder, X264Error> 
     // SAFETY: `raw` is a live encoder just opened; the returned Encoder owns it and
     // closes it exactly once in its Drop.
     Ok(unsafe { x264::Encoder::from_raw(raw) })
+}
+
+/// Applies x264's own options to `param` with `x264_param_parse`.
+fn apply_params(
+    param: &mut sys::x264_param_t,
+    params: &[(CString, CString)],
+) -> Result<(), X264Error> {
+    for (name, value) in params {
+        // SAFETY: `param` is a fully initialised parameter set; name and value are
+        // NUL-terminated strings that outlive the call, which copies what it keeps.
+        let rc = unsafe { sys::x264_param_parse(param, name.as_ptr(), value.as_ptr()) };
+        if rc != 0 {
+            return Err(X264Error::Param {
+                what: if rc == sys::X264_PARAM_BAD_NAME {
+                    "unknown"
+                } else {
+                    "bad value for"
+                },
+                name: name.to_string_lossy().into_owned(),
+                value: value.to_string_lossy().into_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a preset and x264's own options without opening an encoder: what
+/// [`open_encoder`] would refuse, refused first.
+pub fn check_params(
+    preset: &CStr,
+    tune: Option<&CStr>,
+    params: &[(CString, CString)],
+) -> Result<(), X264Error> {
+    let mut param = MaybeUninit::<sys::x264_param_t>::uninit();
+    // SAFETY: x264_param_default_preset fully initialises `param` when it returns 0; the
+    // preset and tune are NUL-terminated or NULL.
+    let rc = unsafe {
+        sys::x264_param_default_preset(
+            param.as_mut_ptr(),
+            preset.as_ptr(),
+            tune.map_or(std::ptr::null(), CStr::as_ptr),
+        )
+    };
+    if rc < 0 {
+        return Err(X264Error::Preset {
+            preset: preset.to_string_lossy().into_owned(),
+            tune: tune.map_or_else(String::new, |t| t.to_string_lossy().into_owned()),
+        });
+    }
+    // SAFETY: initialised by the successful call above.
+    let mut param = unsafe { param.assume_init() };
+    apply_params(&mut param, params)
 }
 
 /// Encoded output of one call, summarised.

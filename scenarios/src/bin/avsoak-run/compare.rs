@@ -12,7 +12,7 @@ use anyhow::{bail, ensure, Context, Result};
 use avsoak::report::Provenance;
 use avsoak::soak::Contained;
 use avsoak_scenarios::compare::model::{
-    BackendResult, CliSideBySide, Comparison, Kind, Setup, Skipped, SCHEMA,
+    BackendResult, CliSideBySide, Comparison, Config, Kind, Setup, Skipped, SCHEMA,
 };
 use avsoak_scenarios::compare::{self as backends, Backend, Plan};
 use clap::Args;
@@ -51,9 +51,16 @@ pub struct CompareArgs {
     /// Stills per still-image encode, spread over the frames.
     #[arg(long, default_value_t = 10)]
     stills: u32,
-    /// Backends to run (default: all; those this machine lacks are listed as skipped).
+    /// Backends to run (default: all unless --config names some; those this machine
+    /// lacks are listed as skipped).
     #[arg(long, value_delimiter = ',')]
     backend: Vec<String>,
+    /// A configuration to compare, repeatable: LABEL=BACKEND[,key=value...], e.g.
+    /// fast=libx264,preset=veryfast. Options go to the encoder over the backend's
+    /// defaults (FFmpeg's options for its encoders, x264's own for x264-direct); an
+    /// option the encoder does not know is refused before any encode.
+    #[arg(long = "config", value_name = "LABEL=BACKEND[,key=value...]")]
+    configs: Vec<String>,
     /// Short encoder lifetimes at the reference point for the leak slope (0: none, else
     /// at least 16).
     #[arg(long, default_value_t = 20)]
@@ -196,28 +203,70 @@ impl CompareArgs {
                  compressed output; peak live is above the level before the encoder opened"
                     .into(),
             ],
+            configs: Vec::new(),
         })
     }
 }
 
 pub fn compare(args: CompareArgs) -> Result<bool> {
-    let setup = args.setup()?;
-    let names: Vec<String> = if args.backend.is_empty() {
-        backends::BACKENDS.iter().map(|s| s.to_string()).collect()
+    let mut setup = args.setup()?;
+    let configs: Vec<Config> = args
+        .configs
+        .iter()
+        .map(|text| backends::parse_config(text))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let mut entries: Vec<Config> = if args.backend.is_empty() && configs.is_empty() {
+        backends::BACKENDS
+            .iter()
+            .map(|name| Config {
+                label: name.to_string(),
+                backend: name.to_string(),
+                options: Vec::new(),
+            })
+            .collect()
     } else {
-        args.backend.clone()
+        args.backend
+            .iter()
+            .map(|name| Config {
+                label: name.clone(),
+                backend: name.clone(),
+                options: Vec::new(),
+            })
+            .collect()
     };
+    entries.extend(configs);
+    for (i, entry) in entries.iter().enumerate() {
+        ensure!(
+            entries[..i].iter().all(|e| e.label != entry.label),
+            "invalid --config {:?} (expected a label of its own: {:?} names two rows)",
+            entry.label,
+            entry.label
+        );
+    }
     let mut runnable = Vec::new();
     let mut skipped = Vec::new();
-    for name in &names {
-        match backends::resolve(name).map_err(anyhow::Error::msg)? {
-            Ok(backend) => runnable.push((name.clone(), backend)),
+    for entry in &entries {
+        let name = &entry.label;
+        match backends::resolve(&entry.backend).map_err(anyhow::Error::msg)? {
+            Ok(backend) => {
+                // Before any encode: an option the encoder does not take is a bad argument.
+                backend
+                    .check_options(name, &entry.options)
+                    .map_err(|why| anyhow::anyhow!("invalid --config {name:?}: {why}"))?;
+                runnable.push((name.clone(), backend));
+            }
             Err(reason) => skipped.push(Skipped {
                 backend: name.clone(),
                 reason,
             }),
         }
     }
+    // The children find their backend and options by label.
+    setup.configs = entries
+        .into_iter()
+        .filter(|e| e.label != e.backend || !e.options.is_empty())
+        .collect();
     if let Some(reference) = &args.reference {
         // Before any encode: a reference that will not run is a bad argument.
         match runnable.iter().find(|(name, _)| name == reference) {
@@ -423,11 +472,18 @@ pub fn compare_child(args: CompareChildArgs) -> Result<bool> {
         .with_context(|| format!("reading {}", args.setup.display()))?;
     let setup: Setup =
         serde_json::from_str(&text).with_context(|| format!("reading {}", args.setup.display()))?;
-    let backend = backends::resolve(&args.backend)
+    // A label of `--config` names its backend and options; otherwise the label is the
+    // backend's own name.
+    let (backend_name, options) = match setup.configs.iter().find(|c| c.label == args.backend) {
+        Some(config) => (config.backend.clone(), config.options.clone()),
+        None => (args.backend.clone(), Vec::new()),
+    };
+    let backend = backends::resolve(&backend_name)
         .map_err(anyhow::Error::msg)?
-        .map_err(|reason| anyhow::anyhow!("{} cannot run here: {reason}", args.backend))?;
+        .map_err(|reason| anyhow::anyhow!("{backend_name} cannot run here: {reason}"))?;
     let plan = Plan {
         setup,
+        options,
         lifetimes: args.lifetimes,
         lifetime_frames: args.lifetime_frames,
         time_only: args.time_only,
@@ -450,11 +506,16 @@ fn side_by_side(
     if args.rounds == 0 {
         return Ok(None);
     }
-    let Some((name, backend)) = runnable
-        .iter()
-        .find(|(_, b)| *b == Backend::Ffmpeg("libx264"))
-    else {
-        bail!("needs the libx264 backend, which this run does not include");
+    // The command line runs libx264 at the defaults: the row to time beside it has no
+    // options of its own.
+    let Some((name, backend)) = runnable.iter().find(|(name, b)| {
+        *b == Backend::Ffmpeg("libx264")
+            && setup
+                .configs
+                .iter()
+                .all(|c| c.label != *name || c.options.is_empty())
+    }) else {
+        bail!("needs the libx264 backend at its defaults, which this run does not include");
     };
     let ffmpeg_version = Command::new("ffmpeg").arg("-version").output();
     ensure!(
