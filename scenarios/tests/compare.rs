@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use avsoak::stats::Trend;
-use avsoak_scenarios::compare::model::{Comparison, Kind, Setup};
+use avsoak_scenarios::compare::model::{Comparison, Kind, RateControl, Setup};
 use avsoak_scenarios::compare::{self, Backend, Plan};
 
 fn setup(width: u32, height: u32, frames: u32, bitrates: &[u32]) -> Setup {
@@ -25,6 +25,8 @@ fn setup(width: u32, height: u32, frames: u32, bitrates: &[u32]) -> Setup {
         stills: 2,
         rules: Vec::new(),
         configs: Vec::new(),
+        rate_control: Default::default(),
+        threads: None,
     }
 }
 
@@ -529,11 +531,10 @@ fn an_unknown_encoder_option_is_refused_before_any_encode_naming_option_and_back
     assert!(String::from_utf8_lossy(&output.stderr).contains("names two rows"));
 }
 
-#[test]
-fn two_presets_of_one_encoder_side_by_side_with_bd_rate() {
-    // FFmpeg's testsrc2 (moving, textured), written as y4m by the ffmpeg command line: a
-    // clip of the kind a user brings, on which rate control behaves.
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compare-configs");
+/// FFmpeg's testsrc2 (moving, textured), 60 frames at 320x240, written as y4m by the
+/// ffmpeg command line: a clip of the kind a user brings, on which rate control behaves.
+fn testsrc2_clip(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("testsrc2.y4m");
@@ -551,6 +552,13 @@ fn two_presets_of_one_encoder_side_by_side_with_bd_rate() {
         .status()
         .expect("ffmpeg runs (cargo xtask deps installs it)");
     assert!(made.success());
+    path
+}
+
+#[test]
+fn two_presets_of_one_encoder_side_by_side_with_bd_rate() {
+    let path = testsrc2_clip("compare-configs");
+    let dir = path.parent().unwrap();
     let out = dir.join("run");
     let output = run(&[
         "--input",
@@ -598,4 +606,131 @@ fn two_presets_of_one_encoder_side_by_side_with_bd_rate() {
         slow < -0.05,
         "medium needs fewer bits than ultrafast: {slow}"
     );
+}
+
+#[test]
+fn a_crf_ladder_of_two_presets_gives_bd_rate_against_the_reference() {
+    // The issue's own command: medium against veryfast at CRF 20-38.
+    let path = testsrc2_clip("compare-crf");
+    let out = path.parent().unwrap().join("run");
+    let output = run(&[
+        "--input",
+        path.to_str().unwrap(),
+        "--config",
+        "a=libx264,preset=veryfast",
+        "--config",
+        "b=libx264,preset=medium",
+        "--reference",
+        "a",
+        "--crf",
+        "20,26,32,38",
+        "--lifetimes",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let c: Comparison =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(c.setup.rate_control, RateControl::Crf);
+    assert_eq!(c.setup.bitrates_kbps, [20, 26, 32, 38]);
+    assert!(stdout.contains("video row figures at crf 32"), "{stdout}");
+    for b in &c.backends {
+        let targets: Vec<u32> = b.points.iter().map(|p| p.target).collect();
+        assert_eq!(targets, [20, 26, 32, 38], "{}", b.backend);
+        // Constant quality: a higher CRF spends fewer bits.
+        assert!(
+            b.points.windows(2).all(|w| w[1].kbps < w[0].kbps),
+            "{}",
+            b.backend
+        );
+    }
+    assert_eq!(
+        c.backends[0].bd.as_ref().unwrap().rate_psnr.value,
+        Some(0.0)
+    );
+    // Deterministic for a given build and thread count; -20 % on this clip here.
+    let b = c.backends[1].bd.as_ref().unwrap().rate_psnr.value.unwrap();
+    assert!(b < -0.05, "medium compresses better than veryfast: {b}");
+    // The command-line side by side runs at a bitrate: skipped, with the reason.
+    assert!(c
+        .skipped
+        .iter()
+        .any(|s| s.reason.contains("not with --crf")));
+}
+
+#[test]
+fn a_qp_ladder_skips_encoders_without_qp_and_threads_reach_every_encoder() {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compare-qp");
+    let _ = std::fs::remove_dir_all(&out);
+    let output = run(&[
+        "--backend",
+        "x264-direct,libx264,mpeg4",
+        "--frames",
+        "12",
+        "--size",
+        "160x120",
+        "--qp",
+        "20,30",
+        "--threads",
+        "1",
+        "--lifetimes",
+        "0",
+        "--rounds",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let c: Comparison =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(
+        (c.setup.rate_control, c.setup.threads),
+        (RateControl::Qp, Some(1))
+    );
+    let names: Vec<&str> = c.backends.iter().map(|b| b.backend.as_str()).collect();
+    assert_eq!(names, ["x264-direct", "libx264"]);
+    for b in &c.backends {
+        assert_eq!(b.error, None, "{}", b.backend);
+        assert!(
+            b.points[0].kbps > b.points[1].kbps,
+            "qp 20 spends more than qp 30"
+        );
+    }
+    let mpeg4 = c.skipped.iter().find(|s| s.backend == "mpeg4").unwrap();
+    assert!(mpeg4.reason.contains("no qp option"), "{}", mpeg4.reason);
+    assert!(c.setup.rules.iter().any(|r| r.contains("threads: 1")));
+}
+
+#[test]
+fn bad_ladders_and_threads_are_named() {
+    for (args, expected) in [
+        (
+            &["--crf", "20,70"][..],
+            "invalid --crf [20, 70] (expected values from 0 to 63",
+        ),
+        (
+            &["--qp", "20,20"][..],
+            "invalid --qp [20, 20] (expected each value once)",
+        ),
+        (
+            &["--threads", "0"][..],
+            "invalid --threads 0 (expected at least 1)",
+        ),
+        (&["--crf", "20", "--qp", "30"][..], "cannot be used with"),
+    ] {
+        let output = run(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
 }

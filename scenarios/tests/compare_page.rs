@@ -99,6 +99,8 @@ pub fn comparison() -> Comparison {
             stills: 10,
             rules: vec!["the same frames for all".into()],
             configs: Vec::new(),
+            rate_control: Default::default(),
+            threads: None,
         },
         backends: vec![
             video("x264-direct", "H.264", 290.0, 50 << 20, 31.0),

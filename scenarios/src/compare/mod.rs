@@ -31,7 +31,7 @@ use avsoak::stats::{judge, Budget};
 use avsoak_fixtures::quality::{Plane, Sequence};
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern};
 use ffmpeg_next as ffmpeg;
-use model::{BackendResult, Config, Kind, LeakSlope, RatePoint, Setup};
+use model::{BackendResult, Config, Kind, LeakSlope, RateControl, RatePoint, Setup};
 
 use crate::cases::encode_abort::{self, Route};
 use crate::ffi::{self, encode};
@@ -225,6 +225,20 @@ impl Backend {
                     .collect::<Vec<_>>()
                     .join(",")
             )),
+        }
+    }
+
+    /// Whether this backend can set its video rate points by `rate` (every one can by
+    /// bitrate; constant quality or quantiser needs the encoder's `crf` or `qp` option):
+    /// the reason when not, for a `skipped` row.
+    pub fn check_rate(self, rate: RateControl) -> Result<(), String> {
+        let Some(option) = rate.option() else {
+            return Ok(());
+        };
+        match self {
+            Backend::Ffmpeg(codec) => encode::check_option(codec, option, "23")
+                .map_err(|_| format!("FFmpeg's {codec} encoder has no {option} option")),
+            Backend::X264Direct | Backend::X264DirectLeak | Backend::Heif(_) => Ok(()),
         }
     }
 
@@ -523,8 +537,17 @@ fn encode_video(
 ) -> Result<Encoded, BoxError> {
     match backend {
         Backend::X264Direct | Backend::X264DirectLeak => {
-            // Split before the clock starts: the encode times x264, not this.
-            let (preset, tune, params) = x264_options(options)?;
+            // Split before the clock starts: the encode times x264, not this. The rate
+            // and threads go first, so the user's own options can still override them.
+            let mut given: Vec<(String, String)> = Vec::new();
+            if let Some(option) = setup.rate_control.option() {
+                given.push((option.to_owned(), kbps.to_string()));
+            }
+            if let Some(threads) = setup.threads {
+                given.push(("threads".to_owned(), threads.to_string()));
+            }
+            given.extend(options.iter().cloned());
+            let (preset, tune, params) = x264_options(&given)?;
             counted(move || {
                 let config = ffi::x264::EncoderConfig {
                     width: setup.width,
@@ -534,7 +557,7 @@ fn encode_video(
                     preset: preset.into(),
                     tune: tune.map(Into::into),
                     keyint: gop(setup),
-                    bitrate_kbps: Some(kbps),
+                    bitrate_kbps: (setup.rate_control == RateControl::Bitrate).then_some(kbps),
                     params,
                 };
                 let mut encoder = ffi::x264::open_encoder(&config)?;
@@ -585,11 +608,19 @@ fn ffmpeg_encode(
     config.set_time_base((setup.fps_den as i32, setup.fps_num as i32));
     config.set_frame_rate(Some((setup.fps_num as i32, setup.fps_den as i32)));
     config.set_gop(gop(setup) as u32);
-    config.set_bit_rate(kbps as usize * 1000);
+    let threads = setup.threads.map_or(0, |t| t.min(i32::MAX as u32) as i32);
     // SAFETY: `config` owns a live, not yet opened AVCodecContext; thread_count is a
     // plain field that avcodec_open2 reads (0 = the library's automatic choice).
-    unsafe { (*config.as_mut_ptr()).thread_count = 0 };
+    unsafe { (*config.as_mut_ptr()).thread_count = threads };
     let mut options = ffmpeg::Dictionary::new();
+    match setup.rate_control.option() {
+        None => config.set_bit_rate(kbps as usize * 1000),
+        Some(option) => {
+            // Constant quality: no target bitrate (libvpx and libaom need it 0 for crf).
+            config.set_bit_rate(0);
+            options.set(option, &kbps.to_string());
+        }
+    }
     for (k, v) in backend.options_with(user) {
         options.set(&k, &v);
     }
@@ -809,6 +840,8 @@ pub fn overhead_workload(name: &str, frames: u32) -> Result<Timing, BoxError> {
         reference_quality: 0,
         stills: 0,
         rules: Vec::new(),
+        rate_control: RateControl::Bitrate,
+        threads: None,
         configs: Vec::new(),
     };
     let source = source_frames(&setup)?;

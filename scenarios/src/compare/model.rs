@@ -53,10 +53,17 @@ pub struct Setup {
     /// The user's own content, when `--input` named it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<super::input::InputSource>,
-    /// Target bitrates of the video rate points, kbit/s.
+    /// Targets of the video rate points: kbit/s under [`RateControl::Bitrate`], else the
+    /// CRF or QP values of the ladder.
     pub bitrates_kbps: Vec<u32>,
-    /// The bitrate the table's row figures come from.
+    /// The target the table's row figures come from.
     pub reference_kbps: u32,
+    /// What the video targets are.
+    #[serde(default)]
+    pub rate_control: RateControl,
+    /// Encoder threads for every backend (absent: each library's own choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
     /// Quality settings of the still-image rate points.
     pub still_qualities: Vec<u32>,
     /// The still quality the table's row figures come from.
@@ -81,6 +88,39 @@ pub struct Config {
     /// Options given to the encoder over the backend's defaults, in order.
     #[serde(default)]
     pub options: Vec<(String, String)>,
+}
+
+/// How the video rate points are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateControl {
+    /// Average bitrate at each target, kbit/s.
+    #[default]
+    Bitrate,
+    /// Constant quality: the encoder's `crf` at each target.
+    Crf,
+    /// Constant quantiser: the encoder's `qp` at each target.
+    Qp,
+}
+
+impl RateControl {
+    /// A target as words: `1000 kbit/s`, `crf 23`, `qp 30`.
+    pub fn target(self, value: u32) -> String {
+        match self {
+            RateControl::Bitrate => format!("{value} kbit/s"),
+            RateControl::Crf => format!("crf {value}"),
+            RateControl::Qp => format!("qp {value}"),
+        }
+    }
+
+    /// The encoder option that sets it (none for a bitrate).
+    pub fn option(self) -> Option<&'static str> {
+        match self {
+            RateControl::Bitrate => None,
+            RateControl::Crf => Some("crf"),
+            RateControl::Qp => Some("qp"),
+        }
+    }
 }
 
 /// Video or still images.
@@ -416,7 +456,7 @@ impl Comparison {
         }
         let s = &self.setup;
         let mut out = format!(
-            "{} frames of {}x{} at {}/{} fps ({}); video row figures at {} kbit/s, stills \
+            "{} frames of {}x{} at {}/{} fps ({}); video row figures at {}, stills \
              ({} per encode) at quality {}\n\n",
             s.frames,
             s.width,
@@ -424,7 +464,7 @@ impl Comparison {
             s.fps_num,
             s.fps_den,
             s.source,
-            s.reference_kbps,
+            s.rate_control.target(s.reference_kbps),
             s.stills,
             s.reference_quality
         );
@@ -483,7 +523,7 @@ impl Comparison {
                 rows.push(vec![
                     b.backend.clone(),
                     match b.kind {
-                        Kind::Video => format!("{} kbit/s", p.target),
+                        Kind::Video => self.setup.rate_control.target(p.target),
                         Kind::Still => format!("q{}", p.target),
                     },
                     format!("{:.1}", p.frames_per_s),
@@ -537,9 +577,9 @@ impl Comparison {
         out.push_str("</ul></section>\n");
         let _ = writeln!(
             out,
-            "<section id=\"table\"><h2>At {} kbit/s (stills at quality {})</h2>\
+            "<section id=\"table\"><h2>At {} (stills at quality {})</h2>\
              <pre>{}</pre></section>",
-            s.reference_kbps,
+            s.rate_control.target(s.reference_kbps),
             s.reference_quality,
             escape(&self.table())
         );

@@ -12,7 +12,7 @@ use anyhow::{bail, ensure, Context, Result};
 use avsoak::report::Provenance;
 use avsoak::soak::Contained;
 use avsoak_scenarios::compare::model::{
-    BackendResult, CliSideBySide, Comparison, Config, Kind, Setup, Skipped, SCHEMA,
+    BackendResult, CliSideBySide, Comparison, Config, Kind, RateControl, Setup, Skipped, SCHEMA,
 };
 use avsoak_scenarios::compare::{self as backends, Backend, Plan};
 use clap::Args;
@@ -42,6 +42,17 @@ pub struct CompareArgs {
     /// The bitrate the table shows (one of --bitrates).
     #[arg(long, default_value_t = 1000)]
     reference_kbps: u32,
+    /// Constant-quality rate points instead of bitrates: the encoders' CRF values, e.g.
+    /// 18,23,28,33 (the table shows the middle one). A backend without a crf option is
+    /// listed as skipped.
+    #[arg(long, value_delimiter = ',', conflicts_with = "qp")]
+    crf: Vec<u32>,
+    /// Constant-quantiser rate points instead of bitrates: the encoders' QP values.
+    #[arg(long, value_delimiter = ',')]
+    qp: Vec<u32>,
+    /// Encoder threads for every video backend [default: each library's own choice].
+    #[arg(long)]
+    threads: Option<u32>,
     /// Quality settings (1-100) of the still-image rate points.
     #[arg(long, value_delimiter = ',', default_value = "30,50,70,90")]
     qualities: Vec<u32>,
@@ -137,16 +148,49 @@ impl CompareArgs {
             (None, None) => (30, 1),
         };
         let frames = input.as_ref().map_or(self.frames, |source| source.frames);
+        let (rate_control, targets, reference_target) = match (&self.crf[..], &self.qp[..]) {
+            ([], []) => {
+                ensure!(
+                    !self.bitrates.is_empty() && self.bitrates.iter().all(|&b| b > 0),
+                    "invalid --bitrates {:?} (expected kbit/s above 0, e.g. 250,500,1000)",
+                    self.bitrates
+                );
+                ensure!(
+                    self.bitrates.contains(&self.reference_kbps),
+                    "invalid --reference-kbps {} (expected one of --bitrates {:?})",
+                    self.reference_kbps,
+                    self.bitrates
+                );
+                (
+                    RateControl::Bitrate,
+                    self.bitrates.clone(),
+                    self.reference_kbps,
+                )
+            }
+            (ladder, []) | ([], ladder) => {
+                let (rate, flag) = if self.crf.is_empty() {
+                    (RateControl::Qp, "--qp")
+                } else {
+                    (RateControl::Crf, "--crf")
+                };
+                ensure!(
+                    ladder.iter().all(|&v| v <= 63),
+                    "invalid {flag} {ladder:?} (expected values from 0 to 63, e.g. 18,23,28,33)"
+                );
+                let mut sorted = ladder.to_vec();
+                sorted.sort_unstable();
+                sorted.dedup();
+                ensure!(
+                    sorted.len() == ladder.len(),
+                    "invalid {flag} {ladder:?} (expected each value once)"
+                );
+                (rate, ladder.to_vec(), sorted[sorted.len() / 2])
+            }
+            _ => unreachable!("clap refuses --crf with --qp"),
+        };
         ensure!(
-            !self.bitrates.is_empty() && self.bitrates.iter().all(|&b| b > 0),
-            "invalid --bitrates {:?} (expected kbit/s above 0, e.g. 250,500,1000)",
-            self.bitrates
-        );
-        ensure!(
-            self.bitrates.contains(&self.reference_kbps),
-            "invalid --reference-kbps {} (expected one of --bitrates {:?})",
-            self.reference_kbps,
-            self.bitrates
+            self.threads != Some(0),
+            "invalid --threads 0 (expected at least 1)"
         );
         ensure!(
             !self.qualities.is_empty() && self.qualities.iter().all(|q| (1..=100).contains(q)),
@@ -180,21 +224,39 @@ impl CompareArgs {
                 .as_ref()
                 .map_or_else(|| backends::SOURCE.to_owned(), |i| i.describe()),
             input,
-            bitrates_kbps: self.bitrates.clone(),
-            reference_kbps: self.reference_kbps,
+            bitrates_kbps: targets,
+            reference_kbps: reference_target,
+            rate_control,
+            threads: self.threads,
             still_qualities: self.qualities.clone(),
             reference_quality: self.reference_quality,
             stills: self.stills.min(self.frames),
             rules: vec![
                 "the same frames, size and rate for every backend; a keyframe every 2 s".into(),
-                "video: average-bitrate rate control at the same target bitrates".into(),
+                match rate_control {
+                    RateControl::Bitrate => {
+                        "video: average-bitrate rate control at the same target bitrates".into()
+                    }
+                    RateControl::Crf => "video: constant quality, the same crf values for every \
+                                         encoder (their scales differ)"
+                        .into(),
+                    RateControl::Qp => "video: constant quantiser, the same qp values for every \
+                                        encoder"
+                        .into(),
+                },
                 "each encoder's speed-oriented preset: x264 and x265 veryfast, libvpx \
                  realtime cpu-used=8, libaom realtime cpu-used=8, SVT-AV1 preset 12, mpeg4 \
                  FFmpeg's defaults; libheif x265 veryfast at lossy quality settings"
                     .into(),
-                "threads: each library's automatic choice (FFmpeg threads=0, as the ffmpeg \
-                 command line)"
-                    .into(),
+                match self.threads {
+                    None => "threads: each library's automatic choice (FFmpeg threads=0, as the \
+                             ffmpeg command line)"
+                        .into(),
+                    Some(n) => format!(
+                        "threads: {n} for every video encoder (FFmpeg thread_count, x264 \
+                         threads); libheif's x265 keeps its own"
+                    ),
+                },
                 "time: opening the encoder to closing it, output drained, frames copied in \
                  from memory; PSNR/SSIM: the output decoded by FFmpeg (libheif for HEIF) \
                  against the source"
@@ -254,7 +316,13 @@ pub fn compare(args: CompareArgs) -> Result<bool> {
                 backend
                     .check_options(name, &entry.options)
                     .map_err(|why| anyhow::anyhow!("invalid --config {name:?}: {why}"))?;
-                runnable.push((name.clone(), backend));
+                match backend.check_rate(setup.rate_control) {
+                    Ok(()) => runnable.push((name.clone(), backend)),
+                    Err(reason) => skipped.push(Skipped {
+                        backend: name.clone(),
+                        reason,
+                    }),
+                }
             }
             Err(reason) => skipped.push(Skipped {
                 backend: name.clone(),
@@ -506,6 +574,10 @@ fn side_by_side(
     if args.rounds == 0 {
         return Ok(None);
     }
+    ensure!(
+        setup.rate_control == RateControl::Bitrate && setup.threads.is_none(),
+        "runs at a bitrate with each library's threads: not with --crf, --qp or --threads"
+    );
     // The command line runs libx264 at the defaults: the row to time beside it has no
     // options of its own.
     let Some((name, backend)) = runnable.iter().find(|(name, b)| {
