@@ -146,6 +146,18 @@ fn the_leak_slope_of_the_clean_twin_is_flat() {
     assert!(leak.bytes_per_lifetime.abs() < 256.0, "{leak:?}");
 }
 
+/// The stdout and `compare.json` (in `out`) of a compare run that must have succeeded.
+fn succeeded(output: &std::process::Output, out: &std::path::Path) -> (String, Comparison) {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json = std::fs::read_to_string(out.join("compare.json")).unwrap();
+    (stdout, serde_json::from_str(&json).unwrap())
+}
+
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_avsoak-run"))
         .arg("compare")
@@ -273,18 +285,11 @@ fn bd_rate_against_a_reference_backend_on_real_encodes() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (stdout, c) = succeeded(&output, &out);
     assert!(
         stdout.contains("Bjøntegaard deltas against x264-direct"),
         "{stdout}"
     );
-    let json = std::fs::read_to_string(out.join("compare.json")).unwrap();
-    let c: Comparison = serde_json::from_str(&json).unwrap();
     assert_eq!(c.reference.as_deref(), Some("x264-direct"));
     let own = c.backends[0].bd.as_ref().unwrap();
     assert_eq!(
@@ -386,14 +391,7 @@ fn compare_encodes_the_users_clip_and_names_it() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let c: Comparison =
-        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let (stdout, c) = succeeded(&output, &out);
     let source = c.setup.input.as_ref().expect("the input is named");
     assert_eq!(
         source.checksum,
@@ -580,14 +578,7 @@ fn two_presets_of_one_encoder_side_by_side_with_bd_rate() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let c: Comparison =
-        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let (_, c) = succeeded(&output, &out);
     let names: Vec<&str> = c.backends.iter().map(|b| b.backend.as_str()).collect();
     assert_eq!(names, ["fast", "slow"]);
     assert!(
@@ -629,14 +620,7 @@ fn a_crf_ladder_of_two_presets_gives_bd_rate_against_the_reference() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let c: Comparison =
-        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let (stdout, c) = succeeded(&output, &out);
     assert_eq!(c.setup.rate_control, RateControl::Crf);
     assert_eq!(c.setup.bitrates_kbps, [20, 26, 32, 38]);
     assert!(stdout.contains("video row figures at crf 32"), "{stdout}");
@@ -686,13 +670,7 @@ fn a_qp_ladder_skips_encoders_without_qp_and_threads_reach_every_encoder() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let c: Comparison =
-        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let (_, c) = succeeded(&output, &out);
     assert_eq!(
         (c.setup.rate_control, c.setup.threads),
         (RateControl::Qp, Some(1))
