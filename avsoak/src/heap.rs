@@ -374,6 +374,13 @@ impl Suspect {
         )
     }
 
+    /// The suspect with its share of `slope`, the case's measured bytes per iteration
+    /// (none when the case did not grow).
+    pub fn with_share(mut self, slope: f64) -> Self {
+        self.share = (slope > 0.0).then(|| self.growth_bytes_per_iter / slope);
+        self
+    }
+
     /// The frames from the first one past allocator plumbing (see [`is_plumbing`]): the
     /// call that allocated, then its callers. All of them when every frame is plumbing.
     pub fn readable(&self) -> &[String] {

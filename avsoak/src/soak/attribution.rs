@@ -128,10 +128,7 @@ pub fn adopt(mut first: CaseResult, rerun: &Rerun, second: CaseResult) -> CaseRe
     first.suspects = second
         .suspects
         .into_iter()
-        .map(|mut s| {
-            s.share = (slope > 0.0).then(|| s.growth_bytes_per_iter / slope);
-            s
-        })
+        .map(|s| s.with_share(slope))
         .collect();
     attribution.explained = explained(&first);
     if let Some(dropped) = second.sampling.map(|s| s.dropped).filter(|&d| d > 0) {

@@ -54,18 +54,6 @@ fn judge_buckets(
     judgement
 }
 
-/// The suspects with their share of the measured slope, when the case grew.
-fn with_shares(suspects: &[crate::heap::Suspect], slope: f64) -> Vec<crate::heap::Suspect> {
-    suspects
-        .iter()
-        .cloned()
-        .map(|mut s| {
-            s.share = (slope > 0.0).then(|| s.growth_bytes_per_iter / slope);
-            s
-        })
-        .collect()
-}
-
 /// Turns what a child delivered into a verdict. Worst first: crash, hang, error, cap,
 /// then the trend of the judged window.
 pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -> CaseResult {
@@ -134,7 +122,10 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
             *peak_live_bytes,
             *end_live_bytes,
             Some(*teardown_live_bytes),
-            with_shares(suspects, judgement.bytes.slope),
+            suspects
+                .iter()
+                .map(|s| s.clone().with_share(judgement.bytes.slope))
+                .collect(),
             Some(Sampling {
                 interval_bytes: *sample_interval,
                 taken: *samples_taken,
