@@ -742,27 +742,23 @@ impl Runner {
         if profile_path.is_file() {
             result.profile = Some(profile);
         }
-        result.attribution = attribution::sampled(&result);
-        match attribution::plan(&result, plan) {
-            Ok(None) => {}
-            Err(why) => {
-                if let Some(a) = &mut result.attribution {
-                    a.note = Some(why);
-                }
+        let result = attribution::attribute(result, plan, |rerun| {
+            if soak::interruption().is_some() {
+                return Ok::<_, anyhow::Error>(None);
             }
-            Ok(Some(rerun)) if soak::interruption().is_none() => {
-                bar.set_length(rerun.plan.iterations);
-                bar.set_position(0);
-                bar.set_message("exact re-run");
-                // The case's own interval is larger still, so the child gets this one.
-                let command = Self::child_command(case, &rerun.plan, rerun.interval, None)?;
-                let second = soak::supervise(command, case, &rerun.plan, watchdog, &mut |i| {
-                    bar.set_position(i)
-                });
-                result = attribution::adopt(result, &rerun, second);
-            }
-            Ok(Some(_)) => {}
-        }
+            bar.set_length(rerun.plan.iterations);
+            bar.set_position(0);
+            bar.set_message("exact re-run");
+            // The case's own interval is larger still, so the child gets this one.
+            let command = Self::child_command(case, &rerun.plan, rerun.interval, None)?;
+            Ok(Some(soak::supervise(
+                command,
+                case,
+                &rerun.plan,
+                watchdog,
+                &mut |i| bar.set_position(i),
+            )))
+        })?;
         bar.finish_and_clear();
         Ok(result)
     }

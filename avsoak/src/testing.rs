@@ -204,31 +204,25 @@ where
         },
         None => watchdog,
     };
-    let mut result = soak::supervise(command, &case, &plan, watchdog, &mut |_| {});
-    result.attribution = attribution::sampled(&result);
-    match attribution::plan(&result, &plan) {
-        Ok(None) => {}
-        Err(why) => {
-            if let Some(a) = &mut result.attribution {
-                a.note = Some(why);
-            }
-        }
-        Ok(Some(rerun)) => {
-            let mut command = match child_command(name) {
-                Ok(command) => command,
-                Err(e) => panic!("soak {name}: cannot start the re-run: {e}"),
-            };
-            command.env(
-                RERUN_ENV,
-                format!(
-                    "{},{},{}",
-                    rerun.plan.iterations, rerun.plan.warmup, rerun.interval
-                ),
-            );
-            let second = soak::supervise(command, &case, &rerun.plan, watchdog, &mut |_| {});
-            result = attribution::adopt(result, &rerun, second);
-        }
-    }
+    let first = soak::supervise(command, &case, &plan, watchdog, &mut |_| {});
+    let result = attribution::attribute(first, &plan, |rerun| {
+        let mut command = child_command(name)?;
+        command.env(
+            RERUN_ENV,
+            format!(
+                "{},{},{}",
+                rerun.plan.iterations, rerun.plan.warmup, rerun.interval
+            ),
+        );
+        Ok::<_, std::io::Error>(Some(soak::supervise(
+            command,
+            &case,
+            &rerun.plan,
+            watchdog,
+            &mut |_| {},
+        )))
+    })
+    .unwrap_or_else(|e| panic!("soak {name}: cannot start the re-run: {e}"));
     Soaked { result }
 }
 

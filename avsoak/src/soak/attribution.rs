@@ -139,3 +139,27 @@ pub fn adopt(mut first: CaseResult, rerun: &Rerun, second: CaseResult) -> CaseRe
     first.attribution = Some(attribution);
     first
 }
+
+/// The whole attribution of a finished case: the sampled pass's, then, when [`plan`]
+/// asks for one, the re-run that `rerun` soaks (`None` when it could not run, e.g. the
+/// soak is being interrupted: the sampled suspects stand) adopted into the result.
+pub fn attribute<E>(
+    mut result: CaseResult,
+    case_plan: &Plan,
+    rerun: impl FnOnce(&Rerun) -> Result<Option<CaseResult>, E>,
+) -> Result<CaseResult, E> {
+    result.attribution = sampled(&result);
+    match plan(&result, case_plan) {
+        Ok(None) => Ok(result),
+        Err(why) => {
+            if let Some(a) = &mut result.attribution {
+                a.note = Some(why);
+            }
+            Ok(result)
+        }
+        Ok(Some(planned)) => Ok(match rerun(&planned)? {
+            Some(second) => adopt(result, &planned, second),
+            None => result,
+        }),
+    }
+}
