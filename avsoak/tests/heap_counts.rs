@@ -12,11 +12,13 @@ use avsoak::heap::{self, HeapError, Snapshot};
 
 #[test]
 fn instrumentation_is_active_in_test_binaries() {
+    avsoak::heap::settle();
     heap::check().expect("hooks must be active in every binary that links the harness");
 }
 
 #[test]
 fn rust_allocations_are_counted_and_released() {
+    avsoak::heap::settle();
     let before = Snapshot::now();
     let buffer: Vec<u8> = black_box(Vec::with_capacity(1 << 20));
     let held = Snapshot::now().since(&before);
@@ -37,6 +39,7 @@ fn rust_allocations_are_counted_and_released() {
 
 #[test]
 fn libc_allocation_functions_are_counted() {
+    avsoak::heap::settle();
     let before = Snapshot::now();
     // SAFETY: plain libc allocation calls; every block is freed below.
     unsafe {
@@ -64,6 +67,7 @@ fn libc_allocation_functions_are_counted() {
 
 #[test]
 fn realloc_keeps_the_books_balanced() {
+    avsoak::heap::settle();
     let before = Snapshot::now();
     // SAFETY: a realloc chain on one block, freed at the end.
     unsafe {
@@ -91,6 +95,7 @@ fn leak_megabytes(count: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn sampled_stacks_estimate_live_bytes_and_name_the_allocating_function() {
+    avsoak::heap::settle();
     heap::set_sample_interval(64 * 1024);
     heap::set_epoch(7);
     let kept = leak_megabytes(64);
@@ -122,6 +127,7 @@ fn sampled_stacks_estimate_live_bytes_and_name_the_allocating_function() {
 
 #[test]
 fn fork_while_other_threads_sample_does_not_hang_the_child() {
+    avsoak::heap::settle();
     heap::set_sample_interval(1024);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers: Vec<_> = (0..2)
@@ -174,6 +180,7 @@ fn fork_while_other_threads_sample_does_not_hang_the_child() {
 /// Run by `refuses_to_judge_next_to_a_preloaded_allocator` in a child process.
 #[test]
 fn preload_probe() {
+    avsoak::heap::settle();
     if std::env::var_os("AVSOAK_PRELOAD_PROBE").is_none() {
         return;
     }
@@ -185,6 +192,7 @@ fn preload_probe() {
 
 #[test]
 fn refuses_to_judge_next_to_a_preloaded_allocator() {
+    avsoak::heap::settle();
     let library = "libc_malloc_debug.so.0";
     let output = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -224,6 +232,7 @@ fn refuses_to_judge_next_to_a_preloaded_allocator() {
 
 #[test]
 fn mallinfo_cross_check_moves_with_the_counters() {
+    avsoak::heap::settle();
     let before_glibc = heap::glibc_in_use_bytes();
     let before = Snapshot::now();
     let kept = leak_megabytes(16);
@@ -243,6 +252,7 @@ fn one_small_block() -> Box<[u8; 100]> {
 
 #[test]
 fn a_new_sampling_interval_applies_at_the_next_allocation() {
+    avsoak::heap::settle();
     // A countdown drawn for an enormous interval would, if kept, never sample again.
     heap::set_sample_interval(1 << 40);
     black_box(vec![0u8; 64]);
@@ -261,6 +271,7 @@ fn a_new_sampling_interval_applies_at_the_next_allocation() {
 
 #[test]
 fn per_iteration_counts_what_one_run_costs() {
+    avsoak::heap::settle();
     heap::check().expect("hooks must be active in every binary that links the harness");
     let mut kept = Vec::new();
     let figures = heap::per_iteration(100, || {
@@ -290,6 +301,7 @@ fn growth_leak(kept: &mut Vec<Box<[u8]>>) {
 
 #[test]
 fn growth_ranked_suspects_name_the_growing_stack_and_never_the_one_at_rest() {
+    avsoak::heap::settle();
     // A queue that holds 200 buffers of 50 KB (10 MB) at rest, every one replaced in the
     // window, beside a leak of 20 KB per iteration, a fifth of one queue buffer. At a
     // 16 KiB interval a leaked block is sampled with chance 1 - e^-1.22 = 0.70: about 84

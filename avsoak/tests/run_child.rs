@@ -123,6 +123,7 @@ fn samples(messages: &[Message]) -> Vec<Sample> {
 
 #[test]
 fn a_clean_workload_samples_every_iteration_and_counts_only_its_own_allocations() {
+    avsoak::heap::settle();
     let (code, messages) = run(Kind::Clean);
     assert_eq!(code, 0);
     assert!(matches!(
@@ -146,6 +147,7 @@ fn a_clean_workload_samples_every_iteration_and_counts_only_its_own_allocations(
 
 #[test]
 fn a_rust_leak_shows_in_the_samples_and_the_suspects() {
+    avsoak::heap::settle();
     let (code, messages) = run(Kind::Leak);
     assert_eq!(code, 0);
     let samples = samples(&messages);
@@ -168,6 +170,7 @@ fn a_rust_leak_shows_in_the_samples_and_the_suspects() {
 
 #[test]
 fn a_panic_becomes_an_error_message_with_its_iteration() {
+    avsoak::heap::settle();
     let (code, messages) = run(Kind::Panic);
     assert_eq!(code, EXIT_ERROR);
     let Some(Message::Error { iteration, message }) = messages.last() else {
@@ -179,6 +182,7 @@ fn a_panic_becomes_an_error_message_with_its_iteration() {
 
 #[test]
 fn an_error_becomes_an_error_message_with_its_iteration() {
+    avsoak::heap::settle();
     let (code, messages) = run(Kind::Fail);
     assert_eq!(code, EXIT_ERROR);
     let Some(Message::Error { iteration, message }) = messages.last() else {
@@ -192,6 +196,7 @@ fn an_error_becomes_an_error_message_with_its_iteration() {
 
 #[test]
 fn a_stuck_thread_becomes_a_hang_message_with_its_chain() {
+    avsoak::heap::settle();
     let (code, messages) = run(Kind::Stuck);
     assert_eq!(code, EXIT_ERROR);
     let Some(Message::Hang { iteration, message }) = messages.last() else {
@@ -207,6 +212,7 @@ fn a_stuck_thread_becomes_a_hang_message_with_its_chain() {
 
 #[test]
 fn a_timed_run_stops_after_its_duration_and_announces_its_warm_up() {
+    avsoak::heap::settle();
     let plan = Plan {
         iterations: u64::MAX,
         warmup: 20,
@@ -256,6 +262,7 @@ impl std::io::Write for BreakingPipe {
 
 #[test]
 fn a_child_whose_parent_is_gone_stops() {
+    avsoak::heap::settle();
     let plan = Plan {
         iterations: u64::MAX,
         warmup: 20,

@@ -121,20 +121,24 @@ fn run(container: Container) {
 
 #[test]
 fn damaged_mp4_ends_in_an_error_or_a_partial_result_and_leaves_nothing() {
+    avsoak::heap::settle();
     run(Container::Mp4);
 }
 
 #[test]
 fn damaged_fmp4_ends_in_an_error_or_a_partial_result_and_leaves_nothing() {
+    avsoak::heap::settle();
     run(Container::Fmp4);
 }
 
 #[test]
 fn damaged_mpegts_ends_in_an_error_or_a_partial_result_and_leaves_nothing() {
+    avsoak::heap::settle();
     run(Container::MpegTs);
 }
 
 #[test]
 fn damaged_matroska_ends_in_an_error_or_a_partial_result_and_leaves_nothing() {
+    avsoak::heap::settle();
     run(Container::Matroska);
 }

@@ -92,6 +92,7 @@ fn leaves_nothing<T>(what: &str, mut f: impl FnMut() -> T) -> T {
 
 #[test]
 fn short_reads_and_interruptions_are_absorbed() {
+    avsoak::heap::settle();
     let bytes = fixture(Container::MpegTs);
     for fault in [
         Fault::Short(1),
@@ -112,6 +113,7 @@ fn short_reads_and_interruptions_are_absorbed() {
 
 #[test]
 fn a_hard_error_mid_stream_is_a_typed_error_not_an_end_of_file() {
+    avsoak::heap::settle();
     for container in [Container::Mp4, Container::MpegTs, Container::Matroska] {
         let bytes = fixture(container);
         let middle = bytes.len() as u64 / 2;
@@ -136,6 +138,7 @@ fn a_hard_error_mid_stream_is_a_typed_error_not_an_end_of_file() {
 
 #[test]
 fn a_reader_that_never_stops_blocking_gives_up_after_the_retry_bound() {
+    avsoak::heap::settle();
     let bytes = fixture(Container::MpegTs);
     let err = read(&bytes, Fault::BreakAt(0, io::ErrorKind::WouldBlock), false).unwrap_err();
     match err {
@@ -151,6 +154,7 @@ fn a_reader_that_never_stops_blocking_gives_up_after_the_retry_bound() {
 
 #[test]
 fn a_panicking_reader_is_caught_at_the_ffi_edge() {
+    avsoak::heap::settle();
     let bytes = fixture(Container::Matroska);
     let middle = bytes.len() as u64 / 2;
     let err = leaves_nothing("panic", || read(&bytes, Fault::PanicAt(middle), true)).unwrap_err();
@@ -191,6 +195,7 @@ impl Write for BreaksAt {
 
 #[test]
 fn a_writer_that_fails_mid_stream_is_a_typed_error_and_leaves_nothing() {
+    avsoak::heap::settle();
     ffmpeg::init().unwrap();
     ffmpeg::log::set_level(ffmpeg::log::Level::Quiet);
     let clip = media::encode_clip(Clip::STANDARD).unwrap();
@@ -226,6 +231,7 @@ fn a_writer_that_fails_mid_stream_is_a_typed_error_and_leaves_nothing() {
 
 #[test]
 fn a_muxer_dropped_before_its_trailer_leaves_nothing() {
+    avsoak::heap::settle();
     ffmpeg::init().unwrap();
     let clip = media::encode_clip(Clip::STANDARD).unwrap();
     for format in ["mp4", "mpegts", "matroska"] {
@@ -241,6 +247,7 @@ fn a_muxer_dropped_before_its_trailer_leaves_nothing() {
 #[test]
 #[should_panic(expected = "never-free-buffer: left")]
 fn the_check_flags_a_teardown_that_leaks() {
+    avsoak::heap::settle();
     let bytes = fixture(Container::Mp4);
     let _ = leaves_nothing("never-free-buffer", || {
         let spec = ReadSpec::new(true, 4096).with_teardown(Teardown::NeverFreeBuffer);

@@ -120,22 +120,26 @@ fn fill_x265_qp_tables() {
 
 #[test]
 fn libx264_abort_points_leave_nothing() {
+    avsoak::heap::settle();
     abort_points_leave_nothing(Backend::Libx264, 24);
 }
 
 #[test]
 fn libx265_abort_points_leave_only_x265s_declared_loss() {
+    avsoak::heap::settle();
     abort_points_leave_nothing(Backend::Libx265, 16);
 }
 
 #[test]
 fn libheif_x265_abort_points_leave_only_x265s_declared_loss() {
+    avsoak::heap::settle();
     abort_points_leave_nothing(Backend::LibheifX265, 8);
 }
 
 /// The positive control: the same measurement flags the seed's bug.
 #[test]
 fn forgetting_the_queued_chunks_is_caught() {
+    avsoak::heap::settle();
     heap::check().expect("the heap hooks are in place");
     let route = Backend::Libx264.route().unwrap();
     let settings = Settings::for_route(&route);

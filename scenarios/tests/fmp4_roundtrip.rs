@@ -37,6 +37,7 @@ fn frames(out: &ReadOutcome) -> Vec<i64> {
 
 #[test]
 fn plain_mp4_to_a_sink_that_cannot_seek_is_refused_and_leaves_nothing() {
+    avsoak::heap::settle();
     let clip = clip();
     drop(write_plain_mp4(&clip, Vec::new()));
     let before = Snapshot::now();
@@ -60,6 +61,7 @@ fn plain_mp4_to_a_sink_that_cannot_seek_is_refused_and_leaves_nothing() {
 
 #[test]
 fn fragmented_mp4_to_a_sink_that_cannot_seek_demuxes_back_frame_exact() {
+    avsoak::heap::settle();
     let clip = clip();
     let bytes = write_fragmented(&clip, Vec::new(), Teardown::Correct).unwrap();
     insta::assert_snapshot!("fmp4_clip_boxes", outline(&box_tree(&bytes).unwrap()));
@@ -70,6 +72,7 @@ fn fragmented_mp4_to_a_sink_that_cannot_seek_demuxes_back_frame_exact() {
 
 #[test]
 fn a_live_stream_arrives_in_exact_parts_that_concatenate_to_a_valid_fmp4() {
+    avsoak::heap::settle();
     ffmpeg::init().unwrap();
     let part = 4096;
     let plan = StreamPlan {
@@ -107,6 +110,7 @@ fn a_live_stream_arrives_in_exact_parts_that_concatenate_to_a_valid_fmp4() {
 
 #[test]
 fn a_rotating_stream_makes_objects_that_each_demux_on_their_own() {
+    avsoak::heap::settle();
     ffmpeg::init().unwrap();
     let plan = StreamPlan {
         chunk_frames: 25,
@@ -133,6 +137,7 @@ fn a_rotating_stream_makes_objects_that_each_demux_on_their_own() {
 
 #[test]
 fn a_part_size_too_small_is_refused_by_name() {
+    avsoak::heap::settle();
     let err = MultipartSink::counting(100).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -142,6 +147,7 @@ fn a_part_size_too_small_is_refused_by_name() {
 
 #[test]
 fn the_box_parser_refuses_a_box_that_overruns_the_file() {
+    avsoak::heap::settle();
     let mut bytes = vec![0, 0, 0, 16];
     bytes.extend_from_slice(b"ftyp");
     assert_eq!(

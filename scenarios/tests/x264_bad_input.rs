@@ -11,6 +11,7 @@ use avsoak_scenarios::ffi::x264::{AllocatedPicture, EncoderConfig, Sink, X264Err
 
 #[test]
 fn an_encoder_that_cannot_open_says_why_and_leaves_nothing() {
+    avsoak::heap::settle();
     let mut bad_preset = EncoderConfig::live(64, 48, 30, 1);
     bad_preset.preset = c"warp-speed".into();
     let bad_settings = [
@@ -55,6 +56,7 @@ fn an_encoder_that_cannot_open_says_why_and_leaves_nothing() {
 
 #[test]
 fn a_frame_of_the_wrong_size_is_refused_by_picture_and_encoder() {
+    avsoak::heap::settle();
     let frame = Camera::new(CameraConfig::new(64, 48)).unwrap().next_frame();
     let mut picture = AllocatedPicture::new(32, 32).unwrap();
     let err = picture.fill_from(&frame).unwrap_err();
@@ -81,6 +83,7 @@ fn a_frame_of_the_wrong_size_is_refused_by_picture_and_encoder() {
 
 #[test]
 fn sizes_parse_or_name_the_bad_value() {
+    avsoak::heap::settle();
     assert_eq!(parse_size("1280x720").unwrap(), (1280, 720));
     for bad in ["1280", "x720", "1280x", "big", "-2x4"] {
         let err = parse_size(black_box(bad)).unwrap_err().to_string();

@@ -45,6 +45,7 @@ fn picture_block(width: u32, height: u32) {
 
 #[test]
 fn x264_picture_alloc_and_clean_are_counted() {
+    avsoak::heap::settle();
     heap::check().expect("hooks active");
     picture_block(640, 480);
     picture_block(1280, 720);
@@ -53,6 +54,7 @@ fn x264_picture_alloc_and_clean_are_counted() {
 
 #[test]
 fn a_forgotten_picture_stays_live() {
+    avsoak::heap::settle();
     // As above: the first of up to 5 forgotten pictures measured without foreign
     // allocations is judged.
     let leak_one = || {
