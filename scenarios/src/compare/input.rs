@@ -226,7 +226,7 @@ fn to_i420(
             data.extend_from_slice(&row[..pw]);
         }
     }
-    let pts_us = (index as u64 * 1_000_000 * u64::from(fps.1) / u64::from(fps.0)) as i64;
+    let pts_us = y4m::pts_us(index as u64, fps);
     if w % 2 == 1 || h % 2 == 1 {
         // Stored at the even size below it: the caller scales it from there.
         return crop_even(w, h, index, pts_us, &data);
