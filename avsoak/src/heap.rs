@@ -515,25 +515,64 @@ pub fn stack_growth(epoch: u64, iterations: u64) -> StackGrowths {
         }
     }
     #[cfg(feature = "hooks")]
-    StackGrowths {
-        stacks: avsoak_hooks::stack_growth(epoch)
-            .into_iter()
-            .map(|g| {
-                // Live at the end and allocated before the window: live at its start too.
-                let kept = g.end_samples.saturating_sub(g.born_samples);
-                Growth {
-                    bytes: g.end_bytes,
-                    blocks: g.end_blocks,
-                    samples: g.end_samples,
-                    grew_bytes: g.end_bytes - g.start_bytes,
-                    grew_blocks: g.end_blocks - g.start_blocks,
-                    gained: g.born_samples,
-                    lost: g.start_samples.saturating_sub(kept),
-                    frames: g.frames,
-                }
-            })
-            .collect(),
+    StackGrowths::from_hooks(avsoak_hooks::stack_growth(epoch), iterations)
+}
+
+/// Opens a judged window at `epoch`, the epoch allocations get from now on (see
+/// [`set_epoch`]): [`mark_window`], and from now on the sampler keeps each stack's live
+/// samples from the window as they come and go, so [`snapshot_window`] can freeze the
+/// window's end cheaply at every quiescent point of a program that tears down on its
+/// own. Allocates nothing.
+pub fn open_window(epoch: u64) {
+    #[cfg(feature = "hooks")]
+    avsoak_hooks::open_window(epoch);
+    #[cfg(not(feature = "hooks"))]
+    let _ = epoch;
+}
+
+/// Freezes the end of the window [`open_window`] opened at the sampler's sums now.
+/// Allocates nothing; cheap enough for every quiescent point (it touches only the stacks
+/// in use).
+pub fn snapshot_window() {
+    #[cfg(feature = "hooks")]
+    avsoak_hooks::snapshot_window();
+}
+
+/// The growth of every sampled stack from [`open_window`] to the last
+/// [`snapshot_window`], which came `iterations` judged iterations later.
+pub fn window_growth(iterations: u64) -> StackGrowths {
+    #[cfg(not(feature = "hooks"))]
+    return StackGrowths {
+        stacks: Vec::new(),
         iterations,
+    };
+    #[cfg(feature = "hooks")]
+    StackGrowths::from_hooks(avsoak_hooks::window_growth(), iterations)
+}
+
+impl StackGrowths {
+    #[cfg(feature = "hooks")]
+    fn from_hooks(stacks: Vec<avsoak_hooks::StackGrowth>, iterations: u64) -> Self {
+        StackGrowths {
+            stacks: stacks
+                .into_iter()
+                .map(|g| {
+                    // Live at the end and allocated before the window: live at its start too.
+                    let kept = g.end_samples.saturating_sub(g.born_samples);
+                    Growth {
+                        bytes: g.end_bytes,
+                        blocks: g.end_blocks,
+                        samples: g.end_samples,
+                        grew_bytes: g.end_bytes - g.start_bytes,
+                        grew_blocks: g.end_blocks - g.start_blocks,
+                        gained: g.born_samples,
+                        lost: g.start_samples.saturating_sub(kept),
+                        frames: g.frames,
+                    }
+                })
+                .collect(),
+            iterations,
+        }
     }
 }
 

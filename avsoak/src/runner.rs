@@ -46,6 +46,76 @@ pub enum Command {
     /// Run one case in this process (the child side of `soak`).
     #[command(hide = true)]
     Child(ChildArgs),
+    /// Soak a program avsoak did not build: run it with libavsoak_preload.so preloaded,
+    /// judge its heap as a soak's case, and write a run folder.
+    Watch(WatchArgs),
+}
+
+/// Options of `watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// What the program must do for the outcome to pass: clean or leak.
+    #[arg(long, default_value = "clean", value_parser = parse_expect)]
+    expect: crate::scenario::Expect,
+    /// Time mode with a sample every this long (e.g. 250ms) [default: time mode at 100ms
+    /// for a program that does not call avsoak_iteration(), marker mode for one that does].
+    #[arg(long, value_parser = parse_duration, conflicts_with = "markers")]
+    every: Option<Duration>,
+    /// Marker mode even when the program's file does not name avsoak_iteration() (a
+    /// library it loads calls it).
+    #[arg(long)]
+    markers: bool,
+    /// Stop the program after this long (its final report, then SIGTERM; SIGKILL after
+    /// --grace).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Iterations (marker mode) or a time (time mode, e.g. 2s) not judged [default: 20
+    /// iterations; in time mode a tenth of --duration, or 2s].
+    #[arg(long)]
+    warmup: Option<String>,
+    /// Live heap bytes at which the program is stopped and judged `leak`.
+    #[arg(long, default_value_t = 2 << 30)]
+    heap_cap: u64,
+    /// Mean bytes between sampled allocation stacks.
+    #[arg(long, default_value_t = 512 * 1024)]
+    sample_interval: u64,
+    /// Suspect stacks to report.
+    #[arg(long, default_value_t = 5)]
+    suspects: usize,
+    /// The run folder [default: reports/runs/<time>-watch-<name>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The result's variant name [default: the program's file name].
+    #[arg(long)]
+    name: Option<String>,
+    /// The preload library [default: libavsoak_preload.so beside this executable].
+    #[arg(long)]
+    preload: Option<PathBuf>,
+    /// Seconds without a sample before the program is judged `hang` and killed.
+    #[arg(long, default_value_t = 60)]
+    stall_timeout: u64,
+    /// Seconds between SIGTERM and SIGKILL when --duration ends the program.
+    #[arg(long, default_value_t = 5)]
+    grace: u64,
+    /// Gate the run against this baseline.
+    #[arg(long, value_name = "NAME")]
+    baseline: Option<String>,
+    /// Folder of the named baselines.
+    #[arg(long, value_name = "DIR", default_value = "reports/baselines")]
+    baselines: PathBuf,
+    /// The program and its arguments.
+    #[arg(required = true, last = true, value_name = "PROGRAM")]
+    command: Vec<std::ffi::OsString>,
+}
+
+fn parse_expect(text: &str) -> Result<crate::scenario::Expect, String> {
+    match text {
+        "clean" => Ok(crate::scenario::Expect::Clean),
+        "leak" => Ok(crate::scenario::Expect::Leak),
+        other => Err(format!(
+            "invalid outcome {other:?} (expected clean or leak)"
+        )),
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -77,19 +147,23 @@ pub struct PlanArgs {
 
 /// Parses `90`, `90s`, `30m` or `2h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {text:?} (expected e.g. 90s, 30m, 2h)");
+    let invalid = || format!("invalid duration {text:?} (expected e.g. 100ms, 90s, 30m, 2h)");
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(at) => text.split_at(at),
         None => (text, "s"),
     };
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
         _ => return Err(invalid()),
     };
     let value: u64 = number.parse().map_err(|_| invalid())?;
-    Ok(Duration::from_secs(value * scale))
+    value
+        .checked_mul(millis)
+        .map(Duration::from_millis)
+        .ok_or_else(invalid)
 }
 
 impl PlanArgs {
@@ -399,6 +473,12 @@ impl Runner {
             Command::Gate(args) => gate_command(&args, &self.program),
             Command::Report(args) => self.rebuild(&args.dir),
             Command::Child(args) => return self.child(&args),
+            Command::Watch(args) => {
+                return match self.watch(&args) {
+                    Ok(end) => ExitCode::from(end.code()),
+                    Err(e) => exit_code(&self.program, Err(e)),
+                }
+            }
         };
         exit_code(&self.program, result)
     }
@@ -638,6 +718,135 @@ impl Runner {
                 );
             }
         }
+        if let Some(name) = &args.baseline {
+            let gate = baselines.compare(name, &report)?;
+            print!(
+                "{}",
+                gate.summary(name, &self.accept_hint(&out, &args.baselines, name))
+            );
+            passed &= gate.passed();
+        }
+        Ok(if passed {
+            RunEnd::Passed
+        } else {
+            RunEnd::Failed
+        })
+    }
+
+    /// `watch -- PROGRAM`: one program under the preload library, judged and written as
+    /// a run folder of one result, gated when asked.
+    pub fn watch(&self, args: &WatchArgs) -> Result<RunEnd> {
+        use crate::soak::watch::{default_preload, preflight, watch, Watch, PRELOAD_LIBRARY};
+        let (program, rest) = args.command.split_first().context("no program to watch")?;
+        // Refused before anything runs or is written.
+        let path = preflight(program)?;
+        let every = match args.every {
+            Some(every) if every.is_zero() => {
+                bail!("invalid --every 0ms (expected a positive duration, e.g. 100ms)")
+            }
+            Some(every) => Some(every),
+            None if args.markers || crate::soak::watch::calls_marker(&path) => None,
+            None => Some(Duration::from_millis(100)),
+        };
+        if args.duration.is_some_and(|d| d.is_zero()) {
+            bail!("invalid --duration 0s (expected a positive duration, e.g. 10s)");
+        }
+        let warmup = match (&args.warmup, every) {
+            (None, None) => 20,
+            (Some(text), None) => text.parse::<u64>().map_err(|_| {
+                anyhow::anyhow!(
+                    "invalid --warmup {text:?} (expected a count of iterations in marker mode)"
+                )
+            })?,
+            (text, Some(every)) => {
+                let time = match text {
+                    Some(text) => {
+                        parse_duration(text).map_err(|e| anyhow::anyhow!("--warmup: {e}"))?
+                    }
+                    None => args.duration.map_or(Duration::from_secs(2), |d| d / 10),
+                };
+                (time.as_secs_f64() / every.as_secs_f64()).ceil().max(1.0) as u64
+            }
+        };
+        let preload = match &args.preload {
+            Some(path) => path.clone(),
+            None => default_preload().with_context(|| {
+                format!(
+                    "{PRELOAD_LIBRARY} is not beside {} (build it with `cargo build --release \
+                     -p avsoak-preload`, or name it with --preload)",
+                    std::env::current_exe()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )
+            })?,
+        };
+        let baselines = Baselines::new(&args.baselines);
+        if let Some(name) = &args.baseline {
+            baselines.path(name)?;
+        }
+        let mut spec = Watch {
+            program: program.clone(),
+            args: rest.to_vec(),
+            name: args.name.clone(),
+            expect: args.expect,
+            every,
+            duration: args.duration,
+            warmup,
+            heap_cap: args.heap_cap,
+            sample_interval: args.sample_interval,
+            suspects: args.suspects,
+            preload,
+            profile: None,
+            stall: Duration::from_secs(args.stall_timeout),
+            grace: Duration::from_secs(args.grace),
+        };
+        let case = spec.case();
+        let rev = git_rev();
+        let mut provenance =
+            Provenance::here(rev.clone(), RUSTC_VERSION.to_owned(), (self.libraries)());
+        provenance.selection = Some(format!("watch {}", case.about));
+        let out = args.out.clone().unwrap_or_else(|| {
+            let stamp = provenance.started_at.replace(['-', ':'], "");
+            PathBuf::from("reports/runs")
+                .join(format!("{stamp}-watch-{}", file_stem(&case.variant)))
+        });
+        let mut journal = Journal::create(&out, &provenance)?;
+        let profile = format!("profiles/{}.dhat.json", file_stem(&case.id()));
+        std::fs::create_dir_all(out.join("profiles"))
+            .with_context(|| format!("creating {}", out.join("profiles").display()))?;
+        spec.profile = Some(out.join(&profile));
+        soak::catch_interrupts();
+        let mut result = watch(&spec)?;
+        if out.join(&profile).is_file() {
+            result.profile = Some(profile);
+        }
+        // A leak its samples do not explain: the program once more, every leaked block
+        // sampled (the soak's exact re-run; the program is assumed to repeat itself).
+        let result = attribution::attribute(result, &spec.plan(), |rerun| {
+            if soak::interruption().is_some() {
+                return Ok::<_, anyhow::Error>(None);
+            }
+            eprintln!(
+                "{}: exact re-run of {} at a {} B sampling interval",
+                self.program, case.variant, rerun.interval
+            );
+            let again = Watch {
+                sample_interval: rerun.interval,
+                profile: None,
+                ..spec.clone()
+            };
+            Ok(Some(watch(&again)?))
+        })?;
+        journal.record(&result)?;
+        let mut report = Report::new(provenance);
+        report.results.push(result);
+        self.write(&report, &out)?;
+        print!("{}", report.table(false));
+        println!("{}; run folder {}", report.tally(), out.display());
+        if let Some(signal) = soak::interruption() {
+            return Ok(RunEnd::Interrupted { signal });
+        }
+        let mut passed = report.passed();
         if let Some(name) = &args.baseline {
             let gate = baselines.compare(name, &report)?;
             print!(

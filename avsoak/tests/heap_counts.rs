@@ -348,3 +348,56 @@ fn growth_ranked_suspects_name_the_growing_stack_and_never_the_one_at_rest() {
     );
     drop((queue, kept));
 }
+
+#[test]
+fn the_window_frozen_before_teardown_keeps_growth_the_teardown_frees() {
+    avsoak::heap::settle();
+    // The same queue at rest and 20 KB leak as above, through the watch mode's window:
+    // opened at epoch 1, frozen after every iteration, then the "program" frees
+    // everything it kept, as a watched program's exit does. The frozen window must
+    // still name the leak (same failure chances as above), and never the queue.
+    heap::set_sample_interval(16 * 1024);
+    let mut queue = std::collections::VecDeque::new();
+    let mut kept = Vec::with_capacity(1000);
+    for i in 0..220 {
+        if i == 100 {
+            heap::set_epoch(1);
+            heap::open_window(1);
+        }
+        for _ in 0..2 {
+            if queue.len() == 200 {
+                queue.pop_front();
+            }
+            at_rest_queue_push(&mut queue);
+        }
+        if i >= 100 {
+            growth_leak(&mut kept);
+            heap::snapshot_window();
+        }
+    }
+    drop((queue, kept));
+    let suspects = heap::window_growth(120).suspects(10);
+    let top = suspects
+        .first()
+        .expect("the leak is a suspect after teardown");
+    assert!(
+        top.frames.iter().any(|f| f.contains("growth_leak")),
+        "{suspects:?}"
+    );
+    assert_eq!(top.lost, 0, "{top:?}");
+    let per_iter = top.growth_bytes_per_iter / 20_000.0;
+    assert!((0.6..1.4).contains(&per_iter), "{top:?}");
+    assert!(
+        suspects
+            .iter()
+            .all(|s| !s.frames.iter().any(|f| f.contains("at_rest_queue_push"))),
+        "the queue at rest is no suspect: {suspects:?}"
+    );
+    // The live sums themselves lost it all: read now, the growth is gone.
+    let now = heap::stack_growth(1, 120).suspects(10);
+    assert!(
+        now.iter()
+            .all(|s| !s.frames.iter().any(|f| f.contains("growth_leak"))),
+        "after teardown the live sums hold no leak: {now:?}"
+    );
+}

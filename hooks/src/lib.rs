@@ -102,8 +102,9 @@ pub fn hook_addresses() -> [(&'static str, usize); 6] {
 }
 
 pub use sample::{
-    epoch, live_samples, mark_window, sample_interval, sampling_stats, set_epoch,
-    set_sample_interval, stack_growth, stack_profile, SamplingStats,
+    epoch, live_samples, mark_window, open_window, sample_interval, sampling_stats, set_epoch,
+    set_sample_interval, snapshot_window, stack_generation, stack_growth, stack_profile,
+    window_growth, SamplingStats,
 };
 
 #[inline(always)]

@@ -21,6 +21,10 @@ const PACKAGES: &[&str] = &[
     "libx265-dev",
     "libheif-dev",
     "ffmpeg",
+    // Compiles the C reproductions `avsoak watch` is tested on (libc.a for the static
+    // program it must refuse).
+    "gcc",
+    "libc6-dev",
     // Renders index.html in the report tests (headless).
     "chromium",
 ];

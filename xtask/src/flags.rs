@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{bench, compare, deps, gate, merge, overhead, profile, soak, test};
+use crate::{bench, compare, deps, gate, merge, overhead, profile, soak, test, watch};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "avsoak's tasks")]
@@ -32,4 +32,6 @@ pub enum Task {
     Compare(compare::Compare),
     /// Merge shard run folders into one run (refusing other commits or plans).
     Merge(merge::Merge),
+    /// Soak a C or C++ program avsoak did not build, under libavsoak_preload.so.
+    Watch(watch::Watch),
 }

@@ -16,6 +16,9 @@
 //!   memory, quality and leaks, and the x264 encode beside the `ffmpeg` command line.
 //! - `merge`: shard run folders as one run (report, page, JUnit, journal), refusing runs
 //!   of other commits, plans or selections; a merged full set is gated as a full run.
+//! - `watch`: deps, a release build of `avsoak-run` and `libavsoak_preload.so`, then
+//!   `avsoak-run watch` with the arguments given: a program avsoak did not build, soaked
+//!   from outside (`cargo xtask watch -- --help`).
 //! - `test`: deps, then the whole test suite (nextest, one process per test, because the
 //!   heap counters are process-wide), doc tests, clippy with warnings denied, a build
 //!   without the heap hooks, the benches built (not run), and `examples/own-pipeline`
@@ -31,6 +34,7 @@ mod overhead;
 mod profile;
 mod soak;
 mod test;
+mod watch;
 
 use std::path::{Path, PathBuf};
 
@@ -64,6 +68,7 @@ fn run() -> Result<()> {
         Task::Overhead(task) => task.run(&sh),
         Task::Compare(task) => task.run(&sh),
         Task::Merge(task) => task.run(),
+        Task::Watch(task) => task.run(&sh),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod child;
 pub mod plan;
 pub mod supervise;
 mod verdict;
+pub mod watch;
 
 pub use child::{
     error_chain, planted_leak, process_cpu_ns, run_child, run_workload, PLANT_LEAK_ENV,

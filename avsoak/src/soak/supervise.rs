@@ -236,6 +236,37 @@ impl Contained {
         })
     }
 
+    /// Starts `command` in a new process group with the standard streams it was given
+    /// (inherited unless set): a watched program keeps its own.
+    pub fn spawn_keeping_stdio(command: &mut Command) -> std::io::Result<Contained> {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        let child = command.spawn()?;
+        for slot in &RUNNING_GROUPS {
+            if slot
+                .compare_exchange(0, child.id() as i32, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        Ok(Contained {
+            child,
+            reaped: false,
+        })
+    }
+
+    /// Sends SIGTERM to the child and waits up to `grace` for it to exit, then kills the
+    /// group: true when it exited on SIGTERM within the grace period.
+    pub fn terminate(&mut self, grace: Duration) -> std::io::Result<bool> {
+        if self.reaped {
+            return Ok(true);
+        }
+        // SAFETY: signals our own child, not yet reaped, so its pid is still ours.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        Ok(self.wait_timeout(grace)?.is_some())
+    }
+
     /// Waits for the child to exit, then stops whatever is left in its group.
     pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
         let status = self.child.wait();

@@ -1,0 +1,501 @@
+//! Watching a program avsoak did not build: started with `libavsoak_preload.so` in
+//! `LD_PRELOAD`, its samples read from a private socket, judged as a soak's.
+//!
+//! The program's stdin, stdout and stderr stay its own. The library's agent speaks the
+//! child protocol ([`crate::protocol`]) on a socket whose descriptor the environment
+//! names (`AVSOAK_WATCH_FD`), so what the watcher collects is what a soak's parent
+//! collects, and the verdict is [`conclude`]'s. Marker mode: one iteration per
+//! `avsoak_iteration(frames)` call. Time mode (`every`): one iteration per tick.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::io::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::supervise::{interruption, signal_name, Contained};
+use super::verdict::{conclude, Collected};
+use super::Plan;
+use crate::protocol::{Message, MESSAGE_PREFIX};
+use crate::report::{CaseResult, Outcome, Verdict};
+use crate::scenario::{Case, Expect};
+
+/// The file name of the preload library cargo builds.
+pub const PRELOAD_LIBRARY: &str = "libavsoak_preload.so";
+
+/// Why a program cannot be watched; found before it runs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// Not found as a path or on `PATH`.
+    #[error("cannot watch {program:?}: no such program (not a file, and not found on PATH)")]
+    NotFound {
+        /// The program as given.
+        program: OsString,
+    },
+    /// Not an ELF executable (a script, a text file, another format).
+    #[error(
+        "cannot watch {path}: not an ELF executable ({why}); watch the program it starts \
+         instead"
+    )]
+    NotElf {
+        /// The resolved file.
+        path: PathBuf,
+        /// What was found instead.
+        why: String,
+    },
+    /// Statically linked: `LD_PRELOAD` has no effect.
+    #[error(
+        "cannot watch {path}: it is statically linked (no program interpreter), so \
+         LD_PRELOAD cannot interpose its malloc; expected a dynamically linked glibc program"
+    )]
+    Static {
+        /// The resolved file.
+        path: PathBuf,
+    },
+    /// Linked against another C library (musl, bionic).
+    #[error(
+        "cannot watch {path}: its program interpreter is {interpreter}, not glibc's \
+         ld-linux; expected a dynamically linked glibc program"
+    )]
+    NotGlibc {
+        /// The resolved file.
+        path: PathBuf,
+        /// Its `PT_INTERP`.
+        interpreter: String,
+    },
+    /// The preload library is not where it was looked for.
+    #[error(
+        "the preload library {path} does not exist (build it with `cargo build --release \
+         -p avsoak-preload`, or name it with --preload)"
+    )]
+    NoPreload {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// An I/O failure starting the watch.
+    #[error("cannot start watching {program}: {source}")]
+    Io {
+        /// The program.
+        program: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// One program to watch and how.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// The program as given (a path or a name on `PATH`).
+    pub program: OsString,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// The result's variant (default: the program's file name).
+    pub name: Option<String>,
+    /// What must happen for the outcome to pass.
+    pub expect: Expect,
+    /// Time mode's tick; `None` is marker mode.
+    pub every: Option<Duration>,
+    /// Stop the program after this long (`finish`, then SIGTERM, SIGKILL after `grace`).
+    pub duration: Option<Duration>,
+    /// Leading iterations (marker mode) or ticks (time mode) not judged.
+    pub warmup: u64,
+    /// Live bytes at which the program is stopped and judged `leak`.
+    pub heap_cap: u64,
+    /// Mean bytes between stack samples.
+    pub sample_interval: u64,
+    /// Suspects to report.
+    pub suspects: usize,
+    /// `libavsoak_preload.so`.
+    pub preload: PathBuf,
+    /// Where the agent writes the DHAT profile.
+    pub profile: Option<PathBuf>,
+    /// Longest silence before the program is declared hung.
+    pub stall: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+impl Watch {
+    /// The case this watch reports as: scenario `watch`, variant the name, params the
+    /// mode (and tick).
+    pub fn case(&self) -> Case {
+        let name = self.name.clone().unwrap_or_else(|| {
+            Path::new(&self.program)
+                .file_name()
+                .map_or("program".into(), |f| f.to_string_lossy().into_owned())
+        });
+        let command: Vec<String> = std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let case = Case::new("watch", &name, self.expect, &command.join(" "));
+        match self.every {
+            None => case.with_param("mode", "marker"),
+            Some(every) => case
+                .with_param("mode", "time")
+                .with_param("every", &format!("{}ms", every.as_millis())),
+        }
+    }
+
+    /// The plan the verdict is judged with.
+    pub fn plan(&self) -> Plan {
+        Plan {
+            iterations: 0,
+            warmup: self.warmup,
+            // Marks the plan as open-ended, so messages say "after N iterations".
+            duration: Some(self.duration.unwrap_or(Duration::MAX)),
+            heap_cap: self.heap_cap,
+            suspects: self.suspects,
+        }
+    }
+}
+
+/// The preload library beside the running executable (cargo puts a workspace's
+/// binaries and cdylibs in one folder), or `None`.
+pub fn default_preload() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join(PRELOAD_LIBRARY),
+        dir.join("..").join(PRELOAD_LIBRARY),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+/// Finds `program` (a path, or a name on `PATH`) and checks that it is a dynamically
+/// linked glibc ELF executable, which `LD_PRELOAD` can interpose.
+pub fn preflight(program: &OsStr) -> Result<PathBuf, WatchError> {
+    let given = Path::new(program);
+    let path = if given.components().count() > 1 || given.is_file() {
+        given.is_file().then(|| given.to_owned())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(given))
+                .find(|p| p.is_file())
+        })
+    }
+    .ok_or_else(|| WatchError::NotFound {
+        program: program.to_owned(),
+    })?;
+    let bytes = std::fs::read(&path).map_err(|source| WatchError::Io {
+        program: path.display().to_string(),
+        source,
+    })?;
+    match elf_interpreter(&bytes) {
+        Err(why) => Err(WatchError::NotElf { path, why }),
+        Ok(None) => Err(WatchError::Static { path }),
+        Ok(Some(interpreter)) if !interpreter.contains("ld-linux") => {
+            Err(WatchError::NotGlibc { path, interpreter })
+        }
+        Ok(Some(_)) => Ok(path),
+    }
+}
+
+/// Whether the program's file names `avsoak_iteration` (a dynamic symbol it calls), so
+/// marker mode is the default for it.
+pub fn calls_marker(path: &Path) -> bool {
+    std::fs::read(path)
+        .is_ok_and(|bytes| bytes.windows(MARKER.len()).any(|window| window == MARKER))
+}
+
+const MARKER: &[u8] = b"avsoak_iteration\0";
+
+/// The `PT_INTERP` of a 64-bit little-endian ELF file: `Ok(None)` when it has none (a
+/// static executable).
+fn elf_interpreter(bytes: &[u8]) -> Result<Option<String>, String> {
+    if bytes.starts_with(b"#!") {
+        return Err("a script".into());
+    }
+    if !bytes.starts_with(b"\x7fELF") {
+        return Err("no ELF header".into());
+    }
+    if bytes.get(4) != Some(&2) || bytes.get(5) != Some(&1) {
+        return Err("not a 64-bit little-endian ELF file".into());
+    }
+    let u16_at = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let truncated = || "truncated ELF header".to_owned();
+    let phoff = u64_at(0x20).ok_or_else(truncated)? as usize;
+    let phentsize = u16_at(0x36).ok_or_else(truncated)? as usize;
+    let phnum = u16_at(0x38).ok_or_else(truncated)? as usize;
+    for index in 0..phnum {
+        let header = phoff + index * phentsize;
+        let kind = bytes
+            .get(header..header + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .ok_or_else(truncated)?;
+        if kind == 3 {
+            let offset = u64_at(header + 8).ok_or_else(truncated)? as usize;
+            let size = u64_at(header + 32).ok_or_else(truncated)? as usize;
+            let name = bytes.get(offset..offset + size).ok_or_else(truncated)?;
+            let name = name.split(|&b| b == 0).next().unwrap_or_default();
+            return Ok(Some(String::from_utf8_lossy(name).into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+enum Event {
+    Line(Message),
+    Eof,
+}
+
+/// Watches one program to its end (or `duration`) and judges it. Errors only for what
+/// stops it from starting; everything after that is in the result.
+pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
+    let path = preflight(&w.program)?;
+    if !w.preload.is_file() {
+        return Err(WatchError::NoPreload {
+            path: w.preload.clone(),
+        });
+    }
+    let case = w.case();
+    let plan = w.plan();
+    let io = |source| WatchError::Io {
+        program: path.display().to_string(),
+        source,
+    };
+    let (ours, theirs) = UnixStream::pair().map_err(io)?;
+    let theirs: OwnedFd = theirs.into();
+    let their_fd = theirs.into_raw_fd();
+    let mut command = Command::new(&path);
+    command.args(&w.args);
+    let preload = match std::env::var_os("LD_PRELOAD") {
+        Some(old) if !old.is_empty() => {
+            let mut joined = w.preload.clone().into_os_string();
+            joined.push(":");
+            joined.push(old);
+            joined
+        }
+        _ => w.preload.clone().into_os_string(),
+    };
+    command
+        .env("LD_PRELOAD", preload)
+        .env("AVSOAK_WATCH_FD", their_fd.to_string())
+        .env("AVSOAK_WATCH_WARMUP", w.warmup.to_string())
+        .env("AVSOAK_WATCH_HEAP_CAP", w.heap_cap.to_string())
+        .env("AVSOAK_WATCH_SUSPECTS", w.suspects.to_string())
+        .env("AVSOAK_SAMPLE_INTERVAL", w.sample_interval.to_string());
+    match w.every {
+        Some(every) => command.env(
+            "AVSOAK_WATCH_EVERY_MS",
+            every.as_millis().max(1).to_string(),
+        ),
+        None => command.env_remove("AVSOAK_WATCH_EVERY_MS"),
+    };
+    match &w.profile {
+        Some(profile) => {
+            let _ = std::fs::remove_file(profile);
+            command.env("AVSOAK_WATCH_PROFILE", profile)
+        }
+        None => command.env_remove("AVSOAK_WATCH_PROFILE"),
+    };
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
+    // which is async-signal-safe; `their_fd` is open in the child (inherited).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(their_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let spawned = Contained::spawn_keeping_stdio(&mut command);
+    // SAFETY: `their_fd` came from `into_raw_fd` above and is closed once, here: the
+    // program has its own copy now (or never started).
+    drop(unsafe { OwnedFd::from_raw_fd(their_fd) });
+    let mut child = spawned.map_err(io)?;
+    let reader_stream = ours.try_clone().map_err(io)?;
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(reader_stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some(json) = line.strip_prefix(MESSAGE_PREFIX) {
+                if let Ok(message) = serde_json::from_str::<Message>(json) {
+                    if tx.send(Event::Line(message)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Event::Eof);
+    });
+
+    let mut collected = Collected {
+        planned_warmup: Some(w.warmup),
+        ..Collected::default()
+    };
+    let mut last_heard = Instant::now();
+    let mut finishing: Option<Instant> = None;
+    let mut stopped: Option<String> = None;
+    // The watcher killed the program itself, after it reported why (cap, error).
+    let mut killed = false;
+    let mut writer = ours;
+    loop {
+        if let Some(signal) = interruption() {
+            collected.interrupted = Some(format!(
+                "interrupted by {} {}",
+                signal_name(signal),
+                collected.progress(&plan)
+            ));
+            child.kill();
+            break;
+        }
+        if finishing.is_none() && w.duration.is_some_and(|d| started.elapsed() >= d) {
+            // Ask for `done` (suspects, profile) while the program still runs.
+            let _ = writer.write_all(b"finish\n");
+            finishing = Some(Instant::now());
+        }
+        if finishing.is_some_and(|f| f.elapsed() >= Duration::from_secs(30)) {
+            break;
+        }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Event::Line(message)) => {
+                last_heard = Instant::now();
+                match message {
+                    Message::Start { .. } => collected.started = true,
+                    Message::Warmup { iterations } => collected.warmup = Some(iterations),
+                    Message::Sample(sample) => collected.add(&sample),
+                    Message::Cap {
+                        iteration,
+                        live_bytes,
+                    } => {
+                        collected.cap = Some((iteration, live_bytes));
+                        child.kill();
+                        killed = true;
+                        break;
+                    }
+                    Message::Hang { iteration, message } => {
+                        collected.hang = Some(format!("iteration {iteration}: {message}"))
+                    }
+                    Message::Error { iteration, message } => {
+                        collected.error = Some(match iteration {
+                            Some(i) => format!("iteration {i}: {message}"),
+                            None => message,
+                        });
+                        child.kill();
+                        killed = true;
+                        break;
+                    }
+                    done @ Message::Done { .. } => {
+                        collected.done = Some(done);
+                        if finishing.is_some() {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if finishing.is_none() && last_heard.elapsed() >= w.stall {
+                    collected.hang = Some(format!(
+                        "no sample for {}s {}",
+                        w.stall.as_secs(),
+                        collected.progress(&plan)
+                    ));
+                    child.kill();
+                    break;
+                }
+            }
+        }
+    }
+    if finishing.is_some() && collected.interrupted.is_none() {
+        let terminated = child.terminate(w.grace).map_err(io)?;
+        stopped = Some(format!(
+            "stopped after --duration {}s by {}",
+            w.duration.unwrap_or_default().as_secs_f64(),
+            if terminated { "SIGTERM" } else { "SIGKILL" }
+        ));
+    }
+    let status = child.wait().ok();
+    let _ = reader.join();
+    // Our own stop is not a crash.
+    collected.status = if stopped.is_some() || killed {
+        None
+    } else {
+        status
+    };
+    let mut result = conclude(&case, &plan, collected, started.elapsed());
+    let ended = match (&stopped, status) {
+        (Some(stop), _) => stop.clone(),
+        (None, Some(s)) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(signal)) => format!("killed by {}", signal_name(signal)),
+            _ => "ended".into(),
+        },
+        (None, None) => "ended".into(),
+    };
+    let code = status
+        .and_then(|s| s.code())
+        .filter(|_| stopped.is_none() && !killed);
+    if let Some(code) = code.filter(|&c| c != 0) {
+        if matches!(
+            result.verdict,
+            Verdict::Clean | Verdict::Bounded | Verdict::Upstream | Verdict::Leak
+        ) {
+            result.verdict = Verdict::Error;
+            result.outcome = Outcome::Fail;
+            result.error = Some(format!("the program exited with status {code}"));
+        }
+    }
+    let mode = match w.every {
+        None => "marker mode: one iteration per avsoak_iteration() call".to_owned(),
+        Some(every) => format!(
+            "time mode: one iteration per {} ms tick, so B/iteration × {:.0} is B/s",
+            every.as_millis(),
+            1.0 / every.as_secs_f64()
+        ),
+    };
+    result.note = Some(match result.note.take() {
+        Some(note) => format!("{note}; {mode}; the program {ended}"),
+        None => format!("{mode}; the program {ended}"),
+    });
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interpreter_is_read_from_an_elf_file_and_nonsense_is_named() {
+        let own = std::fs::read("/proc/self/exe").unwrap();
+        let interpreter = elf_interpreter(&own)
+            .unwrap()
+            .expect("a dynamic test binary");
+        assert!(interpreter.contains("ld-linux"), "{interpreter}");
+        assert_eq!(elf_interpreter(b"#!/bin/sh\n"), Err("a script".into()));
+        assert_eq!(elf_interpreter(b"hello"), Err("no ELF header".into()));
+        assert_eq!(
+            elf_interpreter(b"\x7fELF\x02\x01"),
+            Err("truncated ELF header".into())
+        );
+        // A header with no program headers at all: nothing to interpret it, as static.
+        let mut header = vec![0u8; 64];
+        header[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        assert_eq!(elf_interpreter(&header), Ok(None));
+    }
+
+    #[test]
+    fn preflight_resolves_names_on_path_and_refuses_what_it_cannot_preload() {
+        assert!(preflight(OsStr::new("sh")).unwrap().is_absolute());
+        let missing = preflight(OsStr::new("./no-such-program")).unwrap_err();
+        assert!(missing.to_string().contains("no-such-program"), "{missing}");
+    }
+}

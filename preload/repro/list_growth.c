@@ -1,0 +1,74 @@
+/* A slow growth kept reachable: every frame appends a 64-byte record to a history
+ * list that nothing ever trims (-DFIXED: the list keeps the last 32). The list is
+ * freed at exit, so a leak checker that looks at exit sees nothing lost.
+ *
+ * Usage: list_growth FRAMES [MICROSECONDS_PER_FRAME] */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "avsoak.h"
+
+struct record {
+    struct record *next;
+    uint64_t frame;
+    uint8_t stats[48];
+};
+
+static struct record *history;
+static size_t kept;
+
+static void busy(long us) {
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1000000L + (now.tv_nsec - start.tv_nsec) / 1000 < us);
+}
+
+/* Remembers one frame's statistics. */
+__attribute__((noinline)) static void remember_frame_stats(uint64_t frame) {
+    struct record *r = malloc(sizeof *r);
+    r->next = history;
+    r->frame = frame;
+    memset(r->stats, (int)frame, sizeof r->stats);
+    history = r;
+    kept++;
+#ifdef FIXED
+    if (kept > 32) {
+        struct record *p = history;
+        for (int i = 0; i < 31; i++) p = p->next;
+        struct record *old = p->next;
+        p->next = NULL;
+        while (old) {
+            struct record *n = old->next;
+            free(old);
+            old = n;
+            kept--;
+        }
+    }
+#endif
+}
+
+int main(int argc, char **argv) {
+    long frames = argc > 1 ? atol(argv[1]) : 2000;
+    long us = argc > 2 ? atol(argv[2]) : 0;
+    for (long f = 0; f < frames; f++) {
+        /* Per-frame work that allocates and frees. */
+        char *scratch = malloc(4096);
+        memset(scratch, 0, 4096);
+        remember_frame_stats((uint64_t)f);
+        free(scratch);
+        if (us) busy(us);
+        AVSOAK_ITERATION(1);
+    }
+    printf("kept %zu records\n", kept);
+    while (history) {
+        struct record *n = history->next;
+        free(history);
+        history = n;
+    }
+    return 0;
+}
