@@ -28,6 +28,8 @@ impl Test {
         // Benches are built on every run, never timed here.
         cmd!(sh, "cargo bench --package avsoak-scenarios --no-run").run()?;
         own_pipeline(sh)?;
+        // `avsoak-run watch` preloads this cdylib, which a test build does not make.
+        cmd!(sh, "cargo build --release --package avsoak-preload").run()?;
         let args = self.args;
         // Release profile: the soak runner the tests start is the one `soak` uses, and
         // one build serves both.
