@@ -401,3 +401,33 @@ fn the_window_frozen_before_teardown_keeps_growth_the_teardown_frees() {
         "after teardown the live sums hold no leak: {now:?}"
     );
 }
+
+#[test]
+fn the_trough_is_the_heap_held_throughout_a_window_not_its_transients() {
+    avsoak::heap::settle();
+    let start = Snapshot::now();
+    avsoak::hooks::take_trough();
+    // A window with a 1 MiB block kept and a 2 MiB transient: its low-water mark is the
+    // start, and the window after it starts with the kept block.
+    let kept: Vec<u8> = black_box(Vec::with_capacity(1 << 20));
+    let transient: Vec<u8> = black_box(Vec::with_capacity(2 << 20));
+    drop(transient);
+    let (bytes, blocks) = avsoak::hooks::take_trough();
+    assert!(bytes <= start.live_bytes, "{bytes} vs {start:?}");
+    assert!(blocks <= start.live_blocks, "{blocks} vs {start:?}");
+    // The next window: another transient over the kept block. Its trough holds the kept
+    // block and none of the transient.
+    let transient: Vec<u8> = black_box(Vec::with_capacity(2 << 20));
+    drop(transient);
+    let (bytes, blocks) = avsoak::hooks::take_trough();
+    let held = bytes - start.live_bytes;
+    assert!(
+        (1 << 20..(1 << 20) + 8192).contains(&held),
+        "the kept block and nothing of the 2 MiB transient: {held}"
+    );
+    assert_eq!(blocks - start.live_blocks, 1);
+    // Freeing the kept block takes the next window's trough back to the start.
+    drop(kept);
+    let (bytes, _) = avsoak::hooks::take_trough();
+    assert!(bytes <= start.live_bytes, "{bytes} vs {start:?}");
+}

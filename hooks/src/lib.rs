@@ -44,6 +44,8 @@ extern "C" {
 static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
 static LIVE_BLOCKS: AtomicI64 = AtomicI64::new(0);
 static PEAK_LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+static TROUGH_LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+static TROUGH_LIVE_BLOCKS: AtomicI64 = AtomicI64::new(0);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static FREES: AtomicU64 = AtomicU64::new(0);
 static BYTES_ALLOCATED: AtomicU64 = AtomicU64::new(0);
@@ -81,6 +83,19 @@ pub fn counters() -> Counters {
 /// Starts a new peak window: the peak becomes the current live bytes.
 pub fn reset_peak() {
     PEAK_LIVE_BYTES.store(LIVE_BYTES.load(Relaxed), Relaxed);
+}
+
+/// The lowest live bytes and live blocks (each at its own moment) since the last call,
+/// and a new window from the current values. The first call's window starts at zero.
+///
+/// Time-mode sampling of a program that has no quiescent marker reads this: the heap the
+/// program held throughout a period, which a leak raises and a per-frame transient does
+/// not, wherever in the frame the tick falls. A free racing with the call may be left out
+/// of both windows; that can only raise a reading, by the size of that one block.
+pub fn take_trough() -> (i64, i64) {
+    let bytes = TROUGH_LIVE_BYTES.swap(LIVE_BYTES.load(Relaxed), Relaxed);
+    let blocks = TROUGH_LIVE_BLOCKS.swap(LIVE_BLOCKS.load(Relaxed), Relaxed);
+    (bytes, blocks)
 }
 
 /// True once this crate's constructor has run, i.e. the hooks are in the process image.
@@ -139,9 +154,15 @@ fn note_free(ptr: *mut c_void) {
         return;
     }
     let size = usable_size(ptr);
-    LIVE_BYTES.fetch_sub(size as i64, Relaxed);
-    LIVE_BLOCKS.fetch_sub(1, Relaxed);
+    let live = LIVE_BYTES.fetch_sub(size as i64, Relaxed) - size as i64;
+    let blocks = LIVE_BLOCKS.fetch_sub(1, Relaxed) - 1;
     FREES.fetch_add(1, Relaxed);
+    if live < TROUGH_LIVE_BYTES.load(Relaxed) {
+        TROUGH_LIVE_BYTES.fetch_min(live, Relaxed);
+    }
+    if blocks < TROUGH_LIVE_BLOCKS.load(Relaxed) {
+        TROUGH_LIVE_BLOCKS.fetch_min(blocks, Relaxed);
+    }
     sample::on_free(ptr as usize);
 }
 

@@ -11,7 +11,10 @@
 //! - **Marker mode**: the program calls `avsoak_iteration(frames)` (from
 //!   `include/avsoak.h`) at its quiescent point; each call is one iteration.
 //! - **Time mode** (`AVSOAK_WATCH_EVERY_MS`): the agent's thread takes a sample every so
-//!   many milliseconds; each tick is one iteration.
+//!   many milliseconds; each tick is one iteration. A tick reports the lowest live heap
+//!   since the tick before (`avsoak_hooks::take_trough`), not the heap at the tick: a
+//!   tick lands anywhere in a frame, and the low-water mark is what the program held
+//!   throughout the period, the quiescent level a marker would have read.
 //!
 //! Process events:
 //! - a forked child reports nothing (the fork handler closes its copy of the socket);
@@ -156,10 +159,15 @@ impl State {
         let now = heap::Snapshot::now();
         let ns = self.started.map_or(0, |s| s.elapsed().as_nanos() as u64);
         let cpu = avsoak::soak::process_cpu_ns();
+        let (live_bytes, live_blocks) = if TIME_MODE.load(Ordering::Relaxed) {
+            avsoak::hooks::take_trough()
+        } else {
+            (now.live_bytes, now.live_blocks)
+        };
         let sample = Sample {
             i: self.i,
-            live_bytes: now.live_bytes,
-            live_blocks: now.live_blocks,
+            live_bytes,
+            live_blocks,
             allocs: now.allocs - self.last_allocs,
             alloc_bytes: now.bytes_allocated - self.last_alloc_bytes,
             frames,
@@ -172,7 +180,7 @@ impl State {
         self.last_cpu = cpu;
         self.last_allocs = now.allocs;
         self.last_alloc_bytes = now.bytes_allocated;
-        self.end_live_bytes = now.live_bytes;
+        self.end_live_bytes = live_bytes;
         self.send(&Message::Sample(sample));
         let iteration = self.i;
         self.i += 1;
@@ -467,6 +475,10 @@ extern "C" fn init() {
     }
     let every_ms = env_u64(c"AVSOAK_WATCH_EVERY_MS");
     TIME_MODE.store(every_ms.is_some(), Ordering::Relaxed);
+    if every_ms.is_some() {
+        // The first period's low-water mark starts from the heap now, not from zero.
+        avsoak::hooks::take_trough();
+    }
     if let Ok(mut state) = STATE.lock() {
         state.warmup = env_u64(c"AVSOAK_WATCH_WARMUP").unwrap_or(20).max(1);
         state.heap_cap = env_u64(c"AVSOAK_WATCH_HEAP_CAP").unwrap_or(2 << 30);
