@@ -2,7 +2,9 @@
  * list that nothing ever trims (-DFIXED: the list keeps the last 32). The list is
  * freed at exit, so a leak checker that looks at exit sees nothing lost.
  *
- * Usage: list_growth FRAMES [MICROSECONDS_PER_FRAME] */
+ * Usage: list_growth FRAMES [MICROSECONDS_PER_FRAME [PASSES]]: the frame's pace (busy
+ * wait), and how many checksum passes it makes over its 4 KiB scratch buffer (CPU work
+ * that a slower tool slows, unlike the wait; default 0). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,16 +57,20 @@ __attribute__((noinline)) static void remember_frame_stats(uint64_t frame) {
 int main(int argc, char **argv) {
     long frames = argc > 1 ? atol(argv[1]) : 2000;
     long us = argc > 2 ? atol(argv[2]) : 0;
+    long passes = argc > 3 ? atol(argv[3]) : 0;
+    uint64_t checksum = 0;
     for (long f = 0; f < frames; f++) {
         /* Per-frame work that allocates and frees. */
         char *scratch = malloc(4096);
-        memset(scratch, 0, 4096);
+        memset(scratch, (int)f, 4096);
+        for (long p = 0; p < passes; p++)
+            for (int i = 0; i < 4096; i++) checksum = checksum * 31 + (uint8_t)scratch[i];
         remember_frame_stats((uint64_t)f);
         free(scratch);
         if (us) busy(us);
         AVSOAK_ITERATION(1);
     }
-    printf("kept %zu records\n", kept);
+    printf("kept %zu records, checksum %llx\n", kept, (unsigned long long)checksum);
     while (history) {
         struct record *n = history->next;
         free(history);

@@ -11,7 +11,9 @@
 //! - `bench`: the criterion suites (pictures, avio, queues, hooks) with heap figures
 //!   beside the times; `--no-run` only builds them.
 //! - `overhead`: the same encode workloads built with the heap hooks off, counting and
-//!   sampling, run interleaved; prints median ratios.
+//!   sampling, run interleaved; prints median ratios. `--programs`: the C reproductions
+//!   and Debian's `ffmpeg` plain, under `avsoak watch`, heaptrack and valgrind memcheck,
+//!   with what each tool caught.
 //! - `compare`: encoder backends on the same frames (`avsoak-run compare`): speed,
 //!   memory, quality and leaks, and the x264 encode beside the `ffmpeg` command line.
 //! - `merge`: shard run folders as one run (report, page, JUnit, journal), refusing runs
@@ -32,6 +34,7 @@ mod gate;
 mod merge;
 mod overhead;
 mod profile;
+mod programs;
 mod soak;
 mod test;
 mod watch;

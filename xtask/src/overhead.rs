@@ -10,15 +10,21 @@ use xshell::{cmd, Shell};
 
 #[derive(clap::Args)]
 pub struct Overhead {
-    /// Interleaved rounds: each round runs every workload once per mode.
-    #[arg(long, default_value_t = 11)]
-    rounds: u32,
+    /// Interleaved rounds: each round runs every workload once per mode (default 11; 3
+    /// with --programs).
+    #[arg(long)]
+    rounds: Option<u32>,
     /// Frames per encode.
     #[arg(long, default_value_t = 300)]
     frames: u32,
-    /// Workloads (default: all): x264, ffmpeg-libx264, ffmpeg-mpeg4.
+    /// Workloads (default: all): x264, ffmpeg-libx264, ffmpeg-mpeg4; with --programs:
+    /// list-growth, x264-camera, avio-reader, packet-queue, ffmpeg.
     #[arg(long, value_delimiter = ',')]
     workload: Vec<String>,
+    /// Instead: C programs watched by `avsoak watch`, beside heaptrack and valgrind
+    /// memcheck on the same programs.
+    #[arg(long)]
+    programs: bool,
 }
 
 /// How the runner is built and run for each measurement.
@@ -31,7 +37,11 @@ const MODES: [(&str, &str, Option<&str>); 3] = [
 impl Overhead {
     pub fn run(self, sh: &Shell) -> Result<()> {
         Deps { check: false }.run(sh)?;
-        ensure!(self.rounds >= 1, "invalid --rounds 0 (expected at least 1)");
+        if self.programs {
+            return crate::programs::run(sh, self.rounds.unwrap_or(3), &self.workload);
+        }
+        let rounds = self.rounds.unwrap_or(11);
+        ensure!(rounds >= 1, "invalid --rounds 0 (expected at least 1)");
         ensure!(self.frames >= 1, "invalid --frames 0 (expected at least 1)");
         let workloads: Vec<String> = if self.workload.is_empty() {
             ["x264", "ffmpeg-libx264", "ffmpeg-mpeg4"]
@@ -60,7 +70,7 @@ impl Overhead {
         // seconds[workload][mode]
         let mut seconds = vec![vec![Vec::new(); MODES.len()]; workloads.len()];
         let mut allocs = vec![0.0; workloads.len()];
-        for round in 0..self.rounds {
+        for round in 0..rounds {
             for (w, workload) in workloads.iter().enumerate() {
                 // Rotate the order every round, so no mode always runs first.
                 for k in 0..MODES.len() {
@@ -74,17 +84,13 @@ impl Overhead {
                     }
                 }
             }
-            eprintln!(
-                "xtask overhead: round {} of {} done",
-                round + 1,
-                self.rounds
-            );
+            eprintln!("xtask overhead: round {} of {} done", round + 1, rounds);
         }
         let mut out = format!(
             "\nheap hooks' cost: {} interleaved rounds, {} frames of 640x480 at 1000 kbit/s \
              per run, {} CPUs; ratio = median over rounds of (mode / off) in the same round, \
              [interquartile range]\n\n",
-            self.rounds,
+            rounds,
             self.frames,
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
@@ -140,14 +146,14 @@ impl Overhead {
 }
 
 /// The median and quartiles of a few ratios.
-struct Spread {
-    median: f64,
-    q1: f64,
-    q3: f64,
+pub(crate) struct Spread {
+    pub(crate) median: f64,
+    pub(crate) q1: f64,
+    pub(crate) q3: f64,
 }
 
 impl Spread {
-    fn of(mut values: Vec<f64>) -> Spread {
+    pub(crate) fn of(mut values: Vec<f64>) -> Spread {
         values.sort_by(f64::total_cmp);
         let at = |q: f64| {
             if values.is_empty() {

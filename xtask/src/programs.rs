@@ -1,0 +1,463 @@
+//! `cargo xtask overhead --programs`: avsoak watch beside heaptrack and valgrind memcheck,
+//! on the same C programs.
+//!
+//! Each program is one of the reproductions in `preload/repro/` (its leaky build), plus
+//! Debian's own `ffmpeg` encoding a test source, which is clean. Every round runs each
+//! program plain and under each tool, in an order that rotates from round to round. The
+//! ratio is the median over rounds of (tool / plain) within the same round.
+//!
+//! Timing: plain, heaptrack and memcheck are timed from spawn to exit (the tool's own
+//! report at exit included). avsoak is timed by the watched run itself (the report's
+//! `wall_s`, spawn to exit): an exact re-run, when the sampled suspects leave a leak
+//! unexplained, is a second run on purpose and is not counted.
+
+use crate::{target_dir, workspace_root};
+use anyhow::{bail, ensure, Context, Result};
+use avsoak::stats::median_of;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+use xshell::{cmd, Shell};
+
+/// One program: how to build and run it, and what it loses.
+struct Program {
+    name: &'static str,
+    /// A reproduction to compile (`preload/repro/…`) with these pkg-config packages, or
+    /// `None` for a system program.
+    source: Option<(&'static str, &'static [&'static str])>,
+    /// The command after the program path; `{clip}` is the MP4 fixture.
+    args: &'static [&'static str],
+    /// The function a caught leak's top suspect names, `None` for a clean program.
+    function: Option<&'static str>,
+    /// Bytes the program keeps, per run, from its mistake: lost at exit, or (the list)
+    /// kept reachable until exit and freed there. A tool that reports at least half of
+    /// it caught the leak.
+    leaked: f64,
+}
+
+const PROGRAMS: &[Program] = &[
+    Program {
+        name: "list-growth",
+        source: Some(("list_growth.c", &[])),
+        args: &["12000", "0", "50"],
+        function: Some("remember_frame_stats"),
+        leaked: 12000.0 * 72.0,
+    },
+    Program {
+        name: "x264-camera",
+        source: Some(("x264_camera.c", &["x264"])),
+        args: &["2000"],
+        function: Some("x264_picture_alloc"),
+        leaked: 2000.0 * 115_200.0,
+    },
+    Program {
+        name: "avio-reader",
+        source: Some(("avio_reader.c", &["libavformat", "libavcodec", "libavutil"])),
+        args: &["{clip}", "1000"],
+        function: Some("read_from_memory"),
+        leaked: 1000.0 * 65_536.0,
+    },
+    Program {
+        name: "packet-queue",
+        source: Some((
+            "packet_queue.c",
+            &["libavformat", "libavcodec", "libavutil"],
+        )),
+        args: &["{clip}", "2000"],
+        function: Some("read_ahead"),
+        // Four packets' payloads a segment: at least their padding.
+        leaked: 2000.0 * 4.0 * 64.0,
+    },
+    Program {
+        name: "ffmpeg",
+        source: None,
+        args: &[
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x480:rate=30",
+            "-frames:v",
+            "150",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-f",
+            "null",
+            "-",
+        ],
+        function: None,
+        leaked: 0.0,
+    },
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    Plain,
+    Avsoak,
+    Heaptrack,
+    Memcheck,
+}
+
+impl Tool {
+    const ALL: [Tool; 4] = [Tool::Plain, Tool::Avsoak, Tool::Heaptrack, Tool::Memcheck];
+
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Plain => "plain",
+            Tool::Avsoak => "avsoak watch",
+            Tool::Heaptrack => "heaptrack",
+            Tool::Memcheck => "memcheck",
+        }
+    }
+}
+
+/// What one run found.
+#[derive(Default, Clone)]
+struct Finding {
+    seconds: f64,
+    /// Bytes the tool reports lost at exit (heaptrack, memcheck), or the verdict and the
+    /// suspect (avsoak).
+    text: String,
+    caught: bool,
+    /// The tool said the heap grew while the program ran.
+    growth_while_running: bool,
+}
+
+pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
+    ensure!(rounds >= 1, "invalid --rounds 0 (expected at least 1)");
+    let programs: Vec<&Program> = if only.is_empty() {
+        PROGRAMS.iter().collect()
+    } else {
+        only.iter()
+            .map(|name| {
+                PROGRAMS.iter().find(|p| p.name == name).with_context(|| {
+                    format!(
+                        "unknown --workload {name:?} with --programs (expected one of: {})",
+                        PROGRAMS
+                            .iter()
+                            .map(|p| p.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    cmd!(
+        sh,
+        "cargo build --release --package avsoak-scenarios --bin avsoak-run --package avsoak-preload"
+    )
+    .run()?;
+    let dir = target_dir().join("overhead/programs");
+    std::fs::create_dir_all(&dir)?;
+    let clip = dir.join("clip.mp4");
+    cmd!(
+        sh,
+        "ffmpeg -nostdin -y -hide_banner -loglevel error -f lavfi -i testsrc=size=320x240:rate=25 -frames:v 50 -c:v libx264 -g 25 {clip}"
+    )
+    .run()
+    .context("making the MP4 the FFmpeg reproductions read (Debian's ffmpeg)")?;
+    let mut tools = vec![Tool::Plain, Tool::Avsoak];
+    let mut skipped = Vec::new();
+    for (tool, binary) in [(Tool::Heaptrack, "heaptrack"), (Tool::Memcheck, "valgrind")] {
+        if found(binary) {
+            tools.push(tool);
+        } else {
+            skipped.push(format!(
+                "{}: skipped, `{binary}` not found (cargo xtask deps installs it)",
+                tool.name()
+            ));
+        }
+    }
+    let mut commands = Vec::new();
+    for program in &programs {
+        let path = match program.source {
+            Some((source, packages)) => compile(&dir, source, program.name, packages)?,
+            None => PathBuf::from("ffmpeg"),
+        };
+        let args: Vec<String> = program
+            .args
+            .iter()
+            .map(|a| a.replace("{clip}", &clip.to_string_lossy()))
+            .collect();
+        commands.push((path, args));
+    }
+    let runner = target_dir().join("release/avsoak-run");
+    // findings[program][tool][round]
+    let mut findings = vec![vec![Vec::<Finding>::new(); Tool::ALL.len()]; programs.len()];
+    for round in 0..rounds {
+        for (p, program) in programs.iter().enumerate() {
+            let (path, args) = &commands[p];
+            for k in 0..tools.len() {
+                let tool = tools[(k + round as usize) % tools.len()];
+                let scratch = dir.join(format!(
+                    "{}-{}",
+                    program.name,
+                    tool.name().replace(' ', "-")
+                ));
+                let finding = measure(tool, &runner, path, args, program, &scratch)
+                    .with_context(|| format!("{} under {}", program.name, tool.name()))?;
+                findings[p][tool as usize].push(finding);
+            }
+        }
+        eprintln!(
+            "xtask overhead --programs: round {} of {rounds} done",
+            round + 1
+        );
+    }
+    let mut out = format!(
+        "\nwatching C programs: {rounds} interleaved rounds, {} CPUs; ratio = median over \
+         rounds of (tool / plain) in the same round [interquartile range]; caught = the \
+         tool reported the program's leak (avsoak: verdict and suspect; heaptrack: leaked \
+         at exit; memcheck: definitely and indirectly lost); growth = it said the heap \
+         grew while the program ran\n\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    out.push_str(&format!(
+        "{:<13} {:<13} {:>8} {:>24} {:>7} {:>7}  {}\n",
+        "program", "tool", "median s", "ratio", "caught", "growth", "what it reported"
+    ));
+    let mut json = Vec::new();
+    for (p, program) in programs.iter().enumerate() {
+        let plain = &findings[p][Tool::Plain as usize];
+        for &tool in &tools {
+            let runs = &findings[p][tool as usize];
+            let seconds: Vec<f64> = runs.iter().map(|f| f.seconds).collect();
+            let ratios: Vec<f64> = runs
+                .iter()
+                .zip(plain)
+                .map(|(f, plain)| f.seconds / plain.seconds)
+                .collect();
+            let spread = crate::overhead::Spread::of(ratios.clone());
+            let last = runs.last().cloned().unwrap_or_default();
+            let yes = |b: bool| if b { "yes" } else { "no" };
+            let (caught, growth) = match (tool, program.function) {
+                (Tool::Plain, _) => ("", ""),
+                (_, None) => ("-", "-"),
+                _ => (
+                    yes(runs.iter().all(|f| f.caught)),
+                    yes(runs.iter().all(|f| f.growth_while_running)),
+                ),
+            };
+            out.push_str(&format!(
+                "{:<13} {:<13} {:>8.3} {:>24} {:>7} {:>7}  {}\n",
+                program.name,
+                tool.name(),
+                median_of(&seconds),
+                if tool == Tool::Plain {
+                    String::new()
+                } else {
+                    spread.to_string()
+                },
+                caught,
+                growth,
+                last.text
+            ));
+            json.push(serde_json::json!({
+                "program": program.name,
+                "tool": tool.name(),
+                "seconds": seconds,
+                "ratio": { "median": spread.median, "q1": spread.q1, "q3": spread.q3 },
+                "caught": runs.iter().all(|f| f.caught),
+                "growth_while_running": runs.iter().all(|f| f.growth_while_running),
+                "reported": last.text,
+            }));
+        }
+    }
+    for line in &skipped {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("goal: avsoak watch <= 1.05x plain (median) on every reproduction\n");
+    print!("{out}");
+    let path = dir.join("overhead-programs.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn found(binary: &str) -> bool {
+    Command::new(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Compiles a reproduction's leaky build as `avsoak watch`'s tests do.
+fn compile(dir: &Path, source: &str, name: &str, packages: &[&str]) -> Result<PathBuf> {
+    let root = workspace_root();
+    let exe = dir.join(name);
+    let mut command = Command::new("cc");
+    command
+        .args(["-O2", "-g", "-I"])
+        .arg(root.join("include"))
+        .arg(root.join("preload/repro").join(source))
+        .arg("-o")
+        .arg(&exe);
+    if !packages.is_empty() {
+        let output = Command::new("pkg-config")
+            .args(["--cflags", "--libs"])
+            .args(packages)
+            .output()
+            .context("running pkg-config")?;
+        ensure!(output.status.success(), "pkg-config found no {packages:?}");
+        command.args(String::from_utf8_lossy(&output.stdout).split_whitespace());
+    }
+    let status = command
+        .status()
+        .context("running the system C compiler (cc)")?;
+    ensure!(status.success(), "cc failed on {source}");
+    Ok(exe)
+}
+
+/// Runs `program` once under `tool`.
+fn measure(
+    tool: Tool,
+    runner: &Path,
+    path: &Path,
+    args: &[String],
+    program: &Program,
+    scratch: &Path,
+) -> Result<Finding> {
+    let _ = std::fs::remove_dir_all(scratch);
+    std::fs::create_dir_all(scratch)?;
+    let mut command = match tool {
+        Tool::Plain => Command::new(path),
+        Tool::Avsoak => {
+            let mut c = Command::new(runner);
+            c.arg("watch").arg("--out").arg(scratch.join("run"));
+            if program.function.is_some() {
+                c.args(["--expect", "leak"]);
+            }
+            c.arg("--").arg(path);
+            c
+        }
+        Tool::Heaptrack => {
+            let mut c = Command::new("heaptrack");
+            c.arg("-o").arg(scratch.join("heaptrack")).arg(path);
+            c
+        }
+        Tool::Memcheck => {
+            let mut c = Command::new("valgrind");
+            c.args(["--leak-check=full", "--show-leak-kinds=definite,indirect"])
+                .arg(format!(
+                    "--log-file={}",
+                    scratch.join("memcheck.log").display()
+                ))
+                .arg(path);
+            c
+        }
+    };
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let output = command.output().context("starting it")?;
+    let elapsed = start.elapsed().as_secs_f64();
+    // avsoak-run exits 1 for a failed outcome, which the table shows.
+    let judged = tool == Tool::Avsoak && output.status.code() == Some(1);
+    if !output.status.success() && !judged {
+        bail!(
+            "exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let mib = |bytes: f64| format!("{:.2} MiB", bytes / (1 << 20) as f64);
+    let half = program.leaked / 2.0;
+    Ok(match tool {
+        Tool::Plain => Finding {
+            seconds: elapsed,
+            ..Finding::default()
+        },
+        Tool::Avsoak => {
+            let file = scratch.join("run/report.json");
+            let report: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
+            )?;
+            let r = &report["results"][0];
+            let verdict = r["verdict"].as_str().unwrap_or("?").to_owned();
+            let named = program.function.is_some_and(|function| {
+                r["suspects"][0]["frames"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|f| f.as_str() == Some(function))
+            });
+            let per_iter = r["heap"]["leak_bytes_per_iter"].as_f64().unwrap_or(0.0);
+            Finding {
+                seconds: r["wall_s"].as_f64().unwrap_or(elapsed),
+                text: match program.function {
+                    Some(function) if named => {
+                        format!("{verdict}, {per_iter:.0} B/iteration, names {function}")
+                    }
+                    _ => format!("{verdict}, {per_iter:.0} B/iteration"),
+                },
+                caught: verdict == "leak" && named,
+                growth_while_running: verdict == "leak",
+            }
+        }
+        Tool::Heaptrack => {
+            let file = scratch.join("heaptrack.zst");
+            let printed = Command::new("heaptrack_print")
+                .arg("-f")
+                .arg(&file)
+                .output()
+                .context("running heaptrack_print")?;
+            let text = String::from_utf8_lossy(&printed.stdout);
+            let leaked = text
+                .lines()
+                .find_map(|l| l.strip_prefix("total memory leaked: "))
+                .map(heaptrack_bytes)
+                .with_context(|| {
+                    format!("heaptrack_print {} gave no leak total", file.display())
+                })?;
+            Finding {
+                seconds: elapsed,
+                text: format!("{} leaked at exit", mib(leaked)),
+                caught: program.function.is_some() && leaked >= half,
+                growth_while_running: false,
+            }
+        }
+        Tool::Memcheck => {
+            let log = std::fs::read_to_string(scratch.join("memcheck.log"))?;
+            let lost = |kind: &str| {
+                log.lines()
+                    .find_map(|l| {
+                        l.split_once(&format!("{kind} lost: "))
+                            .map(|(_, rest)| rest)
+                    })
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map_or(0.0, |n| n.replace(',', "").parse().unwrap_or(0.0))
+            };
+            let lost = lost("definitely") + lost("indirectly");
+            Finding {
+                seconds: elapsed,
+                text: format!("{} definitely and indirectly lost", mib(lost)),
+                caught: program.function.is_some() && lost >= half,
+                growth_while_running: false,
+            }
+        }
+    })
+}
+
+/// heaptrack_print's sizes: `4.10K`, `34.56M`, `1.20G`, `512B`.
+fn heaptrack_bytes(text: &str) -> f64 {
+    let text = text.trim();
+    let (number, scale) = match text.chars().last() {
+        Some('K') => (&text[..text.len() - 1], 1e3),
+        Some('M') => (&text[..text.len() - 1], 1e6),
+        Some('G') => (&text[..text.len() - 1], 1e9),
+        Some('B') => (&text[..text.len() - 1], 1.0),
+        _ => (text, 1.0),
+    };
+    number.parse::<f64>().map_or(0.0, |n| n * scale)
+}
