@@ -36,6 +36,7 @@ mod overhead;
 mod profile;
 mod programs;
 mod soak;
+mod spread;
 mod test;
 mod watch;
 

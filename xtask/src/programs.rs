@@ -11,6 +11,7 @@
 //! `wall_s`, spawn to exit): an exact re-run, when the sampled suspects leave a leak
 //! unexplained, is a second run on purpose and is not counted.
 
+use crate::spread::Spread;
 use crate::{target_dir, workspace_root};
 use anyhow::{bail, ensure, Context, Result};
 use avsoak::stats::median_of;
@@ -233,7 +234,7 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
                 .zip(plain)
                 .map(|(f, plain)| f.seconds / plain.seconds)
                 .collect();
-            let spread = crate::overhead::Spread::of(ratios.clone());
+            let spread = Spread::of(ratios.clone());
             let last = runs.last().cloned().unwrap_or_default();
             let yes = |b: bool| if b { "yes" } else { "no" };
             let (caught, growth) = match (tool, program.function) {
