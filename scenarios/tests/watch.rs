@@ -235,13 +235,16 @@ fn reachable_list_growth_is_flagged_in_marker_mode_and_its_fixed_twin_is_clean()
 fn reachable_list_growth_is_flagged_in_time_mode_and_its_fixed_twin_is_clean() {
     let leaky = compile("list_growth.c", "list_growth", &[]);
     let fixed = compile("list_growth.c", "list_growth_fixed", &["-DFIXED"]);
-    // 40,000 frames of 100 µs: about 40 ticks of 100 ms, the first second of warm-up.
+    // 16,000 frames of 250 µs: about 40 ticks of 100 ms, the first second of warm-up.
+    // 16,000 leaked records fit the exact re-run's sample table (32,768 slots) with room
+    // for the frames' scratch blocks; 40,000 did not, and a re-run whose table filled
+    // could name nothing.
     let out = scratch("time-leak");
     let output = watch(
         &out,
         &["--every", "100ms", "--warmup", "1s", "--expect", "leak"],
         &leaky,
-        &["40000", "100"],
+        &["16000", "250"],
     );
     assert_leak_named(&output, &out, &LIST_RECORD);
     let r = result(&out);
@@ -256,7 +259,7 @@ fn reachable_list_growth_is_flagged_in_time_mode_and_its_fixed_twin_is_clean() {
         &out,
         &["--every", "100ms", "--warmup", "1s"],
         &fixed,
-        &["40000", "100"],
+        &["16000", "250"],
     );
     assert_clean(&output, &out);
 }
@@ -265,7 +268,8 @@ fn reachable_list_growth_is_flagged_in_time_mode_and_its_fixed_twin_is_clean() {
 fn duration_stops_the_program_and_still_names_the_leak() {
     let leaky = compile("list_growth.c", "list_growth", &[]);
     let out = scratch("duration");
-    // The program would run for 100 s; --duration stops it after 3.
+    // The program would run for 250 s; --duration stops it after 3 (12,000 records, which
+    // the exact re-run's sample table holds).
     let output = watch(
         &out,
         &[
@@ -279,7 +283,7 @@ fn duration_stops_the_program_and_still_names_the_leak() {
             "leak",
         ],
         &leaky,
-        &["1000000", "100"],
+        &["1000000", "250"],
     );
     assert_leak_named(&output, &out, &LIST_RECORD);
     let r = result(&out);
