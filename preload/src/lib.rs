@@ -216,22 +216,24 @@ impl State {
             return;
         }
         self.finished = true;
-        // Before symbolizing, which allocates for itself.
+        // Everything read before symbolizing, which allocates for itself (and, at an
+        // exact re-run's dense interval, would fill the sample table and count drops
+        // that the judged window never had).
         let peak = heap::Snapshot::now().peak_live_bytes;
-        let suspects = if self.snapped_judged > 0 {
-            heap::window_growth(self.snapped_judged).suspects(self.suspects)
-        } else {
-            Vec::new()
-        };
+        let stats = avsoak::hooks::sampling_stats();
+        let growth = (self.snapped_judged > 0).then(|| heap::window_growth(self.snapped_judged));
+        let profile =
+            env(c"AVSOAK_WATCH_PROFILE").map(|path| (path, avsoak::profile::RawProfile::now()));
         let teardown = heap::Snapshot::now().live_bytes;
-        if let Some(path) = env(c"AVSOAK_WATCH_PROFILE") {
+        let suspects = growth.map_or_else(Vec::new, |g| g.suspects(self.suspects));
+        if let Some((path, raw)) = profile {
             let elapsed = self.started.map(|s| s.elapsed()).unwrap_or_default();
-            let profile = avsoak::profile::RawProfile::now().symbolize();
             let cmd = std::env::args().collect::<Vec<_>>().join(" ");
             // A profile that cannot be written is left out; the verdict stands without it.
-            let _ = profile.write_dhat(path.as_ref(), &cmd, std::process::id(), elapsed);
+            let _ = raw
+                .symbolize()
+                .write_dhat(path.as_ref(), &cmd, std::process::id(), elapsed);
         }
-        let stats = avsoak::hooks::sampling_stats();
         let done = Message::Done {
             peak_live_bytes: peak,
             end_live_bytes: self.end_live_bytes,

@@ -208,6 +208,9 @@ pub fn run_workload(
         i += 1;
     }
     let end = Snapshot::now();
+    // Before anything allocates for the report: symbolizing at a dense interval would
+    // otherwise count drops the judged iterations never had.
+    let (samples_taken, samples_dropped) = sampling_counts();
     heap::set_epoch(i);
     let judged_from = warmup_end.unwrap_or(plan.warmup);
     let growth = heap::stack_growth(judged_from, i.saturating_sub(judged_from));
@@ -215,7 +218,6 @@ pub fn run_workload(
     drop(workload);
     let teardown = Snapshot::now();
     let suspects = growth.suspects(plan.suspects);
-    let (samples_taken, samples_dropped) = sampling_counts();
     send!(Message::Done {
         peak_live_bytes: end.peak_live_bytes,
         end_live_bytes: end.live_bytes,
