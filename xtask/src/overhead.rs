@@ -38,11 +38,11 @@ const MODES: [(&str, &str, Option<&str>); 3] = [
 impl Overhead {
     pub fn run(self, sh: &Shell) -> Result<()> {
         Deps { check: false }.run(sh)?;
-        if self.programs {
-            return crate::programs::run(sh, self.rounds.unwrap_or(3), &self.workload);
-        }
-        let rounds = self.rounds.unwrap_or(11);
+        let rounds = self.rounds.unwrap_or(if self.programs { 3 } else { 11 });
         ensure!(rounds >= 1, "invalid --rounds 0 (expected at least 1)");
+        if self.programs {
+            return crate::programs::run(sh, rounds, &self.workload);
+        }
         ensure!(self.frames >= 1, "invalid --frames 0 (expected at least 1)");
         let workloads: Vec<String> = if self.workload.is_empty() {
             ["x264", "ffmpeg-libx264", "ffmpeg-mpeg4"]
