@@ -378,6 +378,11 @@ pub struct Suspect {
     /// Function names, allocation function first, outermost last; `??` where the
     /// library is stripped (the object follows in brackets).
     pub frames: Vec<String>,
+    /// The raw return addresses, innermost first, while the frames are still to be
+    /// named in another process: a watched program sends them, the watcher names them
+    /// after the program exited ([`name_suspects`]). Empty in a report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<u64>,
 }
 
 impl Suspect {
@@ -589,6 +594,14 @@ impl StackGrowths {
     /// [`StackGrowths::tested`]: a stack at rest, however much it holds, gains about as
     /// many samples as it loses, so it is listed with chance below `SUSPECT_ALPHA` in all.
     pub fn suspects(self, top: usize) -> Vec<Suspect> {
+        let mut suspects = self.unnamed_suspects(top);
+        name_suspects(&mut suspects, &mut Symbolizer::default());
+        suspects
+    }
+
+    /// [`StackGrowths::suspects`] with each stack's raw addresses instead of its names:
+    /// cheap, for another process to name.
+    pub fn unnamed_suspects(self, top: usize) -> Vec<Suspect> {
         let threshold = SUSPECT_ALPHA / self.tested().max(1) as f64;
         let per_iter = self.iterations.max(1) as f64;
         let mut grown: Vec<(Growth, f64)> = self
@@ -603,8 +616,6 @@ impl StackGrowths {
             .collect();
         grown.sort_by(|a, b| b.0.grew_bytes.total_cmp(&a.0.grew_bytes));
         grown.truncate(top);
-        let mut symbolizer = Symbolizer::default();
-        symbolizer.learn(grown.iter().map(|(g, _)| g.frames.as_slice()));
         grown
             .into_iter()
             .map(|(g, p)| Suspect {
@@ -617,9 +628,26 @@ impl StackGrowths {
                 gained: g.gained,
                 lost: g.lost,
                 p,
-                frames: symbolizer.frames(&g.frames),
+                frames: Vec::new(),
+                addresses: g.frames.iter().map(|&ip| ip as u64).collect(),
             })
             .collect()
+    }
+}
+
+/// Names every suspect's raw [`Suspect::addresses`] into its frames, resolving each
+/// distinct address once; suspects with names already are left as they are.
+pub fn name_suspects(suspects: &mut [Suspect], symbolizer: &mut Symbolizer) {
+    let raw: Vec<Vec<usize>> = suspects
+        .iter()
+        .map(|s| s.addresses.iter().map(|&a| a as usize).collect())
+        .collect();
+    symbolizer.learn(raw.iter().map(Vec::as_slice));
+    for (suspect, ips) in suspects.iter_mut().zip(&raw) {
+        if !ips.is_empty() {
+            suspect.frames = symbolizer.frames(ips);
+            suspect.addresses.clear();
+        }
     }
 }
 
@@ -693,10 +721,15 @@ const SHOWN_FRAMES: usize = 24;
 /// objects' symbol tables open at a time: resolving frame by frame, stack by stack,
 /// reopened libavcodec's tables thousands of times. [`Symbolizer::learn`] looks every new
 /// address up once, in address order, so the lookups in one object follow each other.
+///
+/// By default it names this process's own addresses; [`Symbolizer::for_modules`] names
+/// another process's, from its module map, after it exited.
 #[derive(Debug, Default)]
-pub(crate) struct Symbolizer {
+pub struct Symbolizer {
     /// Lookup address (the call, not the return address) to its names, innermost first.
     names: HashMap<usize, Vec<String>>,
+    /// Another process's objects (`None`: this process's own).
+    modules: Option<crate::modules::ModuleResolver>,
 }
 
 /// The address to look up for frame `i`: return addresses point after the call, so every
@@ -710,6 +743,14 @@ fn lookup_address(i: usize, ip: usize) -> usize {
 }
 
 impl Symbolizer {
+    /// Names the addresses of another process, loaded as `modules` said.
+    pub fn for_modules(modules: Vec<crate::modules::Module>) -> Self {
+        Symbolizer {
+            names: HashMap::new(),
+            modules: Some(crate::modules::ModuleResolver::new(modules)),
+        }
+    }
+
     /// Resolves every address of `stacks` not yet known.
     pub(crate) fn learn<'a>(&mut self, stacks: impl IntoIterator<Item = &'a [usize]>) {
         let mut new: Vec<usize> = stacks
@@ -720,7 +761,11 @@ impl Symbolizer {
         new.sort_unstable();
         new.dedup();
         for address in new {
-            self.names.insert(address, resolve_names(address));
+            let names = match &mut self.modules {
+                Some(modules) => modules.names(address as u64),
+                None => resolve_names(address),
+            };
+            self.names.insert(address, names);
         }
     }
 
@@ -755,13 +800,22 @@ fn resolve_names(lookup: usize) -> Vec<String> {
     here
 }
 
+/// How deep the sampler's own frames can reach: the unwinder, the sampler and the hook,
+/// with whatever the compiler inlined into them (atomics, `Option` helpers) between.
+const OWN_FRAMES_DEPTH: usize = 16;
+
 /// Drops the sampler's own frames and everything from the runtime's entry frames on,
 /// keeping at most [`SHOWN_FRAMES`].
+///
+/// The sampler's frames are everything up to the last `avsoak_hooks::` or `backtrace::`
+/// name near the top: a debug-info symbolizer also reports the functions inlined into them
+/// (`core::sync::atomic::…` inside `sample::record`), which a leading-run test would keep.
 fn keep_shown(names: Vec<String>) -> Vec<String> {
     let start = names
         .iter()
-        .position(|n| !(n.starts_with("backtrace::") || n.starts_with("avsoak_hooks::")))
-        .unwrap_or(0);
+        .take(OWN_FRAMES_DEPTH)
+        .rposition(|n| n.starts_with("backtrace::") || n.starts_with("avsoak_hooks::"))
+        .map_or(0, |last| last + 1);
     let mut kept: Vec<String> = Vec::new();
     for name in names.into_iter().skip(start) {
         if name.starts_with("std::rt::lang_start")
@@ -777,4 +831,41 @@ fn keep_shown(names: Vec<String>) -> Vec<String> {
         }
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_shown;
+
+    fn owned(names: &[&str]) -> Vec<String> {
+        names.iter().map(|&n| n.to_owned()).collect()
+    }
+
+    #[test]
+    fn keep_shown_drops_the_sampler_and_what_was_inlined_into_it() {
+        // What a debug-info symbolizer reports for a sampled `realloc` in a preloaded
+        // program: the unwinder, inlined atomics inside the sampler, the hook, then the
+        // program's frames down to its entry.
+        let names = owned(&[
+            "backtrace::backtrace::trace_unsynchronized",
+            "core::sync::atomic::atomic_load",
+            "<core::sync::atomic::AtomicU64>::load",
+            "avsoak_hooks::sample::record",
+            "avsoak_hooks::note_alloc",
+            "realloc",
+            "remember_frame_stats",
+            "main",
+            "__libc_start_call_main",
+        ]);
+        assert_eq!(
+            keep_shown(names),
+            owned(&["realloc", "remember_frame_stats"])
+        );
+    }
+
+    #[test]
+    fn keep_shown_keeps_a_stack_without_sampler_frames_whole() {
+        let names = owned(&["av_malloc", "read_from_memory", "main"]);
+        assert_eq!(keep_shown(names), owned(&["av_malloc", "read_from_memory"]));
+    }
 }

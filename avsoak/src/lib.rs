@@ -48,6 +48,7 @@ mod html;
 pub mod journal;
 mod junit;
 mod markdown;
+pub mod modules;
 pub mod profile;
 pub mod protocol;
 pub mod render;

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// One stack's sums, symbolized (all sampled estimates).
@@ -46,13 +47,37 @@ pub struct HeapProfile {
 }
 
 /// The per-stack sums copied out of the sampler, not yet symbolized: cheap to take at
-/// the moment that should count as the end, before a workload is torn down.
-#[derive(Debug, Clone, Default)]
+/// the moment that should count as the end, before a workload is torn down. A watched
+/// program sends it as it is, for the watcher to name ([`RawProfile::symbolize_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RawProfile {
-    interval: u64,
-    dropped: u64,
-    #[cfg(feature = "hooks")]
-    records: Vec<avsoak_hooks::StackRecord>,
+    /// Mean bytes between samples (0: sampling was off).
+    pub interval: u64,
+    /// Samples whose stack found no room in the table.
+    pub dropped: u64,
+    /// Every stack's sums, frames as raw return addresses.
+    pub stacks: Vec<RawStack>,
+}
+
+/// One stack's sums with its raw return addresses, innermost first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RawStack {
+    /// Raw return addresses, innermost first.
+    pub frames: Vec<u64>,
+    /// Samples taken from this stack.
+    pub samples: u64,
+    /// Estimated bytes allocated from it over the whole process.
+    pub total_bytes: f64,
+    /// Estimated blocks allocated from it.
+    pub total_blocks: f64,
+    /// Estimated bytes from it still live.
+    pub live_bytes: f64,
+    /// Estimated blocks from it still live.
+    pub live_blocks: f64,
+    /// The most estimated bytes from it live at once.
+    pub max_bytes: f64,
+    /// The most estimated blocks from it live at once.
+    pub max_blocks: f64,
 }
 
 impl RawProfile {
@@ -64,22 +89,40 @@ impl RawProfile {
         RawProfile {
             interval: avsoak_hooks::sample_interval(),
             dropped: avsoak_hooks::sampling_stats().stacks_dropped,
-            records: avsoak_hooks::stack_profile(),
+            stacks: avsoak_hooks::stack_profile()
+                .into_iter()
+                .map(|r| RawStack {
+                    frames: r.frames.iter().map(|&ip| ip as u64).collect(),
+                    samples: r.samples,
+                    total_bytes: r.total_bytes,
+                    total_blocks: r.total_blocks,
+                    live_bytes: r.live_bytes,
+                    live_blocks: r.live_blocks,
+                    max_bytes: r.max_bytes,
+                    max_blocks: r.max_blocks,
+                })
+                .collect(),
         }
     }
 
-    /// Symbolizes the stacks (slow, allocates: call after measuring). Stacks that
-    /// symbolize to the same names are merged (their maxima added: an upper bound).
+    /// Symbolizes the stacks in this process (slow, allocates: call after measuring).
     pub fn symbolize(self) -> HeapProfile {
-        #[allow(unused_mut)]
+        self.symbolize_with(&mut crate::heap::Symbolizer::default())
+    }
+
+    /// Symbolizes the stacks with `symbolizer` (another process's, when its module map
+    /// made it). Stacks that symbolize to the same names are merged (their maxima added:
+    /// an upper bound).
+    pub fn symbolize_with(self, symbolizer: &mut crate::heap::Symbolizer) -> HeapProfile {
+        let raw: Vec<Vec<usize>> = self
+            .stacks
+            .iter()
+            .map(|r| r.frames.iter().map(|&a| a as usize).collect())
+            .collect();
+        symbolizer.learn(raw.iter().map(Vec::as_slice));
         let mut merged: HashMap<Vec<String>, StackSums> = HashMap::new();
-        #[cfg(feature = "hooks")]
-        let mut symbolizer = crate::heap::Symbolizer::default();
-        #[cfg(feature = "hooks")]
-        symbolizer.learn(self.records.iter().map(|r| r.frames.as_slice()));
-        #[cfg(feature = "hooks")]
-        for r in self.records {
-            let frames = symbolizer.frames(&r.frames);
+        for (r, ips) in self.stacks.into_iter().zip(&raw) {
+            let frames = symbolizer.frames(ips);
             let sums = merged.entry(frames.clone()).or_insert(StackSums {
                 frames,
                 samples: 0,

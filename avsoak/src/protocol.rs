@@ -76,6 +76,14 @@ pub enum Message {
         samples_dropped: u64,
         /// Mean sampling interval in bytes (0: sampling off).
         sample_interval: u64,
+        /// A watched program's loaded objects, when its suspects (and `profile`) come
+        /// as raw addresses for the watcher to name; empty from a soak's child, which
+        /// names its own.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        modules: Vec<crate::modules::Module>,
+        /// A watched program's heap profile, unnamed, for the watcher to write.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<crate::profile::RawProfile>,
     },
 }
 

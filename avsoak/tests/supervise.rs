@@ -78,6 +78,8 @@ fn done() -> String {
         samples_taken: 0,
         samples_dropped: 0,
         sample_interval: 524_288,
+        modules: vec![],
+        profile: None,
     })
 }
 

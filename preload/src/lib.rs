@@ -209,7 +209,7 @@ impl State {
     }
 
     /// The run is over: `done`, with the stacks that grew over the judged window and the
-    /// heap profile. Once.
+    /// heap profile, as raw addresses with the module map. Once.
     fn finish(&mut self) {
         self.ensure_started();
         if self.refused || self.finished {
@@ -222,18 +222,11 @@ impl State {
         let peak = heap::Snapshot::now().peak_live_bytes;
         let stats = avsoak::hooks::sampling_stats();
         let growth = (self.snapped_judged > 0).then(|| heap::window_growth(self.snapped_judged));
-        let profile =
-            env(c"AVSOAK_WATCH_PROFILE").map(|path| (path, avsoak::profile::RawProfile::now()));
+        let profile = env(c"AVSOAK_WATCH_PROFILE").map(|_| avsoak::profile::RawProfile::now());
         let teardown = heap::Snapshot::now().live_bytes;
-        let suspects = growth.map_or_else(Vec::new, |g| g.suspects(self.suspects));
-        if let Some((path, raw)) = profile {
-            let elapsed = self.started.map(|s| s.elapsed()).unwrap_or_default();
-            let cmd = std::env::args().collect::<Vec<_>>().join(" ");
-            // A profile that cannot be written is left out; the verdict stands without it.
-            let _ = raw
-                .symbolize()
-                .write_dhat(path.as_ref(), &cmd, std::process::id(), elapsed);
-        }
+        // Names are the watcher's work, after the program exited: here only the raw
+        // addresses and the map of what was loaded where.
+        let suspects = growth.map_or_else(Vec::new, |g| g.unnamed_suspects(self.suspects));
         let done = Message::Done {
             peak_live_bytes: peak,
             end_live_bytes: self.end_live_bytes,
@@ -242,6 +235,8 @@ impl State {
             samples_taken: stats.taken,
             samples_dropped: stats.dropped,
             sample_interval: heap::sample_interval(),
+            modules: avsoak::modules::loaded_modules(),
+            profile,
         };
         self.send(&done);
     }

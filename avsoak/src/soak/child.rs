@@ -226,6 +226,8 @@ pub fn run_workload(
         samples_taken,
         samples_dropped,
         sample_interval: heap::sample_interval(),
+        modules: Vec::new(),
+        profile: None,
     });
     if let (Some(path), Some(raw)) = (profile, raw_profile) {
         let cmd = format!("avsoak-run child --case {}", case.id());

@@ -118,6 +118,7 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
             samples_taken,
             samples_dropped,
             sample_interval,
+            ..
         }) => (
             *peak_live_bytes,
             *end_live_bytes,

@@ -250,6 +250,36 @@ fn elf_interpreter(bytes: &[u8]) -> Result<Option<String>, String> {
     Ok(None)
 }
 
+/// Names a watched program's `done`: its suspects' raw addresses, and its heap profile,
+/// written as DHAT JSON to the watch's profile path. Runs after the program exited, from
+/// the module map it sent (the same files on disk); a profile that cannot be written is
+/// left out, the verdict stands without it.
+fn name_done(done: &mut Message, w: &Watch, pid: u32, ran: Duration) {
+    let Message::Done {
+        suspects,
+        modules,
+        profile,
+        ..
+    } = done
+    else {
+        return;
+    };
+    if modules.is_empty() {
+        return;
+    }
+    let mut symbolizer = crate::heap::Symbolizer::for_modules(std::mem::take(modules));
+    crate::heap::name_suspects(suspects, &mut symbolizer);
+    if let (Some(path), Some(raw)) = (&w.profile, profile.take()) {
+        let cmd = std::iter::once(w.program.to_string_lossy())
+            .chain(w.args.iter().map(|a| a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = raw
+            .symbolize_with(&mut symbolizer)
+            .write_dhat(path, &cmd, pid, ran);
+    }
+}
+
 enum Event {
     Line(Message),
     Eof,
@@ -423,15 +453,21 @@ pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
             if terminated { "SIGTERM" } else { "SIGKILL" }
         ));
     }
+    let pid = child.child.id();
     let status = child.wait().ok();
+    // The program's own time ends here; naming its stacks is the watcher's work after.
+    let ran = started.elapsed();
     let _ = reader.join();
+    if let Some(done) = collected.done.as_mut() {
+        name_done(done, w, pid, ran);
+    }
     // Our own stop is not a crash.
     collected.status = if stopped.is_some() || killed {
         None
     } else {
         status
     };
-    let mut result = conclude(&case, &plan, collected, started.elapsed());
+    let mut result = conclude(&case, &plan, collected, ran);
     let ended = match (&stopped, status) {
         (Some(stop), _) => stop.clone(),
         (None, Some(s)) => match (s.code(), s.signal()) {

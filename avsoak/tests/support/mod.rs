@@ -98,6 +98,7 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
                 "x264_malloc".into(),
                 "x264_picture_alloc".into(),
             ],
+            addresses: Vec::new(),
         }],
         attribution: (verdict == Verdict::Leak).then_some(Attribution {
             pass: AttributionPass::Sampled,
