@@ -18,7 +18,7 @@
 //! held by a thread that does not exist in the child.
 
 use core::cell::{Cell, UnsafeCell};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// Raw frames captured per sample.
 pub const MAX_FRAMES: usize = 48;
@@ -165,6 +165,15 @@ const SLOT: Slot = Slot {
 };
 
 static TABLE: Table = Table([SLOT; TABLE_SLOTS]);
+
+/// Per home slot, how many live samples hashed there: a free whose home counts none
+/// returns after one load from this 32 KiB array instead of a cache-missing load from the
+/// slot table (slots are hundreds of bytes apart). A live sample sits within `MAX_PROBE`
+/// slots of its home, so a count never exceeds 64 and fits a byte. Changed only under
+/// LOCK, alongside the slot's `ptr`.
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_HOMES: AtomicU8 = AtomicU8::new(0);
+static HOMES: [AtomicU8; TABLE_SLOTS] = [NO_HOMES; TABLE_SLOTS];
 
 thread_local! {
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
@@ -437,6 +446,7 @@ fn record(ptr: usize, size: usize) {
             // `ptr` is published after the data with Release.
             unsafe { *slot.data.get() = data };
             slot.ptr.store(ptr, Ordering::Release);
+            HOMES[home].fetch_add(1, Ordering::Relaxed);
             LIVE.fetch_add(1, Ordering::Relaxed);
             TAKEN.fetch_add(1, Ordering::Relaxed);
             return;
@@ -454,6 +464,11 @@ pub(crate) fn on_free(ptr: usize) {
         return;
     }
     let home = slot_of(ptr);
+    // A pointer is freed after its allocation returned, so a sample of it, counted before
+    // that return, is visible here: no count means no sample of this pointer.
+    if HOMES[home].load(Ordering::Relaxed) == 0 {
+        return;
+    }
     for probe in 0..MAX_PROBE {
         let slot = &TABLE.0[(home + probe) & (TABLE_SLOTS - 1)];
         let current = slot.ptr.load(Ordering::Acquire);
@@ -469,6 +484,7 @@ pub(crate) fn on_free(ptr: usize) {
                 let data = unsafe { *slot.data.get() };
                 remove_from_stack(data.stack, data.size, data.weight, data.epoch);
                 slot.ptr.store(TOMBSTONE, Ordering::Relaxed);
+                HOMES[home].fetch_sub(1, Ordering::Relaxed);
                 LIVE.fetch_sub(1, Ordering::Relaxed);
             }
             return;
