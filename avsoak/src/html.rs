@@ -82,7 +82,7 @@ impl Report {
     fn html_table(&self) -> String {
         let mut out = String::from(
             "<table class=\"summary\">\n<thead><tr><th>case</th><th>expect</th><th>verdict</th>\
-             <th>outcome</th><th>leak/iter</th><th>blocks/iter</th><th>allocs/iter</th>\
+             <th>outcome</th><th>leak</th><th>blocks</th><th>allocs/iter</th>\
              <th>peak live</th><th>frames/s</th></tr></thead>\n<tbody>\n",
         );
         for r in &self.results {
@@ -105,7 +105,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "<tr><td><a href=\"#{anchor}\">{id}</a></td><td>{expect}</td><td>{verdict}</td>\
-                 <td class=\"{oclass}\">{outcome}</td><td>{leak}/it</td><td>{blocks:.2}</td>\
+                 <td class=\"{oclass}\">{outcome}</td><td>{leak}</td><td>{blocks}</td>\
                  <td>{allocs:.1}</td><td>{peak}</td><td>{bar}{fps:.0}</td></tr>",
                 anchor = file_stem(&r.id),
                 id = escape(&r.id),
@@ -113,8 +113,8 @@ impl Report {
                 verdict = verdict_badge(r.verdict),
                 oclass = outcome_class(r.outcome),
                 outcome = r.outcome.as_str(),
-                leak = human_bytes(r.heap.leak_bytes_per_iter),
-                blocks = r.heap.leak_blocks_per_iter,
+                leak = r.heap.leak_rate(),
+                blocks = r.heap.blocks_rate(),
                 allocs = r.heap.allocs_per_iter,
                 peak = human_bytes(r.heap.peak_live_bytes as f64),
                 fps = r.throughput.frames_per_s,
@@ -172,7 +172,7 @@ fn case_section(r: &CaseResult) -> String {
         out,
         "<p class=\"figures\">{iters} iterations ({warm} warm-up) · leak {leak}/it, \
          {blocks:.2} blocks/it (p = {p:.1e}) · {allocs:.1} allocations and {abytes} per \
-         iteration · peak live {peak} · {fps:.0} frames/s, {ips:.1} iterations/s</p>",
+         iteration · peak live {peak} · {fps:.0} frames/s, {ips:.1} iterations/s{rate}</p>",
         iters = r.iterations,
         warm = r.warmup_iterations,
         leak = human_bytes(h.leak_bytes_per_iter),
@@ -183,6 +183,10 @@ fn case_section(r: &CaseResult) -> String {
         peak = human_bytes(h.peak_live_bytes as f64),
         fps = r.throughput.frames_per_s,
         ips = r.throughput.iters_per_s,
+        rate = h
+            .per_second_text()
+            .map(|t| format!(" · {}", escape(&t)))
+            .unwrap_or_default(),
     );
     if !r.objects.is_empty() {
         let gauges: Vec<String> = r

@@ -46,7 +46,7 @@ fn figures(r: &CaseResult) -> String {
     let h = &r.heap;
     format!(
         "{} iterations ({} warm-up); leak {}/iteration, {:.2} blocks/iteration (p = {:.1e}); \
-         {:.1} allocations/iteration; peak live {}; {:.0} frames/s",
+         {:.1} allocations/iteration; peak live {}; {:.0} frames/s{}",
         r.iterations,
         r.warmup_iterations,
         human_bytes(h.leak_bytes_per_iter),
@@ -54,7 +54,10 @@ fn figures(r: &CaseResult) -> String {
         h.trend_p,
         h.allocs_per_iter,
         human_bytes(h.peak_live_bytes as f64),
-        r.throughput.frames_per_s
+        r.throughput.frames_per_s,
+        h.per_second_text()
+            .map(|t| format!("; {t}"))
+            .unwrap_or_default()
     )
 }
 

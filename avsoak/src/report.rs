@@ -129,6 +129,77 @@ pub struct HeapFigures {
     /// For a leak that starts late in the window: where its growth begins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onset: Option<Onset>,
+    /// A time-mode watch's figures per second, where an iteration is a clock tick; absent
+    /// where iterations are the program's own (a soak, marker mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_second: Option<PerSecond>,
+}
+
+/// The per-iteration figures of a time-mode watch restated per second of the program's
+/// run: each figure per iteration divided by the tick.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PerSecond {
+    /// The tick one iteration stands for, seconds.
+    pub tick_s: f64,
+    /// Theil–Sen slope of live bytes, bytes/s.
+    pub leak_bytes: f64,
+    /// Theil–Sen slope of live blocks, blocks/s.
+    pub leak_blocks: f64,
+    /// Slope of live bytes over the second half of the window, bytes/s.
+    pub late_bytes: f64,
+    /// Allocations per second.
+    pub allocs: f64,
+    /// Bytes allocated per second.
+    pub alloc_bytes: f64,
+}
+
+impl PerSecond {
+    /// `heap`'s figures per second when one iteration is one `tick`.
+    pub fn at_tick(heap: &HeapFigures, tick: std::time::Duration) -> Self {
+        let s = tick.as_secs_f64();
+        PerSecond {
+            tick_s: s,
+            leak_bytes: heap.leak_bytes_per_iter / s,
+            leak_blocks: heap.leak_blocks_per_iter / s,
+            late_bytes: heap.late_bytes_per_iter / s,
+            allocs: heap.allocs_per_iter / s,
+            alloc_bytes: heap.alloc_bytes_per_iter / s,
+        }
+    }
+}
+
+impl HeapFigures {
+    /// The leak's slope in the case's own clock: `720 B/s` in time mode, `72 B/it`
+    /// otherwise.
+    pub fn leak_rate(&self) -> String {
+        match &self.per_second {
+            Some(r) => format!("{}/s", crate::fmt::human_bytes(r.leak_bytes)),
+            None => format!("{}/it", crate::fmt::human_bytes(self.leak_bytes_per_iter)),
+        }
+    }
+
+    /// A time-mode watch's figures per second, as a line's last clause: `per second (100
+    /// ms ticks): leak 720 B/s, 10.00 blocks/s, 20.0 allocations/s`; `None` otherwise.
+    pub fn per_second_text(&self) -> Option<String> {
+        self.per_second.map(|r| {
+            format!(
+                "per second ({:.0} ms ticks): leak {}/s, {:.2} blocks/s, {:.1} allocations/s",
+                r.tick_s * 1000.0,
+                crate::fmt::human_bytes(r.leak_bytes),
+                r.leak_blocks,
+                r.allocs
+            )
+        })
+    }
+
+    /// The blocks' slope in the case's own clock: `10.00/s` in time mode, `1.00/it`
+    /// otherwise.
+    pub fn blocks_rate(&self) -> String {
+        match &self.per_second {
+            Some(r) => format!("{:.2}/s", r.leak_blocks),
+            None => format!("{:.2}/it", self.leak_blocks_per_iter),
+        }
+    }
 }
 
 /// Where a late leak's growth begins ([`crate::stats::onset`] over the judged live
@@ -308,7 +379,9 @@ pub struct CaseResult {
     /// wrote one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
-    /// Wall-clock seconds of the child, start-up and symbolization included.
+    /// Wall-clock seconds of the child, start-up included: a soak's child also names its
+    /// suspects in it, a watched program's time is its own (the watcher names them after
+    /// it exited).
     pub wall_s: f64,
     /// What the variant does.
     pub about: String,
@@ -464,6 +537,11 @@ impl Provenance {
             ("iters_per_s", "iterations/s"),
             ("frames_per_s", "frames/s"),
             ("bytes_per_s", "output bytes/s"),
+            ("per_second.leak_bytes", "bytes/s"),
+            ("per_second.leak_blocks", "blocks/s"),
+            ("per_second.late_bytes", "bytes/s"),
+            ("per_second.allocs", "allocations/s"),
+            ("per_second.alloc_bytes", "bytes/s"),
             ("wall_s", "s"),
         ]
         .into_iter()

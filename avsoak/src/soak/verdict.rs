@@ -177,6 +177,7 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
         allocs_per_iter: t.allocs as f64 / n,
         alloc_bytes_per_iter: t.alloc_bytes as f64 / n,
         onset: None,
+        per_second: None,
     };
 
     let signal = c.status.and_then(|s| s.signal());

@@ -21,7 +21,7 @@ use super::supervise::{interruption, signal_name, Contained};
 use super::verdict::{conclude, Collected};
 use super::Plan;
 use crate::protocol::{Message, MESSAGE_PREFIX};
-use crate::report::{CaseResult, Outcome, Verdict};
+use crate::report::{CaseResult, Outcome, PerSecond, Verdict};
 use crate::scenario::{Case, Expect};
 
 /// The file name of the preload library cargo builds.
@@ -492,11 +492,13 @@ pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
     }
     let mode = match w.every {
         None => "marker mode: one iteration per avsoak_iteration() call".to_owned(),
-        Some(every) => format!(
-            "time mode: one iteration per {} ms tick, so B/iteration × {:.0} is B/s",
-            every.as_millis(),
-            1.0 / every.as_secs_f64()
-        ),
+        Some(every) => {
+            result.heap.per_second = Some(PerSecond::at_tick(&result.heap, every));
+            format!(
+                "time mode: one iteration per {} ms tick, the figures per second beside",
+                every.as_millis()
+            )
+        }
     };
     result.note = Some(match result.note.take() {
         Some(note) => format!("{note}; {mode}; the program {ended}"),

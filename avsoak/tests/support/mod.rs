@@ -76,6 +76,7 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
                 slope: if slope > 0.0 { 1.0 } else { 0.0 },
             }),
             onset: None,
+            per_second: None,
         },
         throughput: Throughput {
             iters_per_s: 250.0,
