@@ -21,9 +21,10 @@ const PACKAGES: &[&str] = &[
     "libx265-dev",
     "libheif-dev",
     "ffmpeg",
-    // Compiles the C reproductions `avsoak watch` is tested on (libc.a for the static
-    // program it must refuse).
+    // Compiles the C and C++ reproductions `avsoak watch` is tested on (libc.a for the
+    // static program it must refuse).
     "gcc",
+    "g++",
     "libc6-dev",
     // Renders index.html in the report tests (headless).
     "chromium",
