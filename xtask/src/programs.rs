@@ -28,6 +28,8 @@ struct Program {
     source: Option<(&'static str, &'static [&'static str])>,
     /// The command after the program path; `{clip}` is the MP4 fixture.
     args: &'static [&'static str],
+    /// Options `avsoak watch` takes for it beyond `--out` and `--expect`.
+    watch: &'static [&'static str],
     /// The function a caught leak's top suspect names, `None` for a clean program.
     function: Option<&'static str>,
     /// Bytes the program keeps, per run, from its mistake: lost at exit, or (the list)
@@ -41,6 +43,7 @@ const PROGRAMS: &[Program] = &[
         name: "list-growth",
         source: Some(("list_growth.c", &[])),
         args: &["12000", "0", "50"],
+        watch: &[],
         function: Some("remember_frame_stats"),
         leaked: 12000.0 * 72.0,
     },
@@ -48,6 +51,7 @@ const PROGRAMS: &[Program] = &[
         name: "x264-camera",
         source: Some(("x264_camera.c", &["x264"])),
         args: &["2000"],
+        watch: &[],
         function: Some("x264_picture_alloc"),
         leaked: 2000.0 * 115_200.0,
     },
@@ -55,6 +59,7 @@ const PROGRAMS: &[Program] = &[
         name: "avio-reader",
         source: Some(("avio_reader.c", &["libavformat", "libavcodec", "libavutil"])),
         args: &["{clip}", "1000"],
+        watch: &[],
         function: Some("read_from_memory"),
         leaked: 1000.0 * 65_536.0,
     },
@@ -65,6 +70,7 @@ const PROGRAMS: &[Program] = &[
             &["libavformat", "libavcodec", "libavutil"],
         )),
         args: &["{clip}", "2000"],
+        watch: &[],
         function: Some("read_ahead"),
         // Four packets' payloads a segment: at least their padding.
         leaked: 2000.0 * 4.0 * 64.0,
@@ -91,6 +97,9 @@ const PROGRAMS: &[Program] = &[
             "null",
             "-",
         ],
+        // About 1.5 s plain, too short for 100 ms ticks after a 2 s warm-up: 25 ms ticks
+        // leave some 50 judged.
+        watch: &["--every", "25ms", "--warmup", "250ms"],
         function: None,
         leaked: 0.0,
     },
@@ -337,6 +346,7 @@ fn measure(
             if program.function.is_some() {
                 c.args(["--expect", "leak"]);
             }
+            c.args(program.watch);
             c.arg("--").arg(path);
             c
         }

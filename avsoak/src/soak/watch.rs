@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::supervise::{interruption, signal_name, Contained};
 use super::verdict::{conclude, Collected};
-use super::Plan;
+use super::{Plan, MIN_JUDGED};
 use crate::protocol::{Message, MESSAGE_PREFIX};
 use crate::report::{CaseResult, Outcome, PerSecond, Verdict};
 use crate::scenario::{Case, Expect};
@@ -489,6 +489,33 @@ pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
             result.outcome = Outcome::Fail;
             result.error = Some(format!("the program exited with status {code}"));
         }
+    }
+    // A soak's plan leaves at least MIN_JUDGED iterations to judge; a watched program
+    // ends when it likes. Too few judged points can never be judged to grow, so `clean`
+    // from them would say nothing: it is an error that says what to change. A leak found
+    // on fewer (the cap, or a trend already significant) stands.
+    let judged = result.iterations.saturating_sub(result.warmup_iterations);
+    if judged < MIN_JUDGED
+        && matches!(
+            result.verdict,
+            Verdict::Clean | Verdict::Bounded | Verdict::Upstream
+        )
+    {
+        let (unit, shorten) = match w.every {
+            None => ("iterations".to_owned(), "--warmup"),
+            Some(every) => (
+                format!("ticks of {} ms", every.as_millis()),
+                "--warmup or --every",
+            ),
+        };
+        result.verdict = Verdict::Error;
+        result.outcome = Outcome::Fail;
+        result.error = Some(format!(
+            "too short to judge: the program ended after {} {unit}, {} of them warm-up, \
+             leaving {judged} judged (expected at least {MIN_JUDGED}); run it longer or \
+             shorten {shorten}",
+            result.iterations, result.warmup_iterations
+        ));
     }
     let mode = match w.every {
         None => "marker mode: one iteration per avsoak_iteration() call".to_owned(),
