@@ -76,6 +76,15 @@ const PROGRAMS: &[Program] = &[
         leaked: 2000.0 * 4.0 * 64.0,
     },
     Program {
+        name: "encoder-plugin",
+        source: Some(("encoder_chunks.cpp", &["x265"])),
+        args: &["2000"],
+        watch: &[],
+        function: Some("plugin::EncoderSession::collect(x265_nal const*, unsigned int)"),
+        // Every second frame's chunk: its 24 B `Chunk` and its payload (at least 1 B).
+        leaked: 1000.0 * 25.0,
+    },
+    Program {
         name: "ffmpeg",
         source: None,
         args: &[
@@ -229,7 +238,7 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     out.push_str(&format!(
-        "{:<13} {:<13} {:>8} {:>24} {:>7} {:>7}  {}\n",
+        "{:<14} {:<13} {:>8} {:>24} {:>7} {:>7}  {}\n",
         "program", "tool", "median s", "ratio", "caught", "growth", "what it reported"
     ));
     let mut json = Vec::new();
@@ -255,7 +264,7 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
                 ),
             };
             out.push_str(&format!(
-                "{:<13} {:<13} {:>8.3} {:>24} {:>7} {:>7}  {}\n",
+                "{:<14} {:<13} {:>8.3} {:>24} {:>7} {:>7}  {}\n",
                 program.name,
                 tool.name(),
                 median_of(&seconds),
@@ -300,11 +309,17 @@ fn found(binary: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Compiles a reproduction's leaky build as `avsoak watch`'s tests do.
+/// Compiles a reproduction's leaky build as `avsoak watch`'s tests do (`c++` for a
+/// `.cpp` file).
 fn compile(dir: &Path, source: &str, name: &str, packages: &[&str]) -> Result<PathBuf> {
     let root = workspace_root();
     let exe = dir.join(name);
-    let mut command = Command::new("cc");
+    let compiler = if source.ends_with(".cpp") {
+        "c++"
+    } else {
+        "cc"
+    };
+    let mut command = Command::new(compiler);
     command
         .args(["-O2", "-g", "-I"])
         .arg(root.join("include"))
@@ -322,8 +337,8 @@ fn compile(dir: &Path, source: &str, name: &str, packages: &[&str]) -> Result<Pa
     }
     let status = command
         .status()
-        .context("running the system C compiler (cc)")?;
-    ensure!(status.success(), "cc failed on {source}");
+        .with_context(|| format!("running the system compiler ({compiler})"))?;
+    ensure!(status.success(), "{compiler} failed on {source}");
     Ok(exe)
 }
 
