@@ -589,23 +589,10 @@ fn debian_ffmpeg_encoding_a_live_test_source_for_ten_seconds_is_clean() {
         &out,
         &["--duration", "10s", "--warmup", "2s"],
         ffmpeg,
-        &[
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=30",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-f",
-            "null",
-            "-",
-        ],
+        &"-hide_banner -loglevel error -re -f lavfi -i testsrc=size=320x240:rate=30 \
+          -c:v libx264 -preset veryfast -f null -"
+            .split_whitespace()
+            .collect::<Vec<_>>(),
     );
     let r = assert_watched_clean(&output, &out, &["clean"]);
     assert_eq!(r["params"]["mode"], "time");
