@@ -44,6 +44,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use avsoak::soak::MIN_JUDGED;
 use avsoak_scenarios::media::{self, Clip, Container};
 use serde_json::Value;
 
@@ -536,14 +537,15 @@ fn a_program_that_ends_inside_its_warmup_is_an_error_never_clean() {
     assert_leak_named(&output, &out, &LIST_RECORD);
 }
 
-/// Whether Debian's program `name` is installed (`cargo xtask deps` installs it).
+/// Whether Debian's program `name` is installed and can be watched, as the watcher's own
+/// pre-check finds it (`cargo xtask deps` installs it).
 fn installed(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+    avsoak::soak::watch::preflight(std::ffi::OsStr::new(name)).is_ok()
 }
 
-/// Checks a clean watch of a real program: passed, judged on at least 20 points, its
-/// heap seen (allocations every tick and tens of megabytes live), never a suspect.
+/// Checks a clean watch of a real program: passed, judged on at least `MIN_JUDGED`
+/// points, its heap seen (allocations every tick and tens of megabytes live), never a
+/// suspect.
 fn assert_watched_clean(output: &Output, out: &Path, verdicts: &[&str]) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -555,7 +557,7 @@ fn assert_watched_clean(output: &Output, out: &Path, verdicts: &[&str]) -> Value
     );
     assert_eq!(r["suspects"].as_array().unwrap().len(), 0, "{r:#}");
     let judged = r["iterations"].as_u64().unwrap() - r["warmup_iterations"].as_u64().unwrap();
-    assert!(judged >= 20, "{judged} judged: {r:#}");
+    assert!(judged >= MIN_JUDGED, "{judged} judged: {r:#}");
     assert!(
         r["heap"]["allocs_per_iter"].as_f64().unwrap() > 1.0,
         "{r:#}"
