@@ -383,12 +383,26 @@ pub struct CaseResult {
     /// suspects in it, a watched program's time is its own (the watcher names them after
     /// it exited).
     pub wall_s: f64,
+    /// CPU seconds a watched program cost, while it ran (`avsoak watch` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuSeconds>,
     /// What the variant does.
     pub about: String,
     /// Live bytes, blocks and pipeline objects over the iterations, bounded (written to
     /// `series/` and drawn in `index.html`, not put in the JSON).
     #[serde(skip)]
     pub series: Vec<Bucket>,
+}
+
+/// CPU seconds, user and system, every thread: what watching a program cost beside what
+/// the program cost itself. `avsoak watch` reads them from the kernel's accounting
+/// (`getrusage`), from the program's spawn to its exit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CpuSeconds {
+    /// The program's own, its instrument (the preloaded hooks and agent) included.
+    pub program_s: f64,
+    /// The watcher's, reading and keeping the program's samples.
+    pub watcher_s: f64,
 }
 
 /// One pipeline-object gauge over a case: where it ended and how high it went.
@@ -425,6 +439,7 @@ impl CaseResult {
             note: None,
             profile: None,
             wall_s: 0.0,
+            cpu: None,
             about: case.about.clone(),
             series: Vec::new(),
         }
@@ -543,6 +558,8 @@ impl Provenance {
             ("per_second.allocs", "allocations/s"),
             ("per_second.alloc_bytes", "bytes/s"),
             ("wall_s", "s"),
+            ("cpu.program_s", "CPU s"),
+            ("cpu.watcher_s", "CPU s"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -49,9 +49,23 @@ static FRAMES: AtomicU64 = AtomicU64::new(0);
 
 static STATE: Mutex<State> = Mutex::new(State::new());
 
+/// The longest a sample waits before it is sent (see [`State::send`]).
+const FLUSH_PERIOD: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Waiting samples are sent once they fill this much, well inside a socket's buffer.
+const FLUSH_BYTES: usize = 64 << 10;
+
+/// The room `State::out` takes once, before `main`: waiting samples and the line past
+/// [`FLUSH_BYTES`] that sends them. The buffer is the program's heap too, so it must not
+/// grow while the program runs (a buffer that doubled sample by sample would look like
+/// the program's growth); only `done`, the last line, may need more.
+const OUT_CAPACITY: usize = FLUSH_BYTES + (8 << 10);
+
 struct State {
-    /// The reused protocol line.
-    line: Vec<u8>,
+    /// Messages not sent yet (protocol lines), reused.
+    out: Vec<u8>,
+    /// When `out` was last sent; `None` before the first message.
+    flushed: Option<Instant>,
     /// Samples sent so far (the next iteration's number).
     i: u64,
     warmup: u64,
@@ -74,7 +88,8 @@ struct State {
 impl State {
     const fn new() -> Self {
         State {
-            line: Vec::new(),
+            out: Vec::new(),
+            flushed: None,
             i: 0,
             warmup: 20,
             heap_cap: 2 << 30,
@@ -92,18 +107,54 @@ impl State {
         }
     }
 
+    /// Sends `message`: at once, or (a sample) in a batch with the samples before it.
+    ///
+    /// A sample is one line per iteration, and a marker-mode program may mark a thousand
+    /// iterations a second. One `send` each, and one wake-up of the watcher each, cost the
+    /// program more than the sample itself, so samples wait in `out` for at most
+    /// [`FLUSH_PERIOD`] (the agent's thread sends what waited longer). Every other message
+    /// goes at once, after the samples before it. A program killed by a signal loses at
+    /// most the samples of its last period; the watcher judges what arrived.
     fn send(&mut self, message: &Message) -> bool {
+        if FD.load(Ordering::SeqCst) < 0 {
+            return false;
+        }
+        self.out.extend_from_slice(MESSAGE_PREFIX.as_bytes());
+        if serde_json::to_writer(&mut self.out, message).is_err() {
+            self.out.clear();
+            return false;
+        }
+        self.out.push(b'\n');
+        let batched = matches!(message, Message::Sample(_));
+        if batched
+            && self.out.len() < FLUSH_BYTES
+            && self.flushed.is_some_and(|at| at.elapsed() < FLUSH_PERIOD)
+        {
+            return true;
+        }
+        self.flush()
+    }
+
+    /// Sends the waiting samples if the oldest has waited a period.
+    fn flush_stale(&mut self) {
+        if !self.out.is_empty() && self.flushed.is_some_and(|at| at.elapsed() >= FLUSH_PERIOD) {
+            self.flush();
+        }
+    }
+
+    /// Sends every message waiting in `out`.
+    fn flush(&mut self) -> bool {
+        self.flushed = Some(Instant::now());
+        if self.out.is_empty() {
+            return true;
+        }
         let fd = FD.load(Ordering::SeqCst);
         if fd < 0 {
+            self.out.clear();
             return false;
         }
-        self.line.clear();
-        self.line.extend_from_slice(MESSAGE_PREFIX.as_bytes());
-        if serde_json::to_writer(&mut self.line, message).is_err() {
-            return false;
-        }
-        self.line.push(b'\n');
-        let mut rest = &self.line[..];
+        let mut rest = &self.out[..];
+        let mut sent = true;
         while !rest.is_empty() {
             // SAFETY: writes from a live buffer of `rest.len()` bytes to our own socket;
             // MSG_NOSIGNAL turns a gone watcher into EPIPE instead of killing the program.
@@ -114,11 +165,13 @@ impl State {
                 }
                 // The watcher is gone: stop reporting, let the program run on.
                 FD.store(-1, Ordering::SeqCst);
-                return false;
+                sent = false;
+                break;
             }
             rest = &rest[n as usize..];
         }
-        true
+        self.out.clear();
+        sent
     }
 
     /// The first message, once: `start`, or `error` when the instrument cannot judge.
@@ -401,13 +454,14 @@ fn unreachable_exit() -> ! {
     }
 }
 
-/// The agent's thread: in time mode a sample every `every_ms`; in both modes it answers
-/// the watcher's `finish` (a `--duration` ran out) and stops when the watcher is gone.
+/// The agent's thread: in time mode a sample every `every_ms`; in both modes it sends
+/// the samples that waited a [`FLUSH_PERIOD`], answers the watcher's `finish` (a
+/// `--duration` ran out) and stops when the watcher is gone.
 fn agent(fd: c_int, every_ms: Option<u64>) {
-    let timeout = every_ms.map_or(-1, |ms| ms.clamp(1, i32::MAX as u64) as c_int);
+    let period = every_ms.map(|ms| std::time::Duration::from_millis(ms.max(1)));
     // The first tick one period in: by then every constructor of this library (the
     // hooks' own among them, in an order the linker chooses) has run.
-    let mut next = Instant::now() + std::time::Duration::from_millis(every_ms.unwrap_or(0));
+    let mut next = Instant::now() + period.unwrap_or_default();
     loop {
         if FD.load(Ordering::SeqCst) < 0 {
             return;
@@ -417,13 +471,11 @@ fn agent(fd: c_int, every_ms: Option<u64>) {
             events: libc::POLLIN,
             revents: 0,
         };
-        let wait = match every_ms {
-            Some(_) => {
-                let left = next.saturating_duration_since(Instant::now()).as_millis();
-                left.min(timeout as u128) as c_int
-            }
-            None => -1,
-        };
+        let until_tick = period.map_or(FLUSH_PERIOD, |_| {
+            next.saturating_duration_since(Instant::now())
+        });
+        // Rounded up: a wait cut to 0 ms would spin until the tick.
+        let wait = until_tick.min(FLUSH_PERIOD).as_micros().div_ceil(1000) as c_int;
         // SAFETY: one pollfd that lives across the call.
         let ready = unsafe { libc::poll(&mut poll, 1, wait) };
         if ready > 0 {
@@ -435,11 +487,14 @@ fn agent(fd: c_int, every_ms: Option<u64>) {
                 return;
             }
         } else if ready == 0 {
-            if let Some(ms) = every_ms {
-                next += std::time::Duration::from_millis(ms);
-                if let Ok(mut state) = STATE.lock() {
-                    state.sample(FRAMES.swap(0, Ordering::Relaxed));
+            if let Ok(mut state) = STATE.lock() {
+                if let Some(period) = period {
+                    if Instant::now() >= next {
+                        next += period;
+                        state.sample(FRAMES.swap(0, Ordering::Relaxed));
+                    }
                 }
+                state.flush_stale();
             }
         }
     }
@@ -477,6 +532,7 @@ extern "C" fn init() {
         avsoak::hooks::take_trough();
     }
     if let Ok(mut state) = STATE.lock() {
+        state.out.reserve(OUT_CAPACITY);
         state.warmup = env_u64(c"AVSOAK_WATCH_WARMUP").unwrap_or(20).max(1);
         state.heap_cap = env_u64(c"AVSOAK_WATCH_HEAP_CAP").unwrap_or(2 << 30);
         state.suspects = env_u64(c"AVSOAK_WATCH_SUSPECTS").map_or(5, |n| n as usize);

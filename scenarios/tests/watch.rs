@@ -252,8 +252,16 @@ fn reachable_list_growth_is_flagged_in_marker_mode_and_its_fixed_twin_is_clean()
     assert_leak_named(&output, &out, &LIST_RECORD);
     let r = result(&out);
     assert_eq!(r["params"]["mode"], "marker");
+    // Every marker arrived: the samples sent in batches, the last batch with `done`.
     assert_eq!(r["iterations"], 2000);
     assert!(r["note"].as_str().unwrap().contains("exited with status 0"));
+    // The kernel's accounting of the run: the program worked, the watcher read.
+    let cpu = |k: &str| r["cpu"][k].as_f64().unwrap();
+    assert!(
+        cpu("program_s") > 0.0 && cpu("watcher_s") >= 0.0,
+        "{}",
+        r["cpu"]
+    );
 
     let out = scratch("marker-clean");
     let output = watch(&out, &[], &fixed, &["2000"]);

@@ -10,6 +10,12 @@
 //! report at exit included). avsoak is timed by the watched run itself (the report's
 //! `wall_s`, spawn to exit): an exact re-run, when the sampled suspects leave a leak
 //! unexplained, is a second run on purpose and is not counted.
+//!
+//! CPU: the user and system seconds of the run's processes, from the kernel's accounting
+//! (`getrusage` of the children waited for). For plain, heaptrack and memcheck, the whole
+//! process tree; for avsoak the watched run's own `cpu` figures, the program's and the
+//! watcher's while it ran. A host busy with other work moves wall time (when a run gets
+//! a core) far more than CPU time (what the run needs).
 
 use crate::spread::Spread;
 use crate::{target_dir, workspace_root};
@@ -140,6 +146,9 @@ impl Tool {
 #[derive(Default, Clone)]
 struct Finding {
     seconds: f64,
+    /// CPU seconds, user and system, of everything the run took: the program, and the
+    /// tool's own processes (heaptrack's interpreter, the watcher).
+    cpu: f64,
     /// Bytes the tool reports lost at exit (heaptrack, memcheck), or the verdict and the
     /// suspect (avsoak).
     text: String,
@@ -232,15 +241,23 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
     }
     let mut out = format!(
         "\nwatching C programs: {rounds} interleaved rounds, {} CPUs; ratio = median over \
-         rounds of (tool / plain) in the same round [interquartile range]; caught = the \
+         rounds of (tool / plain) in the same round [interquartile range], of wall time \
+         and of CPU time (user and system, the tool's own processes included); caught = the \
          tool reported the program's leak (avsoak: verdict and suspect; heaptrack: leaked \
          at exit; memcheck: definitely and indirectly lost); growth = it said the heap \
          grew while the program ran\n\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     out.push_str(&format!(
-        "{:<14} {:<13} {:>8} {:>24} {:>7} {:>7}  {}\n",
-        "program", "tool", "median s", "ratio", "caught", "growth", "what it reported"
+        "{:<14} {:<13} {:>8} {:>24} {:>24} {:>7} {:>7}  {}\n",
+        "program",
+        "tool",
+        "median s",
+        "wall ratio",
+        "CPU ratio",
+        "caught",
+        "growth",
+        "what it reported"
     ));
     let mut json = Vec::new();
     for (p, program) in programs.iter().enumerate() {
@@ -254,6 +271,12 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
                 .map(|(f, plain)| f.seconds / plain.seconds)
                 .collect();
             let spread = Spread::of(ratios.clone());
+            let cpu_spread = Spread::of(
+                runs.iter()
+                    .zip(plain)
+                    .map(|(f, plain)| f.cpu / plain.cpu)
+                    .collect(),
+            );
             let last = runs.last().cloned().unwrap_or_default();
             let yes = |b: bool| if b { "yes" } else { "no" };
             let (caught, growth) = match (tool, program.function) {
@@ -265,7 +288,7 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
                 ),
             };
             out.push_str(&format!(
-                "{:<14} {:<13} {:>8.3} {:>24} {:>7} {:>7}  {}\n",
+                "{:<14} {:<13} {:>8.3} {:>24} {:>24} {:>7} {:>7}  {}\n",
                 program.name,
                 tool.name(),
                 median_of(&seconds),
@@ -273,6 +296,11 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
                     String::new()
                 } else {
                     spread.to_string()
+                },
+                if tool == Tool::Plain {
+                    String::new()
+                } else {
+                    cpu_spread.to_string()
                 },
                 caught,
                 growth,
@@ -282,7 +310,13 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
                 "program": program.name,
                 "tool": tool.name(),
                 "seconds": seconds,
+                "cpu_seconds": runs.iter().map(|f| f.cpu).collect::<Vec<_>>(),
                 "ratio": { "median": spread.median, "q1": spread.q1, "q3": spread.q3 },
+                "cpu_ratio": {
+                    "median": cpu_spread.median,
+                    "q1": cpu_spread.q1,
+                    "q3": cpu_spread.q3,
+                },
                 "caught": runs.iter().all(|f| f.caught),
                 "growth_while_running": runs.iter().all(|f| f.growth_while_running),
                 "reported": last.text,
@@ -293,7 +327,11 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
         out.push_str(line);
         out.push('\n');
     }
-    out.push_str("goal: avsoak watch <= 1.05x plain (median) on every reproduction\n");
+    out.push_str(
+        "goal: avsoak watch <= 1.05x plain (median) on every reproduction; the CPU ratio \
+         is the one a loaded machine does not move (the host's other work changes when a \
+         run gets a core, not how much CPU it takes)\n",
+    );
     print!("{out}");
     let path = dir.join("overhead-programs.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
@@ -386,9 +424,11 @@ fn measure(
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    let cpu_before = avsoak::soak::children_cpu_s();
     let start = Instant::now();
     let output = command.output().context("starting it")?;
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = avsoak::soak::children_cpu_s() - cpu_before;
     // avsoak-run exits 1 for a failed outcome, which the table shows.
     let judged = tool == Tool::Avsoak && output.status.code() == Some(1);
     if !output.status.success() && !judged {
@@ -403,6 +443,7 @@ fn measure(
     Ok(match tool {
         Tool::Plain => Finding {
             seconds: elapsed,
+            cpu,
             ..Finding::default()
         },
         Tool::Avsoak => {
@@ -420,8 +461,16 @@ fn measure(
                     .any(|f| f.as_str() == Some(function))
             });
             let per_iter = r["heap"]["leak_bytes_per_iter"].as_f64().unwrap_or(0.0);
+            // The watched run's own: the watcher's CPU after the program exited (naming
+            // the suspects, an exact re-run) is not counted, as in `wall_s`.
+            let watched = ["program_s", "watcher_s"]
+                .iter()
+                .map(|k| r["cpu"][k].as_f64())
+                .sum::<Option<f64>>()
+                .with_context(|| format!("{} has no cpu figures", file.display()))?;
             Finding {
                 seconds: r["wall_s"].as_f64().unwrap_or(elapsed),
+                cpu: watched,
                 text: match program.function {
                     Some(function) if named => {
                         format!("{verdict}, {per_iter:.0} B/iteration, names {function}")
@@ -449,6 +498,7 @@ fn measure(
                 })?;
             Finding {
                 seconds: elapsed,
+                cpu,
                 text: format!("{} leaked at exit", mib(leaked)),
                 caught: program.function.is_some() && leaked >= half,
                 growth_while_running: false,
@@ -468,6 +518,7 @@ fn measure(
             let lost = lost("definitely") + lost("indirectly");
             Finding {
                 seconds: elapsed,
+                cpu,
                 text: format!("{} definitely and indirectly lost", mib(lost)),
                 caught: program.function.is_some() && lost >= half,
                 growth_while_running: false,

@@ -261,6 +261,31 @@ pub fn process_cpu_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
+/// CPU seconds (user and system) this process has used, all its threads; 0 if the
+/// kernel's accounting cannot be read.
+pub fn own_cpu_s() -> f64 {
+    rusage_cpu_s(libc::RUSAGE_SELF)
+}
+
+/// CPU seconds (user and system) of every child of this process that has ended and been
+/// waited for, with what they waited for in turn; 0 if it cannot be read. A difference
+/// around one child's wait is that child's cost, when nothing else is waited for in
+/// between.
+pub fn children_cpu_s() -> f64 {
+    rusage_cpu_s(libc::RUSAGE_CHILDREN)
+}
+
+fn rusage_cpu_s(who: libc::c_int) -> f64 {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage into `usage`, which lives across the call.
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     if let Some(s) = panic.downcast_ref::<&str>() {
         s

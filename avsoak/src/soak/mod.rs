@@ -23,7 +23,8 @@ mod verdict;
 pub mod watch;
 
 pub use child::{
-    error_chain, planted_leak, process_cpu_ns, run_child, run_workload, PLANT_LEAK_ENV,
+    children_cpu_s, error_chain, own_cpu_s, planted_leak, process_cpu_ns, run_child, run_workload,
+    PLANT_LEAK_ENV,
 };
 pub use plan::{Plan, PlanError, MIN_JUDGED};
 pub use supervise::{

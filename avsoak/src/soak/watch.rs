@@ -21,7 +21,7 @@ use super::supervise::{interruption, signal_name, Contained};
 use super::verdict::{conclude, Collected};
 use super::{Plan, MIN_JUDGED};
 use crate::protocol::{Message, MESSAGE_PREFIX};
-use crate::report::{CaseResult, Outcome, PerSecond, Verdict};
+use crate::report::{CaseResult, CpuSeconds, Outcome, PerSecond, Verdict};
 use crate::scenario::{Case, Expect};
 
 /// The file name of the preload library cargo builds.
@@ -345,6 +345,9 @@ pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
             Ok(())
         });
     }
+    // The program is the only child waited for between here and its exit, so the
+    // children's CPU is its own; the watcher's own is this process's, threads included.
+    let (children_cpu, own_cpu) = (super::children_cpu_s(), super::own_cpu_s());
     let started = Instant::now();
     let spawned = Contained::spawn_keeping_stdio(&mut command);
     // SAFETY: `their_fd` came from `into_raw_fd` above and is closed once, here: the
@@ -457,6 +460,10 @@ pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
     let status = child.wait().ok();
     // The program's own time ends here; naming its stacks is the watcher's work after.
     let ran = started.elapsed();
+    let cpu = CpuSeconds {
+        program_s: super::children_cpu_s() - children_cpu,
+        watcher_s: super::own_cpu_s() - own_cpu,
+    };
     let _ = reader.join();
     if let Some(done) = collected.done.as_mut() {
         name_done(done, w, pid, ran);
@@ -468,6 +475,7 @@ pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
         status
     };
     let mut result = conclude(&case, &plan, collected, ran);
+    result.cpu = Some(cpu);
     let ended = match (&stopped, status) {
         (Some(stop), _) => stop.clone(),
         (None, Some(s)) => match (s.code(), s.signal()) {

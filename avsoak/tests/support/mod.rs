@@ -119,6 +119,7 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
         note: None,
         profile: None,
         wall_s: 1.5,
+        cpu: None,
         about: String::new(),
         series: series(
             120,
