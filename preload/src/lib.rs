@@ -23,7 +23,8 @@
 //!   `AVSOAK_WATCH_FD` from the environment and the socket is close-on-exec;
 //! - `exit` and a return from `main` send `done` from the library's destructor, after
 //!   the program's own; `_exit` and `_Exit` are interposed to send it first;
-//! - a program killed by a signal sends nothing more; the watcher judges what arrived.
+//! - a program killed by a signal sends nothing more (its samples of the last 50 ms, not
+//!   sent yet, are lost); the watcher judges what arrived.
 //!
 //! The library refuses (an `error` message, never a verdict) a process whose `malloc`
 //! does not resolve to its hooks or that has another allocator loaded (jemalloc,
