@@ -265,18 +265,25 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
         for &tool in &tools {
             let runs = &findings[p][tool as usize];
             let seconds: Vec<f64> = runs.iter().map(|f| f.seconds).collect();
-            let ratios: Vec<f64> = runs
-                .iter()
-                .zip(plain)
-                .map(|(f, plain)| f.seconds / plain.seconds)
-                .collect();
-            let spread = Spread::of(ratios.clone());
-            let cpu_spread = Spread::of(
-                runs.iter()
-                    .zip(plain)
-                    .map(|(f, plain)| f.cpu / plain.cpu)
-                    .collect(),
-            );
+            // Each run against the plain run of its round, by one figure.
+            let ratios = |figure: fn(&Finding) -> f64| {
+                Spread::of(
+                    runs.iter()
+                        .zip(plain)
+                        .map(|(f, plain)| figure(f) / figure(plain))
+                        .collect(),
+                )
+            };
+            let spread = ratios(|f| f.seconds);
+            let cpu_spread = ratios(|f| f.cpu);
+            // Plain against itself is 1x: left blank.
+            let shown = |spread: &Spread| {
+                if tool == Tool::Plain {
+                    String::new()
+                } else {
+                    spread.to_string()
+                }
+            };
             let last = runs.last().cloned().unwrap_or_default();
             let yes = |b: bool| if b { "yes" } else { "no" };
             let (caught, growth) = match (tool, program.function) {
@@ -292,16 +299,8 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
                 program.name,
                 tool.name(),
                 median_of(&seconds),
-                if tool == Tool::Plain {
-                    String::new()
-                } else {
-                    spread.to_string()
-                },
-                if tool == Tool::Plain {
-                    String::new()
-                } else {
-                    cpu_spread.to_string()
-                },
+                shown(&spread),
+                shown(&cpu_spread),
                 caught,
                 growth,
                 last.text
