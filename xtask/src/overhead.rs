@@ -19,7 +19,7 @@ pub struct Overhead {
     #[arg(long, default_value_t = 300)]
     frames: u32,
     /// Workloads (default: all): x264, ffmpeg-libx264, ffmpeg-mpeg4; with --programs:
-    /// list-growth, x264-camera, avio-reader, packet-queue, ffmpeg.
+    /// list-growth, x264-camera, avio-reader, packet-queue, encoder-plugin, ffmpeg.
     #[arg(long, value_delimiter = ',')]
     workload: Vec<String>,
     /// Instead: C programs watched by `avsoak watch`, beside heaptrack and valgrind

@@ -3,10 +3,15 @@
 //!
 //! Each program is one of the reproductions in `preload/repro/` (its leaky build), plus
 //! Debian's own `ffmpeg` encoding a test source, which is clean. Every round runs each
-//! program plain and under each tool, in an order that rotates from round to round. The
-//! ratio is the median over rounds of (tool / plain) within the same round. Every round
-//! also runs the program plain a second time (`plain again`), the control: its ratio is
-//! what the host's noise alone makes of two identical runs.
+//! program under each tool, in an order that rotates from round to round, and each tool
+//! run has a plain run of its own right beside it (before it in one round, after it in
+//! the next). The ratio is the median over rounds of (tool / its plain run). Every round
+//! also runs the program plain a second time (`plain again`), paired the same way: the
+//! control, whose ratio is what the host's noise alone makes of two identical runs.
+//!
+//! Why pairs: the host's speed drifts over seconds, and one plain run per round put a
+//! minute of memcheck between it and some of the runs it was divided into. With the
+//! plain run next to its pair, a ratio keeps only the drift over those few seconds.
 //!
 //! Timing: plain, heaptrack and memcheck are timed from spawn to exit (the tool's own
 //! report at exit included). avsoak is timed by the watched run itself (the report's
@@ -59,10 +64,13 @@ const PROGRAMS: &[Program] = &[
     Program {
         name: "x264-camera",
         source: Some(("x264_camera.c", &["x264"])),
-        args: &["2000"],
+        // 4,000 frames, about 1.2 s plain: a watched run's fixed costs (loading the
+        // library, starting the agent, the `done` message; a few milliseconds) weigh
+        // half what they did on 2,000.
+        args: &["4000"],
         watch: &[],
         function: Some("x264_picture_alloc"),
-        leaked: 2000.0 * 115_200.0,
+        leaked: 4000.0 * 115_200.0,
     },
     Program {
         name: "avio-reader",
@@ -116,9 +124,10 @@ const PROGRAMS: &[Program] = &[
             "null",
             "-",
         ],
-        // About 1.5 s plain, too short for 100 ms ticks after a 2 s warm-up: 25 ms ticks
-        // leave some 50 judged.
-        watch: &["--every", "25ms", "--warmup", "250ms"],
+        // 0.7-1.5 s plain, too short for 100 ms ticks after a 2 s warm-up. 10 ms ticks
+        // after 200 ms leave 50-130 judged; 25 ms after 250 ms left 18 on a quick host,
+        // under the 20 a verdict needs ("too short to judge").
+        watch: &["--every", "10ms", "--warmup", "200ms"],
         function: None,
         leaked: 0.0,
     },
@@ -230,21 +239,38 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
         commands.push((path, args));
     }
     let runner = target_dir().join("release/avsoak-run");
-    // findings[program][tool][round]
+    // findings[program][tool][round], and beside each the plain run it is paired with.
     let mut findings = vec![vec![Vec::<Finding>::new(); Tool::ALL.len()]; programs.len()];
-    for round in 0..rounds {
+    let mut paired = vec![vec![Vec::<Finding>::new(); Tool::ALL.len()]; programs.len()];
+    let others: Vec<Tool> = tools
+        .iter()
+        .copied()
+        .filter(|&t| t != Tool::Plain)
+        .collect();
+    for round in 0..rounds as usize {
         for (p, program) in programs.iter().enumerate() {
             let (path, args) = &commands[p];
-            for k in 0..tools.len() {
-                let tool = tools[(k + round as usize) % tools.len()];
-                let scratch = dir.join(format!(
-                    "{}-{}",
-                    program.name,
-                    tool.name().replace(' ', "-")
-                ));
-                let finding = measure(tool, &runner, path, args, program, &scratch)
-                    .with_context(|| format!("{} under {}", program.name, tool.name()))?;
-                findings[p][tool as usize].push(finding);
+            for k in 0..others.len() {
+                let tool = others[(k + round) % others.len()];
+                // Plain right before or right after the tool, alternating, so that
+                // neither side of the pair always runs on a cache the other warmed.
+                let order = if (round + k) % 2 == 0 {
+                    [Tool::Plain, tool]
+                } else {
+                    [tool, Tool::Plain]
+                };
+                for run in order {
+                    let scratch =
+                        dir.join(format!("{}-{}", program.name, run.name().replace(' ', "-")));
+                    let finding = measure(run, &runner, path, args, program, &scratch)
+                        .with_context(|| format!("{} under {}", program.name, run.name()))?;
+                    if run == Tool::Plain {
+                        findings[p][Tool::Plain as usize].push(finding.clone());
+                        paired[p][tool as usize].push(finding);
+                    } else {
+                        findings[p][tool as usize].push(finding);
+                    }
+                }
             }
         }
         eprintln!(
@@ -254,7 +280,7 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
     }
     let mut out = format!(
         "\nwatching C programs: {rounds} interleaved rounds, {} CPUs; ratio = median over \
-         rounds of (tool / plain) in the same round [interquartile range], of wall time \
+         rounds of (tool / the plain run right beside it) [interquartile range], of wall time \
          and of CPU time (user and system, the tool's own processes included); caught = the \
          tool reported the program's leak (avsoak: verdict and suspect; heaptrack: leaked \
          at exit; memcheck: definitely and indirectly lost); growth = it said the heap \
@@ -274,9 +300,9 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
     ));
     let mut json = Vec::new();
     for (p, program) in programs.iter().enumerate() {
-        let plain = &findings[p][Tool::Plain as usize];
         for &tool in &tools {
             let runs = &findings[p][tool as usize];
+            let plain = &paired[p][tool as usize];
             let seconds: Vec<f64> = runs.iter().map(|f| f.seconds).collect();
             // Each run against the plain run of its round, by one figure.
             let ratios = |figure: fn(&Finding) -> f64| {
@@ -485,8 +511,10 @@ fn measure(
             Finding {
                 seconds: r["wall_s"].as_f64().unwrap_or(elapsed),
                 cpu: watched,
-                text: match program.function {
-                    Some(function) if named => {
+                text: match (program.function, r["error"].as_str()) {
+                    // An error is no verdict: say why, not a rate.
+                    (_, Some(error)) => format!("{verdict}: {error}"),
+                    (Some(function), None) if named => {
                         format!("{verdict}, {per_iter:.0} B/iteration, names {function}")
                     }
                     _ => format!("{verdict}, {per_iter:.0} B/iteration"),
