@@ -252,9 +252,12 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
             let (path, args) = &commands[p];
             for k in 0..others.len() {
                 let tool = others[(k + round) % others.len()];
-                // Plain right before or right after the tool, alternating, so that
-                // neither side of the pair always runs on a cache the other warmed.
-                let order = if (round + k) % 2 == 0 {
+                // Plain right before the tool in even rounds, right after it in odd ones,
+                // so that neither side of a pair always follows the other. (By `round +
+                // k` the side was the tool's own: with four tools rotating, `round + k`
+                // is the tool's place in `others`, and plain came after avsoak in every
+                // round.)
+                let order = if round % 2 == 0 {
                     [Tool::Plain, tool]
                 } else {
                     [tool, Tool::Plain]
