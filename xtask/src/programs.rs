@@ -253,10 +253,9 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
             for k in 0..others.len() {
                 let tool = others[(k + round) % others.len()];
                 // Plain right before the tool in even rounds, right after it in odd ones,
-                // so that neither side of a pair always follows the other. (By `round +
-                // k` the side was the tool's own: with four tools rotating, `round + k`
-                // is the tool's place in `others`, and plain came after avsoak in every
-                // round.)
+                // so that neither side of a pair always follows the other. By round, not
+                // by `round + k`: that is the tool's own place in `others`, so its parity
+                // would fix the side per tool.
                 let order = if round % 2 == 0 {
                     [Tool::Plain, tool]
                 } else {
@@ -305,9 +304,14 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
     for (p, program) in programs.iter().enumerate() {
         for &tool in &tools {
             let runs = &findings[p][tool as usize];
-            let plain = &paired[p][tool as usize];
+            // Plain against itself (1x, as before pairs); every tool against its pairs.
+            let plain = if tool == Tool::Plain {
+                runs
+            } else {
+                &paired[p][tool as usize]
+            };
             let seconds: Vec<f64> = runs.iter().map(|f| f.seconds).collect();
-            // Each run against the plain run of its round, by one figure.
+            // Each run against the plain run paired with it, by one figure.
             let ratios = |figure: fn(&Finding) -> f64| {
                 Spread::of(
                     runs.iter()
