@@ -4,14 +4,25 @@
 //! Each program is one of the reproductions in `preload/repro/` (its leaky build), plus
 //! Debian's own `ffmpeg` encoding a test source, which is clean. Every round runs each
 //! program under each tool, in an order that rotates from round to round, and each tool
-//! run has a plain run of its own right beside it (before it in one round, after it in
-//! the next). The ratio is the median over rounds of (tool / its plain run). Every round
-//! also runs the program plain a second time (`plain again`), paired the same way: the
-//! control, whose ratio is what the host's noise alone makes of two identical runs.
+//! run has a plain run of its own right beside it (before it in one pair, after it in the
+//! next). Every round also runs the program plain a second time (`plain again`), paired
+//! the same way: the control, whose ratio is what the host's noise alone makes of two
+//! identical runs.
 //!
 //! Why pairs: the host's speed drifts over seconds, and one plain run per round put a
 //! minute of memcheck between it and some of the runs it was divided into. With the
 //! plain run next to its pair, a ratio keeps only the drift over those few seconds.
+//!
+//! Why the fastest of three: what the host takes from a run is one-sided. A run is never
+//! faster than the machine allows, but a neighbour's burst can make any single run 10-40 %
+//! slower, plain or watched (two plain runs of x264-camera side by side differ by up to
+//! 16 % either way). So `avsoak watch`, heaptrack and `plain again` run [`TRIES`] pairs
+//! in a round, and the round's ratio is the tool's fastest run of the three over the
+//! fastest of their three plain runs: what each took when the host took least. memcheck
+//! (10-60x) runs one pair a round: its ratio is far outside the noise, and three would
+//! triple a table that memcheck already makes long. The table's figure is the median of
+//! the rounds' ratios, with their interquartile range. The control is measured the same
+//! way, so its row shows what this estimate makes of no cost at all.
 //!
 //! Timing: plain, heaptrack and memcheck are timed from spawn to exit (the tool's own
 //! report at exit included). avsoak is timed by the watched run itself (the report's
@@ -133,6 +144,10 @@ const PROGRAMS: &[Program] = &[
     },
 ];
 
+/// Pairs a round for every tool that costs seconds, not minutes: the round's ratio is the
+/// fastest of them over the fastest of their plain runs.
+const TRIES: usize = 3;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tool {
     Plain,
@@ -152,6 +167,14 @@ impl Tool {
         Tool::Heaptrack,
         Tool::Memcheck,
     ];
+
+    /// Pairs a round: see the module's "fastest of three".
+    fn tries(self) -> usize {
+        match self {
+            Tool::Memcheck => 1,
+            _ => TRIES,
+        }
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -239,9 +262,10 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
         commands.push((path, args));
     }
     let runner = target_dir().join("release/avsoak-run");
-    // findings[program][tool][round], and beside each the plain run it is paired with.
-    let mut findings = vec![vec![Vec::<Finding>::new(); Tool::ALL.len()]; programs.len()];
-    let mut paired = vec![vec![Vec::<Finding>::new(); Tool::ALL.len()]; programs.len()];
+    // runs[program][tool][round]: the tool's runs in the round, and beside them, in
+    // paired[program][tool][round], the plain runs they were paired with.
+    let mut runs = vec![vec![Vec::<Vec<Finding>>::new(); Tool::ALL.len()]; programs.len()];
+    let mut paired = runs.clone();
     let others: Vec<Tool> = tools
         .iter()
         .copied()
@@ -252,27 +276,31 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
             let (path, args) = &commands[p];
             for k in 0..others.len() {
                 let tool = others[(k + round) % others.len()];
-                // Plain right before the tool in even rounds, right after it in odd ones,
-                // so that neither side of a pair always follows the other. By round, not
-                // by `round + k`: that is the tool's own place in `others`, so its parity
-                // would fix the side per tool.
-                let order = if round % 2 == 0 {
-                    [Tool::Plain, tool]
-                } else {
-                    [tool, Tool::Plain]
-                };
-                for run in order {
-                    let scratch =
-                        dir.join(format!("{}-{}", program.name, run.name().replace(' ', "-")));
-                    let finding = measure(run, &runner, path, args, program, &scratch)
-                        .with_context(|| format!("{} under {}", program.name, run.name()))?;
-                    if run == Tool::Plain {
-                        findings[p][Tool::Plain as usize].push(finding.clone());
-                        paired[p][tool as usize].push(finding);
+                let (mut theirs, mut plains) = (Vec::new(), Vec::new());
+                for try_ in 0..tool.tries() {
+                    // Plain right before the tool in one pair, right after it in the next,
+                    // and the other way round in the next round, so that neither side of
+                    // a pair always follows the other. Not by `k`: that is the tool's own
+                    // place in `others`, so its parity would fix the side per tool.
+                    let order = if (round + try_) % 2 == 0 {
+                        [Tool::Plain, tool]
                     } else {
-                        findings[p][tool as usize].push(finding);
+                        [tool, Tool::Plain]
+                    };
+                    for run in order {
+                        let scratch = dir
+                            .join(format!("{}-{}", program.name, run.name().replace(' ', "-")));
+                        let finding = measure(run, &runner, path, args, program, &scratch)
+                            .with_context(|| format!("{} under {}", program.name, run.name()))?;
+                        if run == Tool::Plain {
+                            plains.push(finding);
+                        } else {
+                            theirs.push(finding);
+                        }
                     }
                 }
+                runs[p][tool as usize].push(theirs);
+                paired[p][tool as usize].push(plains);
             }
         }
         eprintln!(
@@ -282,8 +310,9 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
     }
     let mut out = format!(
         "\nwatching C programs: {rounds} interleaved rounds, {} CPUs; ratio = median over \
-         rounds of (tool / the plain run right beside it) [interquartile range], of wall time \
-         and of CPU time (user and system, the tool's own processes included); caught = the \
+         rounds of (the tool's fastest run / the fastest of the plain runs paired with \
+         them; {TRIES} pairs a round, memcheck 1) [interquartile range], of wall time and \
+         of CPU time (user and system, the tool's own processes included); caught = the \
          tool reported the program's leak (avsoak: verdict and suspect; heaptrack: leaked \
          at exit; memcheck: definitely and indirectly lost); growth = it said the heap \
          grew while the program ran\n\n",
@@ -303,26 +332,38 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
     let mut json = Vec::new();
     for (p, program) in programs.iter().enumerate() {
         for &tool in &tools {
-            let runs = &findings[p][tool as usize];
-            // Plain against itself (1x, as before pairs); every tool against its pairs.
-            let plain = if tool == Tool::Plain {
-                runs
+            // Plain's own row: every plain run of the program, whatever it was paired with.
+            let rounds_of: &[Vec<Finding>] = if tool == Tool::Plain {
+                &[]
             } else {
-                &paired[p][tool as usize]
+                &runs[p][tool as usize]
             };
-            let seconds: Vec<f64> = runs.iter().map(|f| f.seconds).collect();
-            // Each run against the plain run paired with it, by one figure.
+            let all: Vec<&Finding> = if tool == Tool::Plain {
+                paired[p].iter().flatten().flatten().collect()
+            } else {
+                rounds_of.iter().flatten().collect()
+            };
+            let seconds: Vec<f64> = all.iter().map(|f| f.seconds).collect();
+            // Each round: the tool's fastest run over the fastest plain run beside it, by
+            // one figure (each side its own fastest).
             let ratios = |figure: fn(&Finding) -> f64| {
+                let fastest = |round: &[Finding]| {
+                    round.iter().map(figure).fold(f64::INFINITY, f64::min)
+                };
                 Spread::of(
-                    runs.iter()
-                        .zip(plain)
-                        .map(|(f, plain)| figure(f) / figure(plain))
+                    rounds_of
+                        .iter()
+                        .zip(&paired[p][tool as usize])
+                        .map(|(theirs, plains)| fastest(theirs) / fastest(plains))
                         .collect(),
                 )
             };
-            let spread = ratios(|f| f.seconds);
-            let cpu_spread = ratios(|f| f.cpu);
-            // Plain against itself is 1x: left blank.
+            // Plain against itself is 1x: left blank in the table, 1 in the JSON.
+            let (spread, cpu_spread) = if tool == Tool::Plain {
+                (Spread::of(vec![1.0]), Spread::of(vec![1.0]))
+            } else {
+                (ratios(|f| f.seconds), ratios(|f| f.cpu))
+            };
             let shown = |spread: &Spread| {
                 if tool == Tool::Plain {
                     String::new()
@@ -330,14 +371,14 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
                     spread.to_string()
                 }
             };
-            let last = runs.last().cloned().unwrap_or_default();
+            let last = all.last().map(|f| (*f).clone()).unwrap_or_default();
             let yes = |b: bool| if b { "yes" } else { "no" };
             let (caught, growth) = match (tool, program.function) {
                 (Tool::Plain | Tool::Again, _) => ("", ""),
                 (_, None) => ("-", "-"),
                 _ => (
-                    yes(runs.iter().all(|f| f.caught)),
-                    yes(runs.iter().all(|f| f.growth_while_running)),
+                    yes(all.iter().all(|f| f.caught)),
+                    yes(all.iter().all(|f| f.growth_while_running)),
                 ),
             };
             out.push_str(&format!(
@@ -355,15 +396,16 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
                 "program": program.name,
                 "tool": tool.name(),
                 "seconds": seconds,
-                "cpu_seconds": runs.iter().map(|f| f.cpu).collect::<Vec<_>>(),
+                "pairs_per_round": if tool == Tool::Plain { 0 } else { tool.tries() },
+                "cpu_seconds": all.iter().map(|f| f.cpu).collect::<Vec<_>>(),
                 "ratio": { "median": spread.median, "q1": spread.q1, "q3": spread.q3 },
                 "cpu_ratio": {
                     "median": cpu_spread.median,
                     "q1": cpu_spread.q1,
                     "q3": cpu_spread.q3,
                 },
-                "caught": runs.iter().all(|f| f.caught),
-                "growth_while_running": runs.iter().all(|f| f.growth_while_running),
+                "caught": all.iter().all(|f| f.caught),
+                "growth_while_running": all.iter().all(|f| f.growth_while_running),
                 "reported": last.text,
             }));
         }
@@ -374,10 +416,10 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
     }
     out.push_str(
         "goal: avsoak watch <= 1.05x plain (median) on every reproduction. plain again \
-         is the control, the same plain run a second time in the round: its ratio is the \
-         host's noise alone, in CPU time too (a core shared with other machines runs the \
-         same work slower), and a tool's ratio inside its range is not told apart from \
-         plain\n",
+         is the control, the same plain program run again and measured the same way: its \
+         ratio is the host's noise alone, in CPU time too (a core shared with other \
+         machines runs the same work slower), and a tool's ratio inside its range is not \
+         told apart from plain\n",
     );
     print!("{out}");
     let path = dir.join("overhead-programs.json");
