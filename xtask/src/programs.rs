@@ -288,8 +288,8 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
                         [tool, Tool::Plain]
                     };
                     for run in order {
-                        let scratch = dir
-                            .join(format!("{}-{}", program.name, run.name().replace(' ', "-")));
+                        let scratch =
+                            dir.join(format!("{}-{}", program.name, run.name().replace(' ', "-")));
                         let finding = measure(run, &runner, path, args, program, &scratch)
                             .with_context(|| format!("{} under {}", program.name, run.name()))?;
                         if run == Tool::Plain {
@@ -347,9 +347,8 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
             // Each round: the tool's fastest run over the fastest plain run beside it, by
             // one figure (each side its own fastest).
             let ratios = |figure: fn(&Finding) -> f64| {
-                let fastest = |round: &[Finding]| {
-                    round.iter().map(figure).fold(f64::INFINITY, f64::min)
-                };
+                let fastest =
+                    |round: &[Finding]| round.iter().map(figure).fold(f64::INFINITY, f64::min);
                 Spread::of(
                     rounds_of
                         .iter()
