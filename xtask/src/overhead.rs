@@ -12,7 +12,8 @@ use xshell::{cmd, Shell};
 #[derive(clap::Args)]
 pub struct Overhead {
     /// Interleaved rounds: each round runs every workload once per mode (default 11; 3
-    /// with --programs).
+    /// with --programs, where a round pairs each tool with plain three times, memcheck
+    /// once).
     #[arg(long)]
     rounds: Option<u32>,
     /// Frames per encode.
