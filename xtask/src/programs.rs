@@ -332,12 +332,9 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
     let mut json = Vec::new();
     for (p, program) in programs.iter().enumerate() {
         for &tool in &tools {
-            // Plain's own row: every plain run of the program, whatever it was paired with.
-            let rounds_of: &[Vec<Finding>] = if tool == Tool::Plain {
-                &[]
-            } else {
-                &runs[p][tool as usize]
-            };
+            // Plain has no runs of its own here (each is paired with a tool): its row is
+            // every plain run of the program, whatever it was paired with.
+            let rounds_of = &runs[p][tool as usize];
             let all: Vec<&Finding> = if tool == Tool::Plain {
                 paired[p].iter().flatten().flatten().collect()
             } else {
@@ -370,7 +367,7 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
                     spread.to_string()
                 }
             };
-            let last = all.last().map(|f| (*f).clone()).unwrap_or_default();
+            let last = all.last().copied().cloned().unwrap_or_default();
             let yes = |b: bool| if b { "yes" } else { "no" };
             let (caught, growth) = match (tool, program.function) {
                 (Tool::Plain | Tool::Again, _) => ("", ""),
