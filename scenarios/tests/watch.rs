@@ -334,7 +334,9 @@ fn duration_stops_the_program_and_still_names_the_leak() {
     );
     assert_leak_named(&output, &out, &LIST_RECORD);
     let r = result(&out);
-    assert!(r["wall_s"].as_f64().unwrap() < 60.0, "{r:#}");
+    // Stopped after the duration, long before the program's own end.
+    let wall_s = r["wall_s"].as_f64().unwrap();
+    assert!((3.0..250.0).contains(&wall_s), "{r:#}");
     assert!(
         r["note"]
             .as_str()
@@ -613,22 +615,32 @@ fn debian_ffmpeg_encoding_a_live_test_source_for_ten_seconds_is_clean() {
             .contains("stopped after --duration 10s by SIGTERM"),
         "{r:#}"
     );
-    assert!(r["wall_s"].as_f64().unwrap() < 20.0, "{r:#}");
+    // It ran the whole duration; the note above says the watcher's own stop ended it
+    // (an upper bound on the wall time would only measure the host's load).
+    assert!(r["wall_s"].as_f64().unwrap() >= 10.0, "{r:#}");
 }
 
 #[test]
 fn debian_x265_encoding_a_clip_is_never_judged_a_leak() {
     // Debian's unmodified x265 command-line encoder on 300 frames of the test pattern
-    // (a y4m file ffmpeg writes), at preset slow: about 4 s, 80 ticks of 50 ms.
+    // (a y4m file ffmpeg writes), at preset slow. Its speed depends on the machine and
+    // on what else runs (1.2 s alone, 4 s beside other tests), so the tick is sized from
+    // a plain run of the same encode measured just before: a hundredth of it (at least
+    // 5 ms, at most 50 ms), with ten ticks of warm-up, which leaves about 90 judged ticks.
+    //
+    // Failure chance on a correct build: under MIN_JUDGED judged ticks needs the watched
+    // run to take under a third of the plain run's time (29 ticks of a hundredth),
+    // where the instrument only ever adds to it (1.00-1.05x in the overhead table), and
+    // the host's noise between two runs of one encode stays within 0.9-1.4x.
     //
     // x265 3.5 loses one x265_param per encoder open (the encode-abort scenario declares
     // it), but the command line opens one encoder per run: that loss is one block left
     // at exit (in teardown_live_bytes), never growth, so it needs no declaration here.
     // Mid-encode x265 allocates about 516 KiB once, at a moment that varies from run to
-    // run (ticks 8 to 19 seen): when it falls in the judged window with a significant
-    // trend the verdict is `bounded` (a one-time rise that stopped), otherwise `clean`;
-    // both pass --expect clean. `leak` would need the second half of the window to
-    // grow, and it holds level to a few hundred bytes.
+    // run (10 to 25 % of the encode seen): when it falls in the judged window with a
+    // significant trend the verdict is `bounded` (a one-time rise that stopped),
+    // otherwise `clean`; both pass --expect clean. `leak` would need the second half of
+    // the window to grow, and it holds level to a few hundred bytes.
     assert!(
         installed("ffmpeg"),
         "ffmpeg is installed (cargo xtask deps)"
@@ -652,19 +664,35 @@ fn debian_x265_encoding_a_clip_is_never_judged_a_leak() {
         .unwrap();
     assert!(status.success(), "ffmpeg wrote the clip");
     let stream = scratch("clip.hevc");
+    let encode = [
+        "--preset",
+        "slow",
+        "--input",
+        clip.to_str().unwrap(),
+        "-o",
+        stream.to_str().unwrap(),
+    ];
+    let started = std::time::Instant::now();
+    let plain = Command::new("x265")
+        .args(encode)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(plain.success(), "x265 encodes the clip plain");
+    let tick_ms = (started.elapsed().as_millis() / 100).clamp(5, 50);
+    let _ = std::fs::remove_file(&stream);
     let out = scratch("debian-x265");
     let output = watch(
         &out,
-        &["--every", "50ms", "--warmup", "500ms"],
-        Path::new("x265"),
         &[
-            "--preset",
-            "slow",
-            "--input",
-            clip.to_str().unwrap(),
-            "-o",
-            stream.to_str().unwrap(),
+            "--every",
+            &format!("{tick_ms}ms"),
+            "--warmup",
+            &format!("{}ms", 10 * tick_ms),
         ],
+        Path::new("x265"),
+        &encode,
     );
     let r = assert_watched_clean(&output, &out, &["clean", "bounded"]);
     assert!(
