@@ -42,15 +42,25 @@ pub enum HeapError {
     NotConstructed,
     /// The dynamic linker resolves an allocation function to another object.
     #[error(
-        "another allocator owns `{symbol}`: it resolves to {owner} instead of avsoak's hook \
-         (a sanitizer, jemalloc/tcmalloc/mimalloc in unprefixed mode, or a preloaded allocator); \
-         avsoak refuses to judge heap growth it cannot see"
+        "the program brings its own allocator: `{symbol}` resolves to {owner} instead of \
+         avsoak's hook (a sanitizer, jemalloc/tcmalloc/mimalloc in unprefixed mode, a \
+         preloaded allocator or the program's own malloc), so avsoak cannot see its \
+         allocations and refuses to judge"
     )]
     ForeignAllocator {
         /// The allocation function.
         symbol: String,
         /// The object it resolves to.
         owner: String,
+    },
+    /// An allocator library of its own is loaded in the process.
+    #[error(
+        "the program brings its own allocator ({library}): avsoak counts glibc's malloc \
+         and refuses to judge heap growth it cannot see"
+    )]
+    AllocatorLoaded {
+        /// The loaded object.
+        library: String,
     },
     /// `LD_PRELOAD` brings in a library that defines its own allocator.
     #[error(
@@ -209,19 +219,31 @@ pub fn check() -> Result<(), HeapError> {
         if !avsoak_hooks::linked() {
             return Err(HeapError::NotConstructed);
         }
-        check_preload()?;
-        for (symbol, ours) in avsoak_hooks::hook_addresses() {
+        if let Some(library) = allocator_loaded() {
+            return Err(HeapError::AllocatorLoaded { library });
+        }
+        // The object that holds the hooks, found through a function of this crate that
+        // nothing can interpose (in a shared object, a hook's own address is bound
+        // through the GOT: the program's `malloc` when the program defines one).
+        let ours = object_of(resolve_default as *const () as usize);
+        for (symbol, _) in avsoak_hooks::hook_addresses() {
             let resolved = resolve_default(symbol);
-            if resolved != ours {
+            let owner = object_of(resolved);
+            if owner.is_none() || owner != ours {
                 return Err(HeapError::ForeignAllocator {
                     symbol: symbol.to_owned(),
-                    owner: object_of(resolved).unwrap_or_else(|| "an unknown object".into()),
+                    owner: owner.map_or_else(
+                        || "an unknown object".into(),
+                        |o| if o.is_empty() { "the program itself".into() } else { o },
+                    ),
                 });
             }
         }
+        check_preload()?;
         let malloc_addr = resolve_default("malloc");
         // SAFETY: `malloc_addr` is the address the dynamic linker gives for `malloc`,
-        // which we just checked is our hook, whose signature is malloc(3)'s.
+        // which we just checked is in the hooks' own object, so it is our hook, whose
+        // signature is malloc(3)'s.
         let malloc_fn: unsafe extern "C" fn(usize) -> *mut c_void =
             unsafe { std::mem::transmute::<usize, _>(malloc_addr) };
         let before = avsoak_hooks::counters().allocs;
@@ -244,8 +266,9 @@ fn resolve_default(symbol: &str) -> usize {
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
 }
 
-/// The file name of the object that holds `addr`, through `dladdr`.
-fn object_of(addr: usize) -> Option<String> {
+/// The file name of the object that holds `addr`, through `dladdr` (empty for the
+/// program itself when the loader names none).
+pub fn object_of(addr: usize) -> Option<String> {
     if addr == 0 {
         return None;
     }
@@ -268,12 +291,52 @@ fn object_of(addr: usize) -> Option<String> {
     )
 }
 
+/// A loaded object that is an allocator of its own, by file name.
+#[cfg(feature = "hooks")]
+fn allocator_loaded() -> Option<String> {
+    const ALLOCATORS: [&str; 9] = [
+        "libjemalloc",
+        "libtcmalloc",
+        "libmimalloc",
+        "libasan",
+        "libtsan",
+        "libmsan",
+        "liblsan",
+        "libhwasan",
+        "libubsan",
+    ];
+    let mut found: Option<String> = None;
+    extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info for this call, and `data` is the
+        // `&mut Option<String>` given below, alive for the whole iteration.
+        let (info, found) = unsafe { (&*info, &mut *(data as *mut Option<String>)) };
+        if info.dlpi_name.is_null() {
+            return 0;
+        }
+        // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
+        let name = unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy();
+        let file = name.rsplit('/').next().unwrap_or(&name);
+        if ALLOCATORS.iter().any(|a| file.starts_with(a)) {
+            *found = Some(name.into_owned());
+            return 1;
+        }
+        0
+    }
+    // SAFETY: the callback only reads the loader's entries and writes `found`.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut found as *mut Option<String>).cast()) };
+    found
+}
+
 #[cfg(feature = "hooks")]
 fn check_preload() -> Result<(), HeapError> {
     let Ok(preload) = std::env::var("LD_PRELOAD") else {
         return Ok(());
     };
-    let executable = object_of(avsoak_hooks::hook_addresses()[0].1);
+    let executable = object_of(resolve_default as *const () as usize);
     for library in preload.split([':', ' ']).filter(|s| !s.is_empty()) {
         let Ok(name) = CString::new(library) else {
             continue;
@@ -319,6 +382,18 @@ pub fn glibc_in_use_bytes() -> u64 {
     // SAFETY: mallinfo2 takes no arguments and returns a plain struct.
     let info = unsafe { libc::mallinfo2() };
     (info.uordblks + info.hblkhd) as u64
+}
+
+/// Samples the stack sampler took so far, and samples it dropped for want of a slot
+/// (zeros without the hooks).
+pub fn sampling_counts() -> (u64, u64) {
+    #[cfg(feature = "hooks")]
+    {
+        let s = avsoak_hooks::sampling_stats();
+        (s.taken, s.dropped)
+    }
+    #[cfg(not(feature = "hooks"))]
+    (0, 0)
 }
 
 /// Sets the mean sampling interval in bytes (0 turns stack sampling off).
@@ -481,14 +556,8 @@ pub fn is_plumbing(frame: &str) -> bool {
 /// any sample (Bonferroni), so the whole list holds an innocent with chance at most this.
 pub const SUSPECT_ALPHA: f64 = 1e-9;
 
-/// Marks the start of a judged window: copies every stack's sampled live sums aside, in
-/// place, without allocating (the soak runner calls it as warm-up ends).
-pub fn mark_window() {
-    #[cfg(feature = "hooks")]
-    avsoak_hooks::mark_window();
-}
-
-/// Every sampled stack's live sums at the [`mark_window`] and now, not yet symbolized.
+/// Every sampled stack's live sums at the start of the window ([`open_window`]) and at
+/// its frozen end ([`snapshot_window`]), not yet symbolized.
 #[derive(Debug, Clone, Default)]
 pub struct StackGrowths {
     stacks: Vec<Growth>,
@@ -507,32 +576,25 @@ struct Growth {
     lost: u64,
 }
 
-/// The growth of every sampled stack since [`mark_window`], `iterations` later; `epoch`
-/// is the first epoch after the mark (the first judged iteration), which tells the
-/// samples allocated in the window from those that were live at its start.
-pub fn stack_growth(epoch: u64, iterations: u64) -> StackGrowths {
-    #[cfg(not(feature = "hooks"))]
-    {
-        let _ = epoch;
-        StackGrowths {
-            stacks: Vec::new(),
-            iterations,
-        }
-    }
-    #[cfg(feature = "hooks")]
-    StackGrowths::from_hooks(avsoak_hooks::stack_growth(epoch), iterations)
-}
-
 /// Opens a judged window at `epoch`, the epoch allocations get from now on (see
-/// [`set_epoch`]): [`mark_window`], and from now on the sampler keeps each stack's live
-/// samples from the window as they come and go, so [`snapshot_window`] can freeze the
-/// window's end cheaply at every quiescent point of a program that tears down on its
-/// own. Allocates nothing.
+/// [`set_epoch`]): each sampled stack's live sums are copied aside in place, and from
+/// now on the sampler keeps each stack's live samples from the window as they come and
+/// go, so [`snapshot_window`] can freeze the window's end cheaply at every quiescent
+/// point, before a program's own teardown. Allocates nothing.
 pub fn open_window(epoch: u64) {
     #[cfg(feature = "hooks")]
     avsoak_hooks::open_window(epoch);
     #[cfg(not(feature = "hooks"))]
     let _ = epoch;
+}
+
+/// How many times the sampler's per-stack sums changed so far: a [`snapshot_window`] is
+/// needed only when this moved since the last one (0 without the hooks).
+pub fn stack_generation() -> u64 {
+    #[cfg(feature = "hooks")]
+    return avsoak_hooks::stack_generation();
+    #[cfg(not(feature = "hooks"))]
+    0
 }
 
 /// Freezes the end of the window [`open_window`] opened at the sampler's sums now.

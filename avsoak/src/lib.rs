@@ -49,6 +49,7 @@ pub mod journal;
 mod junit;
 mod markdown;
 pub mod modules;
+pub mod probe;
 pub mod profile;
 pub mod protocol;
 pub mod render;

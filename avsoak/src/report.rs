@@ -59,6 +59,22 @@ impl Verdict {
             Verdict::Interrupted => "interrupted",
         }
     }
+
+    /// Whether this verdict meets `expect`: `clean` is met by `clean`, `bounded` (growth
+    /// that stopped is no leak) and `upstream` (all the growth is a declared library
+    /// leak); every other expectation only by its own verdict. The one place that rule
+    /// is written.
+    pub fn meets(self, expect: Expect) -> bool {
+        matches!(
+            (expect, self),
+            (
+                Expect::Clean,
+                Verdict::Clean | Verdict::Bounded | Verdict::Upstream
+            ) | (Expect::Leak, Verdict::Leak)
+                | (Expect::Crash, Verdict::Crash)
+                | (Expect::Hang, Verdict::Hang)
+        )
+    }
 }
 
 /// Whether the verdict matched what the case expected.

@@ -388,8 +388,7 @@ pub struct ChildArgs {
     plan: PlanArgs,
 }
 
-/// The environment variable that carries a case's sampling interval to its child.
-pub const SAMPLE_INTERVAL_ENV: &str = "AVSOAK_SAMPLE_INTERVAL";
+pub use crate::soak::transport::SAMPLE_INTERVAL_ENV;
 
 /// The scenarios of one soak binary, and what its reports record about it.
 #[derive(Clone)]
@@ -900,26 +899,15 @@ impl Runner {
         sample_interval: u64,
         profile: Option<&Path>,
     ) -> Result<std::process::Command> {
-        let mut command =
+        let command =
             soak::this_executable().context("cannot find this program's executable")?;
-        command
-            .args(["child", "--case", &case.id()])
-            .args(["--iterations", &plan.iterations.to_string()])
-            .args(["--warmup", &plan.warmup.to_string()])
-            .args(["--heap-cap", &plan.heap_cap.to_string()])
-            .args(["--suspects", &plan.suspects.to_string()])
-            .args(plan.duration.map(|d| format!("--duration={}", d.as_secs())))
-            .env(
-                SAMPLE_INTERVAL_ENV,
-                case.sample_interval
-                    .map_or(sample_interval, |i| i.min(sample_interval))
-                    .to_string(),
-            )
-            .current_dir(std::env::current_dir()?);
-        if let Some(profile) = profile {
-            command.arg("--profile").arg(profile);
-        }
-        Ok(command)
+        Ok(soak::transport::child_command(
+            command,
+            case,
+            plan,
+            sample_interval,
+            profile,
+        )?)
     }
 
     /// Runs one case in a child of this executable under the watchdog, with a progress

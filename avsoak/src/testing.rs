@@ -82,9 +82,10 @@ impl Soaked {
     /// `Ok` when the verdict is one a clean workload may get (`clean`, `bounded`,
     /// `upstream`); otherwise the explanation.
     pub fn check_clean(&self) -> Result<(), String> {
-        match self.verdict() {
-            Verdict::Clean | Verdict::Bounded | Verdict::Upstream => Ok(()),
-            _ => Err(format!("expected a clean soak, {self}")),
+        if self.verdict().meets(Expect::Clean) {
+            Ok(())
+        } else {
+            Err(format!("expected a clean soak, {self}"))
         }
     }
 

@@ -9,6 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use avsoak::heap::{self, HeapError, Snapshot};
+use avsoak::probe::{Naming, Probe, Warmup, Work};
+use avsoak::protocol::Message;
 
 #[test]
 fn instrumentation_is_active_in_test_binaries() {
@@ -177,13 +179,12 @@ fn fork_while_other_threads_sample_does_not_hang_the_child() {
     }
 }
 
-/// Run by `refuses_to_judge_next_to_a_preloaded_allocator` in a child process.
+/// Run by `refuses_to_judge_next_to_a_preloaded_allocator` in a child process (ignored
+/// otherwise: alone it checks nothing).
 #[test]
+#[ignore = "run by refuses_to_judge_next_to_a_preloaded_allocator, in a child"]
 fn preload_probe() {
     avsoak::heap::settle();
-    if std::env::var_os("AVSOAK_PRELOAD_PROBE").is_none() {
-        return;
-    }
     match heap::check() {
         Ok(()) => println!("probe: ok"),
         Err(e) => println!("probe: refused: {e}"),
@@ -198,10 +199,10 @@ fn refuses_to_judge_next_to_a_preloaded_allocator() {
         .args([
             "--exact",
             "preload_probe",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("AVSOAK_PRELOAD_PROBE", "1")
         .env("LD_PRELOAD", library)
         .output()
         .expect("re-running the test binary");
@@ -220,10 +221,10 @@ fn refuses_to_judge_next_to_a_preloaded_allocator() {
         .args([
             "--exact",
             "preload_probe",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("AVSOAK_PRELOAD_PROBE", "1")
         .env_remove("LD_PRELOAD")
         .output()
         .expect("re-running the test binary");
@@ -309,13 +310,17 @@ fn growth_ranked_suspects_name_the_growing_stack_and_never_the_one_at_rest() {
     heap::set_sample_interval(16 * 1024);
     let mut queue = std::collections::VecDeque::new();
     let mut kept = Vec::with_capacity(1000);
-    // One loop, as a soak's iterations are: the same call sites before and after the
-    // mark, so the queue's buffers are one stack throughout.
+    // One loop through the probe a soak's child and a watched program share: the same
+    // call sites before and after warm-up, so the queue's buffers are one stack
+    // throughout; the window opens after 100 iterations.
+    let warmup = Warmup {
+        iterations: 100,
+        time: Duration::ZERO,
+    };
+    let mut probe = Probe::new(warmup, u64::MAX, 10);
     for i in 0..220 {
-        if i == 100 {
-            heap::mark_window();
-            heap::set_epoch(1);
-        }
+        probe.end_warmup();
+        probe.begin();
         for _ in 0..2 {
             if queue.len() == 200 {
                 queue.pop_front();
@@ -325,8 +330,14 @@ fn growth_ranked_suspects_name_the_growing_stack_and_never_the_one_at_rest() {
         if i >= 100 {
             growth_leak(&mut kept);
         }
+        let reading = probe.end();
+        let (sample, cap) = probe.sample(&reading, Work::default());
+        assert!(cap.is_none() && sample.i == i, "{sample:?}");
     }
-    let suspects = heap::stack_growth(1, 120).suspects(10);
+    let (done, _) = probe.finish(move || drop((queue, kept)), Naming::Here, false);
+    let Message::Done { suspects, .. } = done else {
+        panic!("{done:?}")
+    };
     // Fails when fewer than 40 of the 120 leaked blocks are sampled (Binomial(120, 0.70):
     // chance below 1e-20), or when the queue's sign test passes the family threshold
     // (at most 1e-9 by construction).
@@ -346,7 +357,6 @@ fn growth_ranked_suspects_name_the_growing_stack_and_never_the_one_at_rest() {
             .all(|s| !s.frames.iter().any(|f| f.contains("at_rest_queue_push"))),
         "the queue at rest is no suspect: {suspects:?}"
     );
-    drop((queue, kept));
 }
 
 #[test]
@@ -393,8 +403,10 @@ fn the_window_frozen_before_teardown_keeps_growth_the_teardown_frees() {
             .all(|s| !s.frames.iter().any(|f| f.contains("at_rest_queue_push"))),
         "the queue at rest is no suspect: {suspects:?}"
     );
-    // The live sums themselves lost it all: read now, the growth is gone.
-    let now = heap::stack_growth(1, 120).suspects(10);
+    // The live sums themselves lost it all: frozen again after the teardown, the window
+    // holds no growth.
+    heap::snapshot_window();
+    let now = heap::window_growth(120).suspects(10);
     assert!(
         now.iter()
             .all(|s| !s.frames.iter().any(|f| f.contains("growth_leak"))),

@@ -98,11 +98,6 @@ pub fn take_trough() -> (i64, i64) {
     (bytes, blocks)
 }
 
-/// True once this crate's constructor has run, i.e. the hooks are in the process image.
-pub fn constructed() -> bool {
-    CONSTRUCTED.load(Relaxed)
-}
-
 /// The addresses of the hook functions, by symbol name, for the harness's check that the
 /// dynamic linker resolves each name to this crate and not to another allocator.
 pub fn hook_addresses() -> [(&'static str, usize); 6] {
@@ -117,9 +112,9 @@ pub fn hook_addresses() -> [(&'static str, usize); 6] {
 }
 
 pub use sample::{
-    epoch, live_samples, mark_window, open_window, sample_interval, sampling_stats, set_epoch,
-    set_sample_interval, snapshot_window, stack_generation, stack_growth, stack_profile,
-    window_growth, SamplingStats,
+    epoch, live_samples, open_window, sample_interval, sampling_stats, set_epoch,
+    set_sample_interval, snapshot_window, stack_generation, stack_profile, window_growth,
+    SamplingStats, SAMPLE_INTERVAL_ENV,
 };
 
 #[inline(always)]

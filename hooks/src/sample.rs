@@ -87,13 +87,10 @@ struct StackData {
     max_blocks: f64,
     /// Samples from it live now.
     live_samples: u64,
-    /// `live_bytes`, `live_blocks` and `live_samples` when [`mark_window`] last ran.
+    /// `live_bytes`, `live_blocks` and `live_samples` when [`open_window`] ran.
     mark_bytes: f64,
     mark_blocks: f64,
     mark_samples: u64,
-    /// Scratch for [`stack_growth`]: its live samples allocated at its `min_epoch` or
-    /// later.
-    born_samples: u64,
     /// Its live samples allocated in the window [`open_window`] opened, kept as samples
     /// come and go.
     window_samples: u64,
@@ -120,7 +117,6 @@ const EMPTY_STACK: StackData = StackData {
     mark_bytes: 0.0,
     mark_blocks: 0.0,
     mark_samples: 0,
-    born_samples: 0,
     window_samples: 0,
     snap_bytes: 0.0,
     snap_blocks: 0.0,
@@ -220,26 +216,26 @@ pub struct StackRecord {
     pub max_blocks: f64,
 }
 
-/// One allocation stack's sampled live sums at the last [`mark_window`] and now: what
+/// One allocation stack's sampled live sums where a judged window opened
+/// ([`open_window`]) and where its end was last frozen ([`snapshot_window`]): what
 /// growth-ranked suspects are made of.
 #[derive(Debug, Clone)]
 pub struct StackGrowth {
     /// Raw instruction pointers, innermost first.
     pub frames: Vec<usize>,
-    /// Estimated live bytes from it at the mark.
+    /// Estimated live bytes from it as the window opened.
     pub start_bytes: f64,
-    /// Estimated live blocks from it at the mark.
+    /// Estimated live blocks from it as the window opened.
     pub start_blocks: f64,
-    /// Samples from it live at the mark.
+    /// Samples from it live as the window opened.
     pub start_samples: u64,
-    /// Estimated live bytes from it now.
+    /// Estimated live bytes from it at the window's end.
     pub end_bytes: f64,
-    /// Estimated live blocks from it now.
+    /// Estimated live blocks from it at the window's end.
     pub end_blocks: f64,
-    /// Samples from it live now.
+    /// Samples from it live at the window's end.
     pub end_samples: u64,
-    /// Of those, the ones allocated at `min_epoch` or later (after the mark, when the
-    /// epoch at the mark is passed).
+    /// Of those, the ones allocated in the window (at its epoch or later).
     pub born_samples: u64,
 }
 
@@ -581,76 +577,9 @@ pub fn stack_profile() -> Vec<StackRecord> {
         .collect()
 }
 
-/// Copies every stack's live sums aside, in place (nothing is allocated): the start of
-/// the window [`stack_growth`] compares with.
-pub fn mark_window() {
-    let _locked = LockGuard::acquire();
-    // SAFETY: LOCK is held, the only guard of STACKS; the reference ends with this block.
-    let stacks = unsafe { &mut *STACKS.0.get() };
-    for entry in stacks.iter_mut() {
-        entry.mark_bytes = entry.live_bytes;
-        entry.mark_blocks = entry.live_blocks;
-        entry.mark_samples = entry.live_samples;
-    }
-}
-
-/// Every stack whose samples changed since the last [`mark_window`] (one allocated at
-/// `min_epoch` or later is live, or one live at the mark is gone), with both sums and how
-/// many of its live samples were allocated at `min_epoch` or later. Runs under the
-/// re-entrancy guard and allocates only outside the lock.
-pub fn stack_growth(min_epoch: u64) -> Vec<StackGrowth> {
-    let _inside = Reentrancy::enter();
-    let mut raw: Vec<StackData> = Vec::with_capacity(STACK_SLOTS);
-    {
-        let _locked = LockGuard::acquire();
-        // SAFETY: LOCK is held, the only guard of STACKS and of the slots' data; the
-        // reference ends with this block.
-        let stacks = unsafe { &mut *STACKS.0.get() };
-        for entry in stacks.iter_mut() {
-            entry.born_samples = 0;
-        }
-        for slot in TABLE.0.iter() {
-            let ptr = slot.ptr.load(Ordering::Relaxed);
-            if ptr == EMPTY || ptr == TOMBSTONE {
-                continue;
-            }
-            // SAFETY: LOCK is held, so no writer touches the slot data while we read it.
-            let data = unsafe { *slot.data.get() };
-            if data.epoch >= min_epoch && data.stack != NO_STACK {
-                stacks[data.stack as usize].born_samples += 1;
-            }
-        }
-        // Only stacks that gained or lost a sample: the copy outlives the workload's
-        // teardown, so it stays small.
-        raw.extend(
-            stacks
-                .iter()
-                .filter(|e| {
-                    let kept = e.live_samples.saturating_sub(e.born_samples);
-                    e.hash != 0 && (e.born_samples > 0 || e.mark_samples > kept)
-                })
-                .copied(),
-        );
-    }
-    // Into a vector of its own: collecting `raw.into_iter()` would keep raw's buffer,
-    // sized for every slot, alive in the result.
-    let mut growth = Vec::with_capacity(raw.len());
-    growth.extend(raw.iter().map(|e| StackGrowth {
-        frames: e.frames[..e.depth].to_vec(),
-        start_bytes: e.mark_bytes,
-        start_blocks: e.mark_blocks,
-        start_samples: e.mark_samples,
-        end_bytes: e.live_bytes,
-        end_blocks: e.live_blocks,
-        end_samples: e.live_samples,
-        born_samples: e.born_samples,
-    }));
-    growth
-}
-
 /// Opens a judged window at `epoch` (the epoch allocations get from now on; no live
-/// sample may carry it yet): like [`mark_window`], and from now on each stack also counts
-/// its live samples allocated in the window as they come and go, so a
+/// sample may carry it yet): copies each stack's live sums aside, and from now on each
+/// stack also counts its live samples allocated in the window as they come and go, so a
 /// [`snapshot_window`] can freeze the window's end cheaply, before a program tears down.
 /// Nothing is allocated.
 pub fn open_window(epoch: u64) {
@@ -760,12 +689,17 @@ pub fn live_samples(min_epoch: u64) -> Vec<LiveSample> {
         .collect()
 }
 
-/// Reads `AVSOAK_SAMPLE_INTERVAL` (bytes; 0 turns sampling off) and installs the fork
-/// handlers. Runs in the constructor, before `main`.
+/// The environment variable the constructor reads the sampling interval from (bytes; 0
+/// turns sampling off): a C-string copy of `avsoak::soak::transport::SAMPLE_INTERVAL_ENV`,
+/// which a test of `avsoak` checks equal.
+pub const SAMPLE_INTERVAL_ENV: &core::ffi::CStr = c"AVSOAK_SAMPLE_INTERVAL";
+
+/// Reads [`SAMPLE_INTERVAL_ENV`] and installs the fork handlers. Runs in the
+/// constructor, before `main`.
 pub(crate) fn init_from_env() {
     // SAFETY: getenv with a NUL-terminated name; the result is only read, before any
     // thread of the program exists that could call setenv.
-    let value = unsafe { libc::getenv(c"AVSOAK_SAMPLE_INTERVAL".as_ptr()) };
+    let value = unsafe { libc::getenv(SAMPLE_INTERVAL_ENV.as_ptr()) };
     if !value.is_null() {
         // SAFETY: getenv returned a NUL-terminated string owned by the environment.
         let bytes = unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes();

@@ -4,7 +4,11 @@
  *
  * Usage: list_growth FRAMES [MICROSECONDS_PER_FRAME [PASSES]]: the frame's pace (busy
  * wait), and how many checksum passes it makes over its 4 KiB scratch buffer (CPU work
- * that a slower tool slows, unlike the wait; default 0). */
+ * that a slower tool slows, unlike the wait; default 0).
+ *
+ * With -DAVSOAK_LIBRARY it is a shared library without `main`: `list_growth_frame` is
+ * one frame's work, for a host that drives the frames itself (a test soaks the same
+ * code in-process). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +26,7 @@ struct record {
 static struct record *history;
 static size_t kept;
 
+#ifndef AVSOAK_LIBRARY
 static void busy(long us) {
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -29,6 +34,7 @@ static void busy(long us) {
         clock_gettime(CLOCK_MONOTONIC, &now);
     } while ((now.tv_sec - start.tv_sec) * 1000000L + (now.tv_nsec - start.tv_nsec) / 1000 < us);
 }
+#endif
 
 /* Remembers one frame's statistics. */
 __attribute__((noinline)) static void remember_frame_stats(uint64_t frame) {
@@ -54,19 +60,27 @@ __attribute__((noinline)) static void remember_frame_stats(uint64_t frame) {
 #endif
 }
 
+/* One frame: a 4 KiB scratch buffer used (`passes` checksum passes over it) and freed,
+ * and the frame's statistics remembered. Returns the checksum. */
+uint64_t list_growth_frame(uint64_t frame, long passes) {
+    uint64_t checksum = 0;
+    char *scratch = malloc(4096);
+    memset(scratch, (int)frame, 4096);
+    for (long p = 0; p < passes; p++)
+        for (int i = 0; i < 4096; i++) checksum = checksum * 31 + (uint8_t)scratch[i];
+    remember_frame_stats(frame);
+    free(scratch);
+    return checksum;
+}
+
+#ifndef AVSOAK_LIBRARY
 int main(int argc, char **argv) {
     long frames = argc > 1 ? atol(argv[1]) : 2000;
     long us = argc > 2 ? atol(argv[2]) : 0;
     long passes = argc > 3 ? atol(argv[3]) : 0;
     uint64_t checksum = 0;
     for (long f = 0; f < frames; f++) {
-        /* Per-frame work that allocates and frees. */
-        char *scratch = malloc(4096);
-        memset(scratch, (int)f, 4096);
-        for (long p = 0; p < passes; p++)
-            for (int i = 0; i < 4096; i++) checksum = checksum * 31 + (uint8_t)scratch[i];
-        remember_frame_stats((uint64_t)f);
-        free(scratch);
+        checksum ^= list_growth_frame((uint64_t)f, passes);
         if (us) busy(us);
         AVSOAK_ITERATION(1);
     }
@@ -78,3 +92,4 @@ int main(int argc, char **argv) {
     }
     return 0;
 }
+#endif

@@ -30,13 +30,18 @@
 //! does not resolve to its hooks or that has another allocator loaded (jemalloc,
 //! tcmalloc, mimalloc, a sanitizer runtime).
 
-use std::ffi::{c_int, CStr};
+use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use avsoak::heap;
-use avsoak::protocol::{Message, Sample, MESSAGE_PREFIX};
+use avsoak::probe::{Naming, Probe, Warmup, Work};
+use avsoak::protocol::{Message, MESSAGE_PREFIX};
+use avsoak::soak::transport::{
+    FINISH, SAMPLE_INTERVAL_ENV, WATCH_EVERY_MS_ENV, WATCH_FD_ENV, WATCH_HEAP_CAP_ENV,
+    WATCH_PROFILE_ENV, WATCH_SUSPECTS_ENV, WATCH_WARMUP_ENV,
+};
 
 /// The socket's descriptor, -1 while the agent is inert (not watched, a forked child, or
 /// after `done`).
@@ -67,21 +72,11 @@ struct State {
     out: Vec<u8>,
     /// When `out` was last sent; `None` before the first message.
     flushed: Option<Instant>,
-    /// Samples sent so far (the next iteration's number).
-    i: u64,
     warmup: u64,
     heap_cap: u64,
     suspects: usize,
-    started: Option<Instant>,
-    last_ns: u64,
-    last_cpu: u64,
-    last_allocs: u64,
-    last_alloc_bytes: u64,
-    end_live_bytes: i64,
-    /// When the window's end was last frozen ([`heap::snapshot_window`]), and how many
-    /// judged iterations it held then.
-    snapped_generation: u64,
-    snapped_judged: u64,
+    /// The measuring side, from the first sample on.
+    probe: Option<Probe>,
     refused: bool,
     finished: bool,
 }
@@ -91,18 +86,10 @@ impl State {
         State {
             out: Vec::new(),
             flushed: None,
-            i: 0,
             warmup: 20,
             heap_cap: 2 << 30,
             suspects: 5,
-            started: None,
-            last_ns: 0,
-            last_cpu: 0,
-            last_allocs: 0,
-            last_alloc_bytes: 0,
-            end_live_bytes: 0,
-            snapped_generation: 0,
-            snapped_judged: 0,
+            probe: None,
             refused: false,
             finished: false,
         }
@@ -177,16 +164,15 @@ impl State {
 
     /// The first message, once: `start`, or `error` when the instrument cannot judge.
     fn ensure_started(&mut self) {
-        if self.started.is_some() {
+        if self.probe.is_some() {
             return;
         }
-        self.started = Some(Instant::now());
-        self.last_ns = 0;
-        self.last_cpu = avsoak::soak::process_cpu_ns();
-        let c = heap::Snapshot::now();
-        self.last_allocs = c.allocs;
-        self.last_alloc_bytes = c.bytes_allocated;
-        match instrument_check() {
+        let warmup = Warmup {
+            iterations: self.warmup,
+            time: Duration::ZERO,
+        };
+        self.probe = Some(Probe::new(warmup, self.heap_cap, self.suspects));
+        match heap::check() {
             Ok(()) => {
                 let start = Message::Start {
                     iterations: 0,
@@ -194,205 +180,77 @@ impl State {
                 };
                 self.send(&start);
             }
-            Err(message) => {
+            Err(refusal) => {
                 self.refused = true;
                 self.send(&Message::Error {
                     iteration: None,
-                    message,
+                    message: refusal.to_string(),
                 });
             }
         }
     }
 
-    /// One iteration ended: the heap now, and what the iteration cost.
+    /// One iteration ended: the heap now (in time mode the lowest since the last tick),
+    /// and what the iteration cost.
     fn sample(&mut self, frames: u64) {
         self.ensure_started();
         if self.refused || self.finished {
             return;
         }
-        let now = heap::Snapshot::now();
-        let ns = self.started.map_or(0, |s| s.elapsed().as_nanos() as u64);
-        let cpu = avsoak::soak::process_cpu_ns();
-        let (live_bytes, live_blocks) = if TIME_MODE.load(Ordering::Relaxed) {
-            avsoak::hooks::take_trough()
-        } else {
-            (now.live_bytes, now.live_blocks)
+        let Some(probe) = self.probe.as_mut() else {
+            return;
         };
-        let sample = Sample {
-            i: self.i,
-            live_bytes,
-            live_blocks,
-            allocs: now.allocs - self.last_allocs,
-            alloc_bytes: now.bytes_allocated - self.last_alloc_bytes,
-            frames,
-            bytes: 0,
-            ns: ns - self.last_ns,
-            cpu_ns: cpu.saturating_sub(self.last_cpu),
-            ..Sample::default()
-        };
-        self.last_ns = ns;
-        self.last_cpu = cpu;
-        self.last_allocs = now.allocs;
-        self.last_alloc_bytes = now.bytes_allocated;
-        self.end_live_bytes = live_bytes;
+        let reading = probe.end();
+        let held = TIME_MODE
+            .load(Ordering::Relaxed)
+            .then(avsoak::hooks::take_trough);
+        let (sample, cap) = probe.sample(
+            &reading,
+            Work {
+                frames,
+                held,
+                ..Work::default()
+            },
+        );
+        let warmup = probe.end_warmup();
         self.send(&Message::Sample(sample));
-        let iteration = self.i;
-        self.i += 1;
-        heap::set_epoch(self.i);
-        if self.i == self.warmup {
-            heap::open_window(self.i);
-            self.snapped_generation = avsoak::hooks::stack_generation();
-        } else if self.i > self.warmup {
-            // The window ends at the last quiescent point, before the program's own
-            // teardown frees what it kept reachable. Frozen only when a sample came or
-            // went since the last time, so it costs nothing while the sums stand still.
-            let generation = avsoak::hooks::stack_generation();
-            if generation != self.snapped_generation {
-                heap::snapshot_window();
-                self.snapped_generation = generation;
-            }
-            self.snapped_judged = self.i - self.warmup;
+        if let Some(warmup) = warmup {
+            self.send(&warmup);
         }
-        if now.live_bytes > 0 && now.live_bytes as u64 > self.heap_cap {
-            self.send(&Message::Cap {
-                iteration,
-                live_bytes: now.live_bytes,
-            });
+        if let Some(cap) = cap {
+            self.send(&cap);
             self.finished = true;
         }
     }
 
     /// The run is over: `done`, with the stacks that grew over the judged window and the
-    /// heap profile, as raw addresses with the module map. Once.
+    /// heap profile, as raw addresses with the module map (names are the watcher's work,
+    /// after the program exited). Once.
     fn finish(&mut self) {
         self.ensure_started();
         if self.refused || self.finished {
             return;
         }
         self.finished = true;
-        // Everything read before symbolizing, which allocates for itself (and, at an
-        // exact re-run's dense interval, would fill the sample table and count drops
-        // that the judged window never had).
-        let peak = heap::Snapshot::now().peak_live_bytes;
-        let stats = avsoak::hooks::sampling_stats();
-        let growth = (self.snapped_judged > 0).then(|| heap::window_growth(self.snapped_judged));
-        let profile = env(c"AVSOAK_WATCH_PROFILE").map(|_| avsoak::profile::RawProfile::now());
-        let teardown = heap::Snapshot::now().live_bytes;
-        // Names are the watcher's work, after the program exited: here only the raw
-        // addresses and the map of what was loaded where.
-        let suspects = growth.map_or_else(Vec::new, |g| g.unnamed_suspects(self.suspects));
-        let done = Message::Done {
-            peak_live_bytes: peak,
-            end_live_bytes: self.end_live_bytes,
-            teardown_live_bytes: teardown,
-            suspects,
-            samples_taken: stats.taken,
-            samples_dropped: stats.dropped,
-            sample_interval: heap::sample_interval(),
-            modules: avsoak::modules::loaded_modules(),
-            profile,
+        let Some(probe) = self.probe.take() else {
+            return;
         };
+        let profile = env(WATCH_PROFILE_ENV).is_some();
+        let (mut done, raw) = probe.finish(|| (), Naming::Watcher, profile);
+        if let Message::Done { profile, .. } = &mut done {
+            *profile = raw;
+        }
         self.send(&done);
     }
 }
 
 /// The environment variable `name`, if set and UTF-8.
-fn env(name: &CStr) -> Option<String> {
-    std::env::var(name.to_str().ok()?).ok()
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
-fn env_u64(name: &CStr) -> Option<u64> {
+fn env_u64(name: &str) -> Option<u64> {
     env(name)?.parse().ok()
-}
-
-/// Whether every allocation of this process goes through the hooks: the allocation
-/// functions resolve to them, an allocation is counted, and no other allocator is loaded.
-fn instrument_check() -> Result<(), String> {
-    if let Some(object) = foreign_allocator() {
-        return Err(format!(
-            "the program brings its own allocator ({object}): avsoak counts glibc's malloc \
-             and refuses to judge heap growth it cannot see"
-        ));
-    }
-    // This library's own file, by a function nothing can interpose (a hook's address
-    // taken here would itself go through the program's binding).
-    let ours = object_of(init as *const () as usize);
-    for (symbol, _) in avsoak::hooks::hook_addresses() {
-        let name = std::ffi::CString::new(symbol).expect("symbol names have no NUL");
-        // SAFETY: an RTLD_DEFAULT lookup of a NUL-terminated name; only compared.
-        let resolved = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
-        if object_of(resolved) != ours {
-            return Err(format!(
-                "the program brings its own allocator: `{symbol}` resolves to {} instead of \
-                 avsoak's hook, so avsoak cannot see its allocations and refuses to judge",
-                object_of(resolved)
-            ));
-        }
-    }
-    heap::check().map_err(|e| e.to_string())
-}
-
-/// The file of the object holding `addr` (the program itself when the loader names none).
-fn object_of(addr: usize) -> String {
-    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
-    // SAFETY: dladdr only writes `info`; any address is allowed.
-    let found = unsafe { libc::dladdr(addr as *const libc::c_void, info.as_mut_ptr()) };
-    if found == 0 {
-        return "an unknown object".into();
-    }
-    // SAFETY: dladdr returned non-zero, so `info` is filled in.
-    let info = unsafe { info.assume_init() };
-    if info.dli_fname.is_null() {
-        return "an unknown object".into();
-    }
-    // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
-    let name = unsafe { CStr::from_ptr(info.dli_fname) }
-        .to_string_lossy()
-        .into_owned();
-    if name.is_empty() {
-        "the program itself".into()
-    } else {
-        name
-    }
-}
-
-/// A loaded object that is an allocator of its own, by file name.
-fn foreign_allocator() -> Option<String> {
-    const ALLOCATORS: [&str; 9] = [
-        "libjemalloc",
-        "libtcmalloc",
-        "libmimalloc",
-        "libasan",
-        "libtsan",
-        "libmsan",
-        "liblsan",
-        "libhwasan",
-        "libubsan",
-    ];
-    let mut found: Option<String> = None;
-    extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut libc::c_void,
-    ) -> c_int {
-        // SAFETY: dl_iterate_phdr passes a valid info for this call, and `data` is the
-        // `&mut Option<String>` given below, alive for the whole iteration.
-        let (info, found) = unsafe { (&*info, &mut *(data as *mut Option<String>)) };
-        if info.dlpi_name.is_null() {
-            return 0;
-        }
-        // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
-        let name = unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy();
-        let file = name.rsplit('/').next().unwrap_or(&name);
-        if ALLOCATORS.iter().any(|a| file.starts_with(a)) {
-            *found = Some(name.into_owned());
-            return 1;
-        }
-        0
-    }
-    // SAFETY: the callback only reads the loader's entries and writes `found`.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut found as *mut Option<String>).cast()) };
-    found
 }
 
 /// One iteration of the watched program ended (marker mode): `frames` frames were
@@ -483,7 +341,7 @@ fn agent(fd: c_int, every_ms: Option<u64>) {
             let mut command = [0u8; 64];
             // SAFETY: reads into a live 64-byte buffer from our own socket.
             let n = unsafe { libc::recv(fd, command.as_mut_ptr().cast(), command.len(), 0) };
-            if n <= 0 || command[..n as usize].starts_with(b"finish") {
+            if n <= 0 || command[..n as usize].starts_with(FINISH.trim_ascii_end()) {
                 finish();
                 return;
             }
@@ -512,21 +370,22 @@ extern "C" fn fork_child() {
 /// Runs before `main`: finds the watcher's socket, hides it from programs this one
 /// starts, and starts the agent.
 extern "C" fn init() {
-    let Some(fd) = env_u64(c"AVSOAK_WATCH_FD").and_then(|fd| c_int::try_from(fd).ok()) else {
+    let Some(fd) = env_u64(WATCH_FD_ENV).and_then(|fd| c_int::try_from(fd).ok()) else {
         return;
     };
+    let name = std::ffi::CString::new(WATCH_FD_ENV).expect("no NUL in the name");
     // SAFETY: unsetenv with a NUL-terminated name, before the program's own threads
     // exist; fcntl on the descriptor the watcher passed.
     unsafe {
-        libc::unsetenv(c"AVSOAK_WATCH_FD".as_ptr());
+        libc::unsetenv(name.as_ptr());
         if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
             return;
         }
     }
-    if let Some(interval) = env_u64(c"AVSOAK_SAMPLE_INTERVAL") {
+    if let Some(interval) = env_u64(SAMPLE_INTERVAL_ENV) {
         heap::set_sample_interval(interval);
     }
-    let every_ms = env_u64(c"AVSOAK_WATCH_EVERY_MS");
+    let every_ms = env_u64(WATCH_EVERY_MS_ENV);
     TIME_MODE.store(every_ms.is_some(), Ordering::Relaxed);
     if every_ms.is_some() {
         // The first period's low-water mark starts from the heap now, not from zero.
@@ -534,9 +393,9 @@ extern "C" fn init() {
     }
     if let Ok(mut state) = STATE.lock() {
         state.out.reserve(OUT_CAPACITY);
-        state.warmup = env_u64(c"AVSOAK_WATCH_WARMUP").unwrap_or(20).max(1);
-        state.heap_cap = env_u64(c"AVSOAK_WATCH_HEAP_CAP").unwrap_or(2 << 30);
-        state.suspects = env_u64(c"AVSOAK_WATCH_SUSPECTS").map_or(5, |n| n as usize);
+        state.warmup = env_u64(WATCH_WARMUP_ENV).unwrap_or(20).max(1);
+        state.heap_cap = env_u64(WATCH_HEAP_CAP_ENV).unwrap_or(2 << 30);
+        state.suspects = env_u64(WATCH_SUSPECTS_ENV).map_or(5, |n| n as usize);
     }
     FD.store(fd, Ordering::SeqCst);
     // SAFETY: a plain `extern "C" fn()` child handler that only swaps an atomic and closes

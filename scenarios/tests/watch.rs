@@ -44,7 +44,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use avsoak::soak::MIN_JUDGED;
+use avsoak::scenario::{BoxError, Work, Workload};
+use avsoak::soak::{Plan, MIN_JUDGED};
 use avsoak_scenarios::media::{self, Clip, Container};
 use serde_json::Value;
 
@@ -707,4 +708,102 @@ fn debian_x265_encoding_a_clip_is_never_judged_a_leak() {
         "x265 wrote its stream"
     );
     let _ = std::fs::remove_file(&clip);
+}
+
+/// The list-growth reproduction's frame, from a shared library compiled from the same C
+/// file the watched program is built from, driven one frame an iteration in a soak's
+/// child.
+struct ListFrames {
+    frame: extern "C" fn(u64, std::ffi::c_long) -> u64,
+    next: u64,
+}
+
+impl Workload for ListFrames {
+    fn iterate(&mut self) -> Result<Work, BoxError> {
+        std::hint::black_box((self.frame)(self.next, 0));
+        self.next += 1;
+        Ok(Work {
+            frames: 1,
+            bytes: 0,
+        })
+    }
+}
+
+/// Loads `list_growth_frame` from `library`; the library stays loaded for the process's
+/// life.
+fn load_list_frames(library: &Path) -> Result<ListFrames, BoxError> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(library.as_os_str().as_bytes())?;
+    // SAFETY: dlopen of a NUL-terminated path to a library this test compiled from the
+    // repository's own C file; its constructors are the C runtime's. The handle is never
+    // closed, so the function below stays mapped.
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW) };
+    if handle.is_null() {
+        return Err(format!("cannot load {}", library.display()).into());
+    }
+    // SAFETY: a lookup by a NUL-terminated name in the handle opened above.
+    let symbol = unsafe { libc::dlsym(handle, c"list_growth_frame".as_ptr()) };
+    if symbol.is_null() {
+        return Err(format!("{} has no list_growth_frame", library.display()).into());
+    }
+    // SAFETY: list_growth.c defines `uint64_t list_growth_frame(uint64_t, long)` with the
+    // C calling convention, and the symbol is that function's address.
+    let frame = unsafe {
+        std::mem::transmute::<*mut libc::c_void, extern "C" fn(u64, std::ffi::c_long) -> u64>(
+            symbol,
+        )
+    };
+    Ok(ListFrames { frame, next: 0 })
+}
+
+#[test]
+fn the_same_c_code_soaked_in_process_and_watched_has_one_slope_and_one_suspect() {
+    // One probe measures a soak's child and a watched program alike, so the same C code
+    // must come out the same: soaked in-process (the frame function from a shared
+    // library, one call an iteration) and watched (the program, one marker a frame),
+    // 2,000 iterations with 20 of warm-up each.
+    //
+    // Failure chance on a correct build: both series grow by exactly one 72 B record an
+    // iteration with nothing else live changing (the frame's scratch buffer is freed
+    // within it), so both Theil-Sen slopes are 72 B to the byte; both top suspects come
+    // from the exact re-run (every record sampled with chance >= 1 - e^-5, p < 1e-500).
+    let library = compile(
+        "list_growth.c",
+        "liblist_growth.so",
+        &["-shared", "-fPIC", "-DAVSOAK_LIBRARY"],
+    );
+    let plan = Plan {
+        warmup: 20,
+        ..Plan::new(2000)
+    };
+    let soaked = avsoak::testing::soak("list-frames", plan, || load_list_frames(&library));
+    avsoak::assert_leaks!(soaked);
+
+    let program = compile("list_growth.c", "list_growth", &[]);
+    let out = scratch("agree");
+    let output = watch(&out, &["--expect", "leak"], &program, &["2000"]);
+    assert_leak_named(&output, &out, &LIST_RECORD);
+    let watched = result(&out);
+    assert_eq!(watched["params"]["mode"], "marker", "{watched:#}");
+
+    let soak = &soaked.result;
+    let watched_slope = watched["heap"]["leak_bytes_per_iter"].as_f64().unwrap();
+    assert!(
+        (soak.heap.leak_bytes_per_iter - watched_slope).abs() < 0.5,
+        "soaked {} B/iteration, watched {watched_slope}: {soaked}",
+        soak.heap.leak_bytes_per_iter
+    );
+    let soaked_top = soak.suspects.first().expect("the soak names a suspect");
+    assert!(
+        soaked_top
+            .frames
+            .iter()
+            .any(|f| f == LIST_RECORD.function),
+        "{soaked}"
+    );
+    assert_eq!(
+        watched["suspects"][0]["frames"][0].as_str(),
+        soaked_top.frames.first().map(String::as_str),
+        "the same innermost frame: {watched:#} {soaked}"
+    );
 }

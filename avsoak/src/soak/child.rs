@@ -1,12 +1,14 @@
 //! The child side: runs the workload, reads the heap after each iteration, reports.
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Plan, MIN_JUDGED};
-use crate::heap::{self, Snapshot};
-use crate::protocol::{Emitter, Message, Sample, EXIT_ERROR, EXIT_ORPHANED};
-use crate::scenario::{Case, Scenario, Stuck, Work};
+use crate::heap;
+pub use crate::probe::process_cpu_ns;
+use crate::probe::{Naming, Probe, Warmup, Work};
+use crate::protocol::{Emitter, Message, EXIT_ERROR, EXIT_ORPHANED};
+use crate::scenario::{Case, Scenario, Stuck};
 
 /// An error and its sources, joined by `: ` (what a report's `error` field holds).
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
@@ -125,30 +127,22 @@ pub fn run_workload(
         iterations: plan.iterations,
         warmup: plan.warmup
     });
-    let soak_started = Instant::now();
-    let mut warmup_end: Option<u64> = None;
-    let mut i = 0;
-    while i < plan.iterations {
-        let elapsed = soak_started.elapsed();
-        if warmup_end.is_none()
-            && i >= plan.warmup
-            && plan.duration.is_none_or(|d| elapsed >= d / 10)
-        {
-            warmup_end = Some(i);
-            // The window's start: what each stack holds now is what its growth is
-            // measured from (copied in place, nothing allocated).
-            heap::mark_window();
-            send!(Message::Warmup { iterations: i });
+    let warmup = Warmup {
+        iterations: plan.warmup,
+        time: plan.duration.map_or(Duration::ZERO, |d| d / 10),
+    };
+    let mut probe = Probe::new(warmup, plan.heap_cap, plan.suspects);
+    while probe.next() < plan.iterations {
+        let i = probe.next();
+        if let Some(warmup) = probe.end_warmup() {
+            send!(warmup);
         }
-        if let (Some(duration), Some(judged_from)) = (plan.duration, warmup_end) {
-            if elapsed >= duration && i >= judged_from + MIN_JUDGED {
+        if let (Some(duration), Some(judged_from)) = (plan.duration, probe.judged_from()) {
+            if probe.elapsed() >= duration && i >= judged_from + MIN_JUDGED {
                 break;
             }
         }
-        heap::set_epoch(i);
-        let before = Snapshot::now();
-        let cpu_started = process_cpu_ns();
-        let started = Instant::now();
+        probe.begin();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let work = workload.iterate();
             if let Some((bytes, _)) = planted.filter(|&(_, from)| i >= from) {
@@ -157,10 +151,8 @@ pub fn run_workload(
             work
         }))
         .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_message(panic.as_ref())).into()));
-        let ns = started.elapsed().as_nanos() as u64;
-        let cpu_ns = process_cpu_ns().saturating_sub(cpu_started);
-        let after = Snapshot::now();
-        let work: Work = match result {
+        let reading = probe.end();
+        let work: crate::scenario::Work = match result {
             Ok(work) => work,
             Err(e) => {
                 if Stuck::find(e.as_ref()).is_some() {
@@ -180,55 +172,28 @@ pub fn run_workload(
                 return EXIT_ERROR;
             }
         };
-        let delta = after.since(&before);
-        send!(Message::Sample(Sample {
-            i,
-            live_bytes: after.live_bytes,
-            live_blocks: after.live_blocks,
-            allocs: delta.allocs,
-            alloc_bytes: delta.bytes_allocated,
-            frames: work.frames,
-            bytes: work.bytes,
-            ns,
-            cpu_ns,
-            known: workload.known_loss(),
-            gauges: workload
-                .gauges()
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value))
-                .collect(),
-        }));
-        if after.live_bytes > 0 && after.live_bytes as u64 > plan.heap_cap {
-            send!(Message::Cap {
-                iteration: i,
-                live_bytes: after.live_bytes
-            });
+        let (sample, cap) = probe.sample(
+            &reading,
+            Work {
+                frames: work.frames,
+                bytes: work.bytes,
+                known: workload.known_loss(),
+                gauges: workload
+                    .gauges()
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), value))
+                    .collect(),
+                held: None,
+            },
+        );
+        send!(Message::Sample(sample));
+        if let Some(cap) = cap {
+            send!(cap);
             return 0;
         }
-        i += 1;
     }
-    let end = Snapshot::now();
-    // Before anything allocates for the report: symbolizing at a dense interval would
-    // otherwise count drops the judged iterations never had.
-    let (samples_taken, samples_dropped) = sampling_counts();
-    heap::set_epoch(i);
-    let judged_from = warmup_end.unwrap_or(plan.warmup);
-    let growth = heap::stack_growth(judged_from, i.saturating_sub(judged_from));
-    let raw_profile = profile.map(|_| crate::profile::RawProfile::now());
-    drop(workload);
-    let teardown = Snapshot::now();
-    let suspects = growth.suspects(plan.suspects);
-    send!(Message::Done {
-        peak_live_bytes: end.peak_live_bytes,
-        end_live_bytes: end.live_bytes,
-        teardown_live_bytes: teardown.live_bytes,
-        suspects,
-        samples_taken,
-        samples_dropped,
-        sample_interval: heap::sample_interval(),
-        modules: Vec::new(),
-        profile: None,
-    });
+    let (done, raw_profile) = probe.finish(move || drop(workload), Naming::Here, profile.is_some());
+    send!(done);
     if let (Some(path), Some(raw)) = (profile, raw_profile) {
         let cmd = format!("avsoak-run child --case {}", case.id());
         if let Err(e) =
@@ -243,22 +208,6 @@ pub fn run_workload(
         }
     }
     0
-}
-
-/// CPU nanoseconds this process has used, all its threads (`CLOCK_PROCESS_CPUTIME_ID`;
-/// 0 if the clock cannot be read).
-pub fn process_cpu_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `now`, which lives across the call;
-    // it neither allocates nor keeps the pointer.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
-    if rc != 0 {
-        return 0;
-    }
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// CPU seconds (user and system) this process has used, all its threads; 0 if the
@@ -294,16 +243,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     } else {
         "(no message)"
     }
-}
-
-fn sampling_counts() -> (u64, u64) {
-    #[cfg(feature = "hooks")]
-    {
-        let s = avsoak_hooks::sampling_stats();
-        (s.taken, s.dropped)
-    }
-    #[cfg(not(feature = "hooks"))]
-    (0, 0)
 }
 
 /// A crashing child should die fast, not write a core file of a leaked heap.

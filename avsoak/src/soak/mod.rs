@@ -11,7 +11,10 @@
 //! - [`plan`]: how long a case runs ([`Plan`]).
 //! - [`child`]: the child side ([`run_child`], [`run_workload`]).
 //! - [`supervise`](mod@supervise): the parent side ([`supervise()`](fn@supervise), [`Watchdog`]).
-//! - `verdict`: from the collected series to the [`CaseResult`](crate::report::CaseResult).
+//! - [`transport`]: the argv and environment a child or a watched program gets, the
+//!   reader of its protocol lines, and what each message adds to what is collected.
+//! - `verdict`: from what was collected to the [`CaseResult`](crate::report::CaseResult),
+//!   every rule of it (a watched program's exit status and too-short window included).
 //!
 //! The messages between the two are [`crate::protocol`]'s.
 
@@ -19,6 +22,7 @@ pub mod attribution;
 pub mod child;
 pub mod plan;
 pub mod supervise;
+pub mod transport;
 mod verdict;
 pub mod watch;
 

@@ -1,15 +1,17 @@
-//! The parent side: one child under a watchdog, its lines collected, bounded.
+//! The judging side: a process in a group of its own ([`Contained`]) under a watchdog,
+//! its protocol read by one loop ([`collect`]) for a soak's child and a watched program
+//! alike; the run's interruption by SIGINT or SIGTERM.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::verdict::{conclude, Collected};
+use super::transport::{read_messages, Absorbed, Collected, Event, FINISH};
+use super::verdict::conclude;
 use super::Plan;
 pub use crate::fmt::{last_line, signal_name};
-use crate::protocol::{Message, MESSAGE_PREFIX};
 use crate::report::CaseResult;
 use crate::scenario::Case;
 
@@ -31,13 +33,113 @@ impl Default for Watchdog {
     }
 }
 
-enum Event {
-    Line(Message),
-    Eof,
+/// When the judging side stops a process before its own end, besides the watchdog.
+pub(super) struct Stopping {
+    /// Silence and total run limits (a `hang`).
+    pub(super) watchdog: Watchdog,
+    /// A watched program's `--duration`: after it, [`FINISH`] is written on the socket
+    /// and the loop waits at most [`FINISH_WAIT`] more for `done`.
+    pub(super) finish_after: Option<(Duration, std::os::unix::net::UnixStream)>,
+    /// Stop the process at once when it reports a cap or an error: a watched program
+    /// would run on after its agent reported; a soak's child exits by itself.
+    pub(super) kill_on_report: bool,
+}
+
+/// The longest a watched program is given to send `done` once asked.
+pub(super) const FINISH_WAIT: Duration = Duration::from_secs(30);
+
+/// How the loop of [`collect`] ended, besides what it collected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Ended {
+    /// [`FINISH`] was sent: the program is still running, to be stopped.
+    pub(super) finishing: bool,
+    /// The loop killed the process after it reported why it stops (a cap, an error).
+    pub(super) killed: bool,
+}
+
+/// Reads `events` from the running `child` into `collected` until the stream ends or
+/// the process is stopped: by an interruption of the run, the watchdog (`hang`), a
+/// report when `stopping` says so, or once `done` answers a [`FINISH`]. The one loop
+/// behind a soak's child and a watched program; `progress` is told each iteration
+/// reached.
+pub(super) fn collect(
+    child: &mut Contained,
+    events: &mpsc::Receiver<Event>,
+    collected: &mut Collected,
+    plan: &Plan,
+    stopping: &mut Stopping,
+    started: Instant,
+    progress: &mut dyn FnMut(u64),
+) -> Ended {
+    let watchdog = stopping.watchdog;
+    let mut ended = Ended::default();
+    let mut finishing: Option<Instant> = None;
+    let mut last_heard = Instant::now();
+    loop {
+        if let Some(signal) = interruption() {
+            collected.interrupted = Some(format!(
+                "interrupted by {} {}",
+                signal_name(signal),
+                collected.progress(plan)
+            ));
+            child.kill();
+            break;
+        }
+        if let Some((after, writer)) = &mut stopping.finish_after {
+            if finishing.is_none() && started.elapsed() >= *after {
+                // Ask for `done` (suspects, profile) while the program still runs.
+                let _ = writer.write_all(FINISH);
+                finishing = Some(Instant::now());
+                ended.finishing = true;
+            }
+        }
+        if finishing.is_some_and(|f| f.elapsed() >= FINISH_WAIT) {
+            break;
+        }
+        let now = Instant::now();
+        let stall_left = watchdog.stall.saturating_sub(now - last_heard);
+        let total_left = watchdog.total.saturating_sub(now - started);
+        // Short waits, so an interruption of the run stops the child at once.
+        let wait = stall_left.min(total_left).min(Duration::from_millis(100));
+        match events.recv_timeout(wait) {
+            Ok(Event::Line(message)) => {
+                last_heard = Instant::now();
+                match collected.absorb(message) {
+                    Absorbed::Progress(reached) => progress(reached),
+                    Absorbed::Stopping if stopping.kill_on_report => {
+                        child.kill();
+                        ended.killed = true;
+                        break;
+                    }
+                    Absorbed::Done if finishing.is_some() => break,
+                    _ => {}
+                }
+            }
+            Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                let stalled = now - last_heard >= watchdog.stall;
+                let over = now - started >= watchdog.total;
+                if finishing.is_some() || !(stalled || over) {
+                    continue;
+                }
+                let why = if over {
+                    format!("ran past the {}s limit", watchdog.total.as_secs())
+                } else {
+                    format!("no progress for {}s", watchdog.stall.as_secs())
+                };
+                collected.hang = Some(format!("{why} {}", collected.progress(plan)));
+                child.kill();
+                break;
+            }
+        }
+    }
+    ended
 }
 
 /// Runs one case in the child started by `command` (which must end up calling
-/// [`run_child`](super::run_child)), under `watchdog`; `progress` is told each iteration reached.
+/// [`run_child`](super::run_child)), under `watchdog`; `progress` is told each iteration
+/// reached.
 pub fn supervise(
     mut command: Command,
     case: &Case,
@@ -62,85 +164,26 @@ pub fn supervise(
     };
     let stdout = child.child.stdout.take().expect("stdout is piped");
     let stderr = child.child.stderr.take().expect("stderr is piped");
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(json) = line.strip_prefix(MESSAGE_PREFIX) {
-                if let Ok(message) = serde_json::from_str::<Message>(json) {
-                    if tx.send(Event::Line(message)).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = tx.send(Event::Eof);
-    });
+    let (events, reader) = read_messages(stdout);
     let stderr_reader = std::thread::spawn(move || tail_of(stderr, 8 * 1024));
-
     let mut collected = Collected {
         planned_warmup: plan.duration.is_none().then_some(plan.warmup),
         ..Collected::default()
     };
-    let mut last_heard = Instant::now();
-    loop {
-        if let Some(signal) = interruption() {
-            collected.interrupted = Some(format!(
-                "interrupted by {} {}",
-                signal_name(signal),
-                collected.progress(plan)
-            ));
-            child.kill();
-            break;
-        }
-        let now = Instant::now();
-        let stall_left = watchdog.stall.saturating_sub(now - last_heard);
-        let total_left = watchdog.total.saturating_sub(now - started);
-        // Short waits, so an interruption of the run stops the child at once.
-        let wait = stall_left.min(total_left).min(Duration::from_millis(100));
-        match rx.recv_timeout(wait) {
-            Ok(Event::Line(message)) => {
-                last_heard = Instant::now();
-                match message {
-                    Message::Start { .. } => collected.started = true,
-                    Message::Warmup { iterations } => collected.warmup = Some(iterations),
-                    Message::Sample(sample) => {
-                        progress(sample.i + 1);
-                        collected.add(&sample);
-                    }
-                    Message::Cap {
-                        iteration,
-                        live_bytes,
-                    } => collected.cap = Some((iteration, live_bytes)),
-                    Message::Hang { iteration, message } => {
-                        collected.hang = Some(format!("iteration {iteration}: {message}"))
-                    }
-                    Message::Error { iteration, message } => {
-                        collected.error = Some(match iteration {
-                            Some(i) => format!("iteration {i}: {message}"),
-                            None => message,
-                        })
-                    }
-                    done @ Message::Done { .. } => collected.done = Some(done),
-                }
-            }
-            Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let now = Instant::now();
-                if now - last_heard < watchdog.stall && now - started < watchdog.total {
-                    continue;
-                }
-                let why = if Instant::now() - started >= watchdog.total {
-                    format!("ran past the {}s limit", watchdog.total.as_secs())
-                } else {
-                    format!("no progress for {}s", watchdog.stall.as_secs())
-                };
-                collected.hang = Some(format!("{why} {}", collected.progress(plan)));
-                child.kill();
-                break;
-            }
-        }
-    }
+    let mut stopping = Stopping {
+        watchdog,
+        finish_after: None,
+        kill_on_report: false,
+    };
+    collect(
+        &mut child,
+        &events,
+        &mut collected,
+        plan,
+        &mut stopping,
+        started,
+        progress,
+    );
     collected.status = child.wait().ok();
     let _ = reader.join();
     collected.stderr_tail = stderr_reader.join().unwrap_or_default();
@@ -217,23 +260,8 @@ pub struct Contained {
 impl Contained {
     /// Starts `command` with standard input closed, in a new process group.
     pub fn spawn(command: &mut Command) -> std::io::Result<Contained> {
-        use std::os::unix::process::CommandExt;
-        command.stdin(Stdio::null()).process_group(0);
-        let child = command.spawn()?;
-        // A free slot records the group; with every slot taken (more than MAX_RUNNING
-        // children at once) a second signal would leave this one to its own end.
-        for slot in &RUNNING_GROUPS {
-            if slot
-                .compare_exchange(0, child.id() as i32, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                break;
-            }
-        }
-        Ok(Contained {
-            child,
-            reaped: false,
-        })
+        command.stdin(Stdio::null());
+        Self::spawn_keeping_stdio(command)
     }
 
     /// Starts `command` in a new process group with the standard streams it was given
@@ -242,6 +270,8 @@ impl Contained {
         use std::os::unix::process::CommandExt;
         command.process_group(0);
         let child = command.spawn()?;
+        // A free slot records the group; with every slot taken (more than MAX_RUNNING
+        // children at once) a second signal would leave this one to its own end.
         for slot in &RUNNING_GROUPS {
             if slot
                 .compare_exchange(0, child.id() as i32, Ordering::SeqCst, Ordering::SeqCst)

@@ -3,18 +3,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::Plan;
+use super::{Plan, MIN_JUDGED};
 use crate::fmt::{last_line, signal_name};
+use super::transport::Collected;
 use crate::protocol::Message;
-use crate::protocol::Sample;
 use crate::report::{
-    CaseResult, Fit, HeapFigures, ObjectFigures, Onset, Outcome, Sampling, Throughput, Verdict,
+    CaseResult, Fit, HeapFigures, ObjectFigures, Onset, Outcome, PerSecond, Sampling, Throughput,
+    Verdict,
 };
 use crate::scenario::{Case, Expect, Loss};
 use crate::series::Bucket;
-use crate::series::Series;
 use crate::stats::{self, Budget, Trend};
-use std::process::ExitStatus;
 
 /// The declared loss per iteration as the note quotes it: `1176 B/iteration`, or
 /// `1176–1208 B/iteration` when the allocator may add a slack.
@@ -249,15 +248,7 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
         )),
         _ => None,
     };
-    let outcome = if matches!(
-        (case.expect, verdict),
-        (
-            Expect::Clean,
-            Verdict::Clean | Verdict::Bounded | Verdict::Upstream
-        ) | (Expect::Leak, Verdict::Leak)
-            | (Expect::Crash, Verdict::Crash)
-            | (Expect::Hang, Verdict::Hang)
-    ) {
+    let outcome = if verdict.meets(case.expect) {
         Outcome::Pass
     } else {
         Outcome::Fail
@@ -295,81 +286,76 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
     }
 }
 
-/// What the parent collected from one child: bounded however long the child runs.
-#[derive(Debug, Default)]
-pub(super) struct Collected {
-    /// Warm-up iterations.
-    pub(super) warm: Series,
-    /// Judged iterations (buckets never straddle the end of warm-up).
-    pub(super) judged: Series,
-    /// Sums over the judged iterations.
-    pub(super) totals: Totals,
-    /// Where judging starts until the child says (a fixed plan's warm-up; none for a
-    /// timed one, whose warm-up the child decides).
-    pub(super) planned_warmup: Option<u64>,
-    pub(super) started: bool,
-    pub(super) warmup: Option<u64>,
-    pub(super) cap: Option<(u64, i64)>,
-    pub(super) error: Option<String>,
-    pub(super) done: Option<Message>,
-    pub(super) hang: Option<String>,
-    /// The run was interrupted while this child ran (by what, and where).
-    pub(super) interrupted: Option<String>,
-    pub(super) status: Option<ExitStatus>,
-    pub(super) stderr_tail: String,
+
+/// How a watched program ended, for the rules a soak's child never needs: its plan
+/// comes from the program, not from avsoak.
+#[derive(Debug, Clone)]
+pub(super) struct Watched {
+    /// Time mode's tick; `None` is marker mode.
+    pub(super) every: Option<Duration>,
+    /// How the program ended, for the note (`exited with status 0`, `stopped after
+    /// --duration 10s by SIGTERM`).
+    pub(super) ended: String,
+    /// Its own exit status, when it exited by itself (not stopped by the watcher).
+    pub(super) exit_code: Option<i32>,
 }
 
-/// Sums over judged iterations, for the per-iteration means and the throughput.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Totals {
-    pub(super) ns: u64,
-    pub(super) cpu_ns: u64,
-    pub(super) frames: u64,
-    pub(super) bytes: u64,
-    pub(super) allocs: u64,
-    pub(super) alloc_bytes: u64,
-}
-
-impl Collected {
-    pub(super) fn add(&mut self, sample: &Sample) {
-        if self
-            .warmup
-            .or(self.planned_warmup)
-            .is_some_and(|w| sample.i >= w)
-        {
-            let t = &mut self.totals;
-            t.ns += sample.ns;
-            t.cpu_ns += sample.cpu_ns;
-            t.frames += sample.frames;
-            t.bytes += sample.bytes;
-            t.allocs += sample.allocs;
-            t.alloc_bytes += sample.alloc_bytes;
-            self.judged.push(sample);
-        } else {
-            self.warm.push(sample);
+/// [`conclude`] for a watched program, then the watch's own rules:
+/// - a non-zero exit status turns a judged verdict (`leak` included) into `error`: the
+///   program failed, and what it did before failing is not what it does;
+/// - fewer than [`MIN_JUDGED`] judged points turn `clean`, `bounded` or `upstream` into
+///   `error` that says what to change (a soak's plan always leaves that many; a watched
+///   program ends when it likes, and a window that short can never be judged growing); a
+///   leak found on fewer (the cap, or a trend already significant) stands;
+/// - time mode adds the figures per second, and the note says the mode and the end.
+pub(super) fn conclude_watched(
+    case: &Case,
+    plan: &Plan,
+    c: Collected,
+    wall: Duration,
+    watched: &Watched,
+) -> CaseResult {
+    let mut result = conclude(case, plan, c, wall);
+    let judged_verdict = matches!(
+        result.verdict,
+        Verdict::Clean | Verdict::Bounded | Verdict::Upstream | Verdict::Leak
+    );
+    if let Some(code) = watched.exit_code.filter(|&c| c != 0 && judged_verdict) {
+        result.verdict = Verdict::Error;
+        result.outcome = Outcome::Fail;
+        result.error = Some(format!("the program exited with status {code}"));
+    }
+    let judged = result.iterations.saturating_sub(result.warmup_iterations);
+    if judged < MIN_JUDGED && result.verdict.meets(Expect::Clean) {
+        let (unit, shorten) = match watched.every {
+            None => ("iterations".to_owned(), "--warmup"),
+            Some(every) => (
+                format!("ticks of {} ms", every.as_millis()),
+                "--warmup or --every",
+            ),
+        };
+        result.verdict = Verdict::Error;
+        result.outcome = Outcome::Fail;
+        result.error = Some(format!(
+            "too short to judge: the program ended after {} {unit}, {} of them warm-up, \
+             leaving {judged} judged (expected at least {MIN_JUDGED}); run it longer or \
+             shorten {shorten}",
+            result.iterations, result.warmup_iterations
+        ));
+    }
+    let mode = match watched.every {
+        None => "marker mode: one iteration per avsoak_iteration() call".to_owned(),
+        Some(every) => {
+            result.heap.per_second = Some(PerSecond::at_tick(&result.heap, every));
+            format!(
+                "time mode: one iteration per {} ms tick, the figures per second beside",
+                every.as_millis()
+            )
         }
-    }
-}
-
-impl Collected {
-    /// The latest bucket: the one that holds the last iteration reported.
-    pub(super) fn latest(&self) -> Option<&Bucket> {
-        self.judged.buckets().last().or(self.warm.buckets().last())
-    }
-
-    /// Iterations the child completed.
-    pub(super) fn reached(&self) -> u64 {
-        self.latest().map_or(0, |b| b.last() + 1)
-    }
-
-    /// Where the child had got to, for messages: `during set-up`, or `after N of M
-    /// iterations` (`after N iterations` for a timed soak).
-    pub(super) fn progress(&self, plan: &Plan) -> String {
-        let reached = self.reached();
-        match (self.started, plan.duration) {
-            (false, _) => "during set-up".to_owned(),
-            (true, None) => format!("after {reached} of {} iterations", plan.iterations),
-            (true, Some(_)) => format!("after {reached} iterations"),
-        }
-    }
+    };
+    result.note = Some(match result.note.take() {
+        Some(note) => format!("{note}; {mode}; the program {}", watched.ended),
+        None => format!("{mode}; the program {}", watched.ended),
+    });
+    result
 }

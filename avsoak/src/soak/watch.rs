@@ -8,20 +8,19 @@
 //! `avsoak_iteration(frames)` call. Time mode (`every`): one iteration per tick.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::io::{FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::supervise::{interruption, signal_name, Contained};
-use super::verdict::{conclude, Collected};
-use super::{Plan, MIN_JUDGED};
-use crate::protocol::{Message, MESSAGE_PREFIX};
-use crate::report::{CaseResult, CpuSeconds, Outcome, PerSecond, Verdict};
+use super::supervise::{collect, signal_name, Contained, Stopping, Watchdog};
+use super::transport::{read_messages, watch_environment, Collected, WatchSettings};
+use super::verdict::{conclude_watched, Watched};
+use super::Plan;
+use crate::protocol::Message;
+use crate::report::{CaseResult, CpuSeconds};
 use crate::scenario::{Case, Expect};
 
 /// The file name of the preload library cargo builds.
@@ -280,11 +279,6 @@ fn name_done(done: &mut Message, w: &Watch, pid: u32, ran: Duration) {
     }
 }
 
-enum Event {
-    Line(Message),
-    Eof,
-}
-
 /// Watches one program to its end (or `duration`) and judges it. Errors only for what
 /// stops it from starting; everything after that is in the result.
 pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
@@ -305,36 +299,22 @@ pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
     let their_fd = theirs.into_raw_fd();
     let mut command = Command::new(&path);
     command.args(&w.args);
-    let preload = match std::env::var_os("LD_PRELOAD") {
-        Some(old) if !old.is_empty() => {
-            let mut joined = w.preload.clone().into_os_string();
-            joined.push(":");
-            joined.push(old);
-            joined
-        }
-        _ => w.preload.clone().into_os_string(),
-    };
-    command
-        .env("LD_PRELOAD", preload)
-        .env("AVSOAK_WATCH_FD", their_fd.to_string())
-        .env("AVSOAK_WATCH_WARMUP", w.warmup.to_string())
-        .env("AVSOAK_WATCH_HEAP_CAP", w.heap_cap.to_string())
-        .env("AVSOAK_WATCH_SUSPECTS", w.suspects.to_string())
-        .env("AVSOAK_SAMPLE_INTERVAL", w.sample_interval.to_string());
-    match w.every {
-        Some(every) => command.env(
-            "AVSOAK_WATCH_EVERY_MS",
-            every.as_millis().max(1).to_string(),
-        ),
-        None => command.env_remove("AVSOAK_WATCH_EVERY_MS"),
-    };
-    match &w.profile {
-        Some(profile) => {
-            let _ = std::fs::remove_file(profile);
-            command.env("AVSOAK_WATCH_PROFILE", profile)
-        }
-        None => command.env_remove("AVSOAK_WATCH_PROFILE"),
-    };
+    if let Some(profile) = &w.profile {
+        let _ = std::fs::remove_file(profile);
+    }
+    watch_environment(
+        &mut command,
+        &w.preload,
+        &WatchSettings {
+            fd: their_fd,
+            warmup: w.warmup,
+            heap_cap: w.heap_cap,
+            suspects: w.suspects,
+            sample_interval: w.sample_interval,
+            every: w.every,
+            profile: w.profile.as_deref(),
+        },
+    );
     // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
     // which is async-signal-safe; `their_fd` is open in the child (inherited).
     unsafe {
@@ -354,101 +334,30 @@ pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
     // program has its own copy now (or never started).
     drop(unsafe { OwnedFd::from_raw_fd(their_fd) });
     let mut child = spawned.map_err(io)?;
-    let reader_stream = ours.try_clone().map_err(io)?;
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(reader_stream).lines() {
-            let Ok(line) = line else { break };
-            if let Some(json) = line.strip_prefix(MESSAGE_PREFIX) {
-                if let Ok(message) = serde_json::from_str::<Message>(json) {
-                    if tx.send(Event::Line(message)).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = tx.send(Event::Eof);
-    });
-
+    let (events, reader) = read_messages(ours.try_clone().map_err(io)?);
     let mut collected = Collected {
         planned_warmup: Some(w.warmup),
         ..Collected::default()
     };
-    let mut last_heard = Instant::now();
-    let mut finishing: Option<Instant> = None;
+    let mut stopping = Stopping {
+        watchdog: Watchdog {
+            stall: w.stall,
+            total: Duration::MAX,
+        },
+        finish_after: w.duration.map(|d| (d, ours)),
+        kill_on_report: true,
+    };
+    let ended = collect(
+        &mut child,
+        &events,
+        &mut collected,
+        &plan,
+        &mut stopping,
+        started,
+        &mut |_| {},
+    );
     let mut stopped: Option<String> = None;
-    // The watcher killed the program itself, after it reported why (cap, error).
-    let mut killed = false;
-    let mut writer = ours;
-    loop {
-        if let Some(signal) = interruption() {
-            collected.interrupted = Some(format!(
-                "interrupted by {} {}",
-                signal_name(signal),
-                collected.progress(&plan)
-            ));
-            child.kill();
-            break;
-        }
-        if finishing.is_none() && w.duration.is_some_and(|d| started.elapsed() >= d) {
-            // Ask for `done` (suspects, profile) while the program still runs.
-            let _ = writer.write_all(b"finish\n");
-            finishing = Some(Instant::now());
-        }
-        if finishing.is_some_and(|f| f.elapsed() >= Duration::from_secs(30)) {
-            break;
-        }
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Event::Line(message)) => {
-                last_heard = Instant::now();
-                match message {
-                    Message::Start { .. } => collected.started = true,
-                    Message::Warmup { iterations } => collected.warmup = Some(iterations),
-                    Message::Sample(sample) => collected.add(&sample),
-                    Message::Cap {
-                        iteration,
-                        live_bytes,
-                    } => {
-                        collected.cap = Some((iteration, live_bytes));
-                        child.kill();
-                        killed = true;
-                        break;
-                    }
-                    Message::Hang { iteration, message } => {
-                        collected.hang = Some(format!("iteration {iteration}: {message}"))
-                    }
-                    Message::Error { iteration, message } => {
-                        collected.error = Some(match iteration {
-                            Some(i) => format!("iteration {i}: {message}"),
-                            None => message,
-                        });
-                        child.kill();
-                        killed = true;
-                        break;
-                    }
-                    done @ Message::Done { .. } => {
-                        collected.done = Some(done);
-                        if finishing.is_some() {
-                            break;
-                        }
-                    }
-                }
-            }
-            Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if finishing.is_none() && last_heard.elapsed() >= w.stall {
-                    collected.hang = Some(format!(
-                        "no sample for {}s {}",
-                        w.stall.as_secs(),
-                        collected.progress(&plan)
-                    ));
-                    child.kill();
-                    break;
-                }
-            }
-        }
-    }
-    if finishing.is_some() && collected.interrupted.is_none() {
+    if ended.finishing && collected.interrupted.is_none() {
         let terminated = child.terminate(w.grace).map_err(io)?;
         stopped = Some(format!(
             "stopped after --duration {}s by {}",
@@ -468,14 +377,9 @@ pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
     if let Some(done) = collected.done.as_mut() {
         name_done(done, w, pid, ran);
     }
-    // Our own stop is not a crash.
-    collected.status = if stopped.is_some() || killed {
-        None
-    } else {
-        status
-    };
-    let mut result = conclude(&case, &plan, collected, ran);
-    result.cpu = Some(cpu);
+    // Our own stop is not a crash, nor the program's exit status.
+    let ours = stopped.is_some() || ended.killed;
+    collected.status = if ours { None } else { status };
     let ended = match (&stopped, status) {
         (Some(stop), _) => stop.clone(),
         (None, Some(s)) => match (s.code(), s.signal()) {
@@ -485,60 +389,13 @@ pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
         },
         (None, None) => "ended".into(),
     };
-    let code = status
-        .and_then(|s| s.code())
-        .filter(|_| stopped.is_none() && !killed);
-    if let Some(code) = code.filter(|&c| c != 0) {
-        if matches!(
-            result.verdict,
-            Verdict::Clean | Verdict::Bounded | Verdict::Upstream | Verdict::Leak
-        ) {
-            result.verdict = Verdict::Error;
-            result.outcome = Outcome::Fail;
-            result.error = Some(format!("the program exited with status {code}"));
-        }
-    }
-    // A soak's plan leaves at least MIN_JUDGED iterations to judge; a watched program
-    // ends when it likes. Too few judged points can never be judged to grow, so `clean`
-    // from them would say nothing: it is an error that says what to change. A leak found
-    // on fewer (the cap, or a trend already significant) stands.
-    let judged = result.iterations.saturating_sub(result.warmup_iterations);
-    if judged < MIN_JUDGED
-        && matches!(
-            result.verdict,
-            Verdict::Clean | Verdict::Bounded | Verdict::Upstream
-        )
-    {
-        let (unit, shorten) = match w.every {
-            None => ("iterations".to_owned(), "--warmup"),
-            Some(every) => (
-                format!("ticks of {} ms", every.as_millis()),
-                "--warmup or --every",
-            ),
-        };
-        result.verdict = Verdict::Error;
-        result.outcome = Outcome::Fail;
-        result.error = Some(format!(
-            "too short to judge: the program ended after {} {unit}, {} of them warm-up, \
-             leaving {judged} judged (expected at least {MIN_JUDGED}); run it longer or \
-             shorten {shorten}",
-            result.iterations, result.warmup_iterations
-        ));
-    }
-    let mode = match w.every {
-        None => "marker mode: one iteration per avsoak_iteration() call".to_owned(),
-        Some(every) => {
-            result.heap.per_second = Some(PerSecond::at_tick(&result.heap, every));
-            format!(
-                "time mode: one iteration per {} ms tick, the figures per second beside",
-                every.as_millis()
-            )
-        }
+    let watched = Watched {
+        every: w.every,
+        ended,
+        exit_code: status.and_then(|s| s.code()).filter(|_| !ours),
     };
-    result.note = Some(match result.note.take() {
-        Some(note) => format!("{note}; {mode}; the program {ended}"),
-        None => format!("{mode}; the program {ended}"),
-    });
+    let mut result = conclude_watched(&case, &plan, collected, ran, &watched);
+    result.cpu = Some(cpu);
     Ok(result)
 }
 

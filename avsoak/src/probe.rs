@@ -1,0 +1,282 @@
+//! The probe: what runs beside a workload, in the process that runs it. A soak's child
+//! ([`crate::soak::run_workload`]) and a watched program's preload agent
+//! (`libavsoak_preload.so`) both measure through it, so an iteration means the same
+//! figures in both:
+//!
+//! - the counters' and the CPU clock's deltas per iteration ([`Probe::begin`],
+//!   [`Probe::end`]) and the [`Sample`] they make ([`Probe::sample`]);
+//! - the heap cap (a [`Message::Cap`] from [`Probe::sample`]);
+//! - the growth window: opened as warm-up ends ([`Probe::end_warmup`]), its end frozen
+//!   after every judged iteration whose sampled stacks changed, so a program's own
+//!   teardown cannot take the growth back;
+//! - the final [`Message::Done`] ([`Probe::finish`]): peak, end and teardown live bytes,
+//!   the suspects ranked from the window, the sampler's counts.
+//!
+//! Nothing here allocates between iterations but the [`Sample`] a caller asks for.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::heap::{self, Snapshot};
+use crate::profile::RawProfile;
+use crate::protocol::{Message, Sample};
+use crate::scenario::Loss;
+
+/// CPU nanoseconds this process has used, all its threads (`CLOCK_PROCESS_CPUTIME_ID`;
+/// 0 if the clock cannot be read).
+pub fn process_cpu_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `now`, which lives across the call;
+    // it neither allocates nor keeps the pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
+    if rc != 0 {
+        return 0;
+    }
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// When warm-up ends: after `iterations` iterations, and not before `time` has passed
+/// since the probe started (a timed soak warms up for a tenth of its duration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warmup {
+    /// Iterations at least.
+    pub iterations: u64,
+    /// Time since the probe started, at least.
+    pub time: Duration,
+}
+
+/// What one iteration cost, read by [`Probe::end`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    /// The counters at the end.
+    pub after: Snapshot,
+    /// Allocations during the iteration.
+    pub allocs: u64,
+    /// Bytes allocated during the iteration.
+    pub alloc_bytes: u64,
+    /// Wall-clock nanoseconds.
+    pub ns: u64,
+    /// CPU nanoseconds, every thread of the process.
+    pub cpu_ns: u64,
+}
+
+/// What an iteration did besides the heap, as its caller knows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Work {
+    /// Frames handled.
+    pub frames: u64,
+    /// Bytes produced.
+    pub bytes: u64,
+    /// The declared upstream loss so far ([`crate::scenario::Workload::known_loss`]).
+    pub known: Loss,
+    /// Pipeline-object gauges ([`crate::scenario::Workload::gauges`]).
+    pub gauges: BTreeMap<String, i64>,
+    /// The live heap the iteration held throughout, when the caller reads a low-water
+    /// mark (time mode) instead of the heap at its end: (bytes, blocks).
+    pub held: Option<(i64, i64)>,
+}
+
+/// Who names the suspects' stacks: this process ([`Naming::Here`], a soak's child), or
+/// the watcher after the program exited ([`Naming::Watcher`]: raw addresses and the
+/// module map travel in `done`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// Symbolized in this process.
+    Here,
+    /// Raw addresses with the module map, named by the watcher.
+    Watcher,
+}
+
+/// The measuring side of one soak or watch (see the module documentation).
+#[derive(Debug)]
+pub struct Probe {
+    warmup: Warmup,
+    heap_cap: u64,
+    suspects: usize,
+    started: Instant,
+    /// The next iteration's number (iterations sampled so far).
+    next: u64,
+    /// The first judged iteration, once warm-up ended.
+    judged_from: Option<u64>,
+    base: Snapshot,
+    base_cpu: u64,
+    base_at: Instant,
+    /// The sampler's generation when the window's end was last frozen.
+    snapped_generation: u64,
+    /// Judged iterations the frozen window spans.
+    snapped_judged: u64,
+    end_live_bytes: i64,
+}
+
+impl Probe {
+    /// A probe whose iterations start now, with epoch 0; `heap_cap` live bytes stop the
+    /// run as a leak; `suspects` are listed at most.
+    pub fn new(warmup: Warmup, heap_cap: u64, suspects: usize) -> Self {
+        heap::set_epoch(0);
+        let now = Instant::now();
+        Probe {
+            warmup,
+            heap_cap,
+            suspects,
+            started: now,
+            next: 0,
+            judged_from: None,
+            base: Snapshot::now(),
+            base_cpu: process_cpu_ns(),
+            base_at: now,
+            snapped_generation: 0,
+            snapped_judged: 0,
+            end_live_bytes: 0,
+        }
+    }
+
+    /// The next iteration's number: how many were sampled.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// The first judged iteration, once warm-up ended.
+    pub fn judged_from(&self) -> Option<u64> {
+        self.judged_from
+    }
+
+    /// How long since the probe started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Ends warm-up before the next iteration when its iterations and time have passed:
+    /// opens the growth window at the next iteration's epoch (what each sampled stack
+    /// holds now is what its growth is measured from; nothing is allocated) and returns
+    /// the [`Message::Warmup`] to send. Call it before each iteration.
+    pub fn end_warmup(&mut self) -> Option<Message> {
+        if self.judged_from.is_some()
+            || self.next < self.warmup.iterations
+            || self.started.elapsed() < self.warmup.time
+        {
+            return None;
+        }
+        self.judged_from = Some(self.next);
+        heap::open_window(self.next);
+        self.snapped_generation = heap::stack_generation();
+        Some(Message::Warmup {
+            iterations: self.next,
+        })
+    }
+
+    /// Starts measuring the next iteration from now: the counters, the CPU clock and the
+    /// wall clock. Without it, an iteration is measured from the end of the one before.
+    pub fn begin(&mut self) {
+        self.base = Snapshot::now();
+        self.base_cpu = process_cpu_ns();
+        self.base_at = Instant::now();
+    }
+
+    /// Reads what the iteration cost since [`Probe::begin`] (or the last `end`): wall
+    /// clock, then CPU clock, then the counters, and starts the next measurement there.
+    pub fn end(&mut self) -> Reading {
+        let ns = self.base_at.elapsed().as_nanos() as u64;
+        let cpu = process_cpu_ns();
+        let after = Snapshot::now();
+        let reading = Reading {
+            after,
+            allocs: after.allocs.wrapping_sub(self.base.allocs),
+            alloc_bytes: after.bytes_allocated.wrapping_sub(self.base.bytes_allocated),
+            ns,
+            cpu_ns: cpu.saturating_sub(self.base_cpu),
+        };
+        self.base = after;
+        self.base_cpu = cpu;
+        self.base_at += Duration::from_nanos(ns);
+        reading
+    }
+
+    /// The iteration's sample, and the [`Message::Cap`] that stops the run when its live
+    /// heap passed the cap. Moves the epoch to the next iteration and, in the judged
+    /// window, freezes its end when a sampled stack changed (a few microseconds for
+    /// hundreds of stacks; nothing otherwise).
+    pub fn sample(&mut self, reading: &Reading, work: Work) -> (Sample, Option<Message>) {
+        let (live_bytes, live_blocks) = work
+            .held
+            .unwrap_or((reading.after.live_bytes, reading.after.live_blocks));
+        let sample = Sample {
+            i: self.next,
+            live_bytes,
+            live_blocks,
+            allocs: reading.allocs,
+            alloc_bytes: reading.alloc_bytes,
+            frames: work.frames,
+            bytes: work.bytes,
+            ns: reading.ns,
+            cpu_ns: reading.cpu_ns,
+            known: work.known,
+            gauges: work.gauges,
+        };
+        self.end_live_bytes = live_bytes;
+        let iteration = self.next;
+        self.next += 1;
+        heap::set_epoch(self.next);
+        if let Some(from) = self.judged_from {
+            // The window ends at the last quiescent point, before a program's own
+            // teardown frees what it kept reachable.
+            let generation = heap::stack_generation();
+            if generation != self.snapped_generation {
+                heap::snapshot_window();
+                self.snapped_generation = generation;
+            }
+            self.snapped_judged = self.next - from;
+        }
+        let live = reading.after.live_bytes;
+        let cap = (live > 0 && live as u64 > self.heap_cap).then_some(Message::Cap {
+            iteration,
+            live_bytes: live,
+        });
+        (sample, cap)
+    }
+
+    /// The run is over: [`Message::Done`] with the stacks that grew over the judged
+    /// window, and the raw heap profile when `profile` asks for one. Everything is read
+    /// before symbolizing, which allocates for itself (and at an exact re-run's dense
+    /// interval would fill the sample table and count drops the judged window never
+    /// had); `teardown` runs between the end's reading and the teardown's (a soak's
+    /// child drops its workload there; a watched program has torn down already).
+    pub fn finish(
+        self,
+        teardown: impl FnOnce(),
+        naming: Naming,
+        profile: bool,
+    ) -> (Message, Option<RawProfile>) {
+        let peak = Snapshot::now().peak_live_bytes;
+        let (samples_taken, samples_dropped) = heap::sampling_counts();
+        heap::set_epoch(self.next);
+        let growth =
+            (self.snapped_judged > 0).then(|| heap::window_growth(self.snapped_judged));
+        let raw_profile = profile.then(RawProfile::now);
+        teardown();
+        let teardown_live_bytes = Snapshot::now().live_bytes;
+        let suspects = match (growth, naming) {
+            (None, _) => Vec::new(),
+            (Some(growth), Naming::Here) => growth.suspects(self.suspects),
+            (Some(growth), Naming::Watcher) => growth.unnamed_suspects(self.suspects),
+        };
+        let modules = match naming {
+            Naming::Here => Vec::new(),
+            Naming::Watcher => crate::modules::loaded_modules(),
+        };
+        let done = Message::Done {
+            peak_live_bytes: peak,
+            end_live_bytes: self.end_live_bytes,
+            teardown_live_bytes,
+            suspects,
+            samples_taken,
+            samples_dropped,
+            sample_interval: heap::sample_interval(),
+            modules,
+            profile: None,
+        };
+        (done, raw_profile)
+    }
+}
