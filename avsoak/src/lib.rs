@@ -7,22 +7,29 @@
 //! - [`testing`]: one workload soaked in a child of the test binary, from `cargo test`,
 //!   with [`assert_clean!`] and [`assert_leaks!`].
 //!
-//! The parts, each importing only those above it:
+//! The parts, in the order they import each other (each only those above it; the
+//! `tidy` test holds the list and checks it):
 //! - [`fmt`]: sizes with units, file stems, tables, signal names.
 //! - [`scenario`]: what a scenario provides: cases with expectations, and a workload.
-//! - [`heap`]: one counter for Rust and C allocations (the libc functions are interposed
-//!   by the `avsoak-hooks` crate, re-exported here as `hooks`), snapshots, deltas and
-//!   sampled stacks; [`profile`]: heap profiles in DHAT's format.
-//! - [`protocol`]: what a child tells its parent; [`series`]: a soak's per-iteration
-//!   series, bounded however long the soak runs.
 //! - [`stats`]: pure functions from a series to a trend (Theil–Sen slope, Mann–Kendall
 //!   test, bounded-growth check).
+//! - [`modules`]: the objects a process has loaded, for naming another process's stacks.
+//! - [`heap`]: one counter for Rust and C allocations (the libc functions are interposed
+//!   by the `avsoak-hooks` crate, re-exported here as `hooks`), the instrument check,
+//!   snapshots, sampled stacks and the growth window; [`profile`]: heap profiles in
+//!   DHAT's format.
+//! - [`protocol`]: what a measured process tells the judging one; [`probe`]: what runs
+//!   beside a workload to say it, in a soak's child and in a watched program alike.
+//! - [`series`]: a soak's per-iteration series, bounded however long the soak runs;
+//!   [`speed`]: the machine's speed index.
 //! - [`report`]: the result model, `report.json` (schema `avsoak.report/1`) and
-//!   `summary.md`; `index.html` and `junit.xml` render it, and [`render`] puts every
-//!   renderer of a run folder behind one [`render::Reporter`] interface.
-//! - [`soak`]: one case in its own child process under a watchdog and a heap cap, and
-//!   its verdict.
-//! - [`gate`]: named baselines, and a run compared with one.
+//!   `summary.md`; `flame`, `html`, `junit` and `markdown` render it, and [`render`] puts
+//!   every renderer of a run folder behind one [`render::Reporter`] interface.
+//! - [`gate`]: named baselines, and a run compared with one; [`journal`]: a run folder's
+//!   results as they finish.
+//! - [`soak`]: one case in its own child process, or one watched program, under a
+//!   watchdog and a heap cap, and its verdict.
+//! - [`testing`] and [`runner`]: the entry points.
 //!
 //! Counting the heap in a test:
 //!

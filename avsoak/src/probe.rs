@@ -184,7 +184,9 @@ impl Probe {
         let reading = Reading {
             after,
             allocs: after.allocs.wrapping_sub(self.base.allocs),
-            alloc_bytes: after.bytes_allocated.wrapping_sub(self.base.bytes_allocated),
+            alloc_bytes: after
+                .bytes_allocated
+                .wrapping_sub(self.base.bytes_allocated),
             ns,
             cpu_ns: cpu.saturating_sub(self.base_cpu),
         };
@@ -252,8 +254,7 @@ impl Probe {
         let peak = Snapshot::now().peak_live_bytes;
         let (samples_taken, samples_dropped) = heap::sampling_counts();
         heap::set_epoch(self.next);
-        let growth =
-            (self.snapped_judged > 0).then(|| heap::window_growth(self.snapped_judged));
+        let growth = (self.snapped_judged > 0).then(|| heap::window_growth(self.snapped_judged));
         let raw_profile = profile.then(RawProfile::now);
         teardown();
         let teardown_live_bytes = Snapshot::now().live_bytes;

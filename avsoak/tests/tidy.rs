@@ -1,8 +1,18 @@
-//! Repository checks over the source: no crate has modules that import each other in a
-//! circle, so data flows one way (ARCHITECTURE.md draws the order).
+//! Repository checks over the source: no crate has modules, or top-level modules, that
+//! import each other in a circle (inline paths included), and `avsoak`'s top-level
+//! modules import only those before them in [`AVSOAK_ORDER`], so data flows one way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// The order of `avsoak`'s top-level modules: each imports only modules before it. The
+/// one statement of the order (ARCHITECTURE.md's codemap follows it); a new module
+/// takes its place here.
+const AVSOAK_ORDER: &[&str] = &[
+    "fmt", "scenario", "stats", "modules", "heap", "profile", "protocol", "probe", "series",
+    "speed", "report", "flame", "html", "junit", "markdown", "render", "gate", "journal", "soak",
+    "testing", "runner",
+];
 
 /// Every crate's `src/` folder, from the workspace root.
 const CRATES: &[&str] = &[
@@ -98,6 +108,32 @@ fn references(module: &[String], code: &str) -> Vec<Vec<String>> {
     found
 }
 
+/// Every inline path through `name` in `code` (`name::a::b` not behind another path
+/// segment), as the segments after `name`.
+fn inline_paths(code: &str, name: &str) -> Vec<Vec<String>> {
+    let prefix = format!("{name}::");
+    let mut found = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find(&prefix) {
+        let before = rest[..at].chars().last();
+        rest = &rest[at + prefix.len()..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        let path: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+            .collect();
+        found.push(
+            path.split("::")
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        );
+    }
+    found
+}
+
 /// The module a path lands in: its longest prefix that is a module.
 fn resolve(modules: &BTreeSet<Vec<String>>, path: &[String]) -> Option<Vec<String>> {
     (1..=path.len())
@@ -123,7 +159,23 @@ fn graph(src: &Path) -> Graph {
     let mut graph = Graph::new();
     for (module, code) in &sources {
         let edges = graph.entry(module.join("::")).or_default();
-        for path in references(module, code) {
+        let mut paths = references(module, code);
+        // A module imported by name (`use crate::ffi;`) is named again inline
+        // (`ffi::encode::config()`): those paths land in its submodules.
+        let aliases: Vec<Vec<String>> = paths
+            .iter()
+            .filter(|p| modules.contains(*p))
+            .cloned()
+            .collect();
+        for alias in aliases {
+            let name = alias.last().expect("a module path has a name");
+            paths.extend(inline_paths(code, name).into_iter().map(|rest| {
+                let mut path = alias.clone();
+                path.extend(rest);
+                path
+            }));
+        }
+        for path in paths {
             let Some(target) = resolve(&modules, &path) else {
                 continue;
             };
@@ -134,6 +186,19 @@ fn graph(src: &Path) -> Graph {
         }
     }
     graph
+}
+
+/// `graph` with every module folded into its top-level module (`soak::child` into
+/// `soak`), each one's edges to itself left out: the layers a crate's modules form.
+fn layers(graph: &Graph) -> Graph {
+    let top = |m: &str| m.split("::").next().unwrap_or(m).to_owned();
+    let mut folded = Graph::new();
+    for (module, edges) in graph {
+        let from = top(module);
+        let entry = folded.entry(from.clone()).or_default();
+        entry.extend(edges.iter().map(|e| top(e)).filter(|e| *e != from));
+    }
+    folded
 }
 
 /// One cycle of `graph`, as the modules around it, if there is one.
@@ -189,6 +254,12 @@ fn no_crate_has_a_module_cycle() {
         if let Some(found) = cycle(&graph) {
             panic!("{src}: modules import each other: {}", found.join(" -> "));
         }
+        if let Some(found) = cycle(&layers(&graph)) {
+            panic!(
+                "{src}: top-level modules import each other: {}",
+                found.join(" -> ")
+            );
+        }
     }
 }
 
@@ -223,4 +294,99 @@ fn a_planted_module_cycle_is_found() {
     let planted = graph(&dir);
     let found = cycle(&planted).expect("the planted cycle");
     assert!(found.contains(&"report".to_owned()), "{found:?}");
+}
+
+/// The control for inline paths: a module imported by name and named again inline
+/// (`use crate::ffi;` then `ffi::encode::config()`) reaches the submodule, so a
+/// submodule that calls back up (`crate::media::init()`) closes a cycle.
+#[test]
+fn a_planted_cycle_through_an_inline_path_is_found() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tidy-inline");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("ffi")).unwrap();
+    let write = |file: &str, text: &str| std::fs::write(dir.join(file), text).unwrap();
+    write("lib.rs", "pub mod ffi;\npub mod media;\n");
+    write("ffi/mod.rs", "pub mod encode;\npub fn init() {}\n");
+    write("ffi/encode.rs", "pub fn config() { super::init() }\n");
+    write(
+        "media.rs",
+        "use crate::ffi;\npub fn init() {}\npub fn open() { ffi::encode::config() }\n",
+    );
+    let clean = graph(&dir);
+    assert_eq!(cycle(&clean), None, "{clean:?}");
+    assert!(clean["media"].contains("ffi::encode"), "{clean:?}");
+
+    write(
+        "ffi/encode.rs",
+        "pub fn config() { crate::media::init() }\n",
+    );
+    let planted = graph(&dir);
+    let found = cycle(&planted).expect("the planted cycle");
+    assert!(found.contains(&"ffi::encode".to_owned()), "{found:?}");
+
+    // The same submodule calling back up to a module that only reaches a sibling
+    // (`ffi::x264`) is no cycle between modules, but the layers `ffi` and `media`
+    // still import each other.
+    write(
+        "media.rs",
+        "use crate::ffi;\npub fn init() {}\npub fn open() { ffi::init() }\n",
+    );
+    let layered = graph(&dir);
+    assert_eq!(cycle(&layered), None, "{layered:?}");
+    let found = cycle(&layers(&layered)).expect("the layers' cycle");
+    assert!(found.contains(&"media".to_owned()), "{found:?}");
+}
+
+/// The imports of `layers` that do not go to a module earlier in `order`, and the
+/// modules `order` does not place, as messages.
+fn out_of_order(layers: &Graph, order: &[&str]) -> Vec<String> {
+    let place = |m: &str| order.iter().position(|o| *o == m);
+    let mut wrong = Vec::new();
+    for (module, edges) in layers {
+        let Some(at) = place(module) else {
+            wrong.push(format!("{module} has no place in the order"));
+            continue;
+        };
+        for target in edges {
+            if place(target).is_none_or(|t| t >= at) {
+                wrong.push(format!("{module} imports {target}, which comes after it"));
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn avsoak_modules_import_only_modules_before_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let layers = layers(&graph(&root.join("avsoak/src")));
+    let wrong = out_of_order(&layers, AVSOAK_ORDER);
+    assert!(wrong.is_empty(), "avsoak/src: {wrong:#?}");
+}
+
+/// The order check's control: an import of a later module, and a module the order does
+/// not place, are both named.
+#[test]
+fn an_import_against_the_order_is_named() {
+    let mut layers = Graph::new();
+    layers.entry("fmt".into()).or_default();
+    layers
+        .entry("report".into())
+        .or_default()
+        .insert("fmt".into());
+    assert!(out_of_order(&layers, &["fmt", "report"]).is_empty());
+    layers
+        .entry("fmt".into())
+        .or_default()
+        .insert("report".into());
+    layers.entry("extra".into()).or_default();
+    let wrong = out_of_order(&layers, &["fmt", "report"]);
+    assert_eq!(
+        wrong,
+        [
+            "extra has no place in the order",
+            "fmt imports report, which comes after it"
+        ],
+        "{wrong:?}"
+    );
 }

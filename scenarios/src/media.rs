@@ -401,12 +401,7 @@ pub fn mux(
     Ok(muxer.finish().map_err(mux_err)?.into_inner())
 }
 
-/// Initialises FFmpeg for a scenario: registers everything, logs errors only.
-pub fn init() -> Result<(), ffmpeg::Error> {
-    ffmpeg::init()?;
-    ffmpeg::log::set_level(ffmpeg::log::Level::Error);
-    Ok(())
-}
+pub use crate::ffi::init;
 
 /// Where fixtures are cached.
 pub fn cache_dir() -> PathBuf {

@@ -795,10 +795,7 @@ fn the_same_c_code_soaked_in_process_and_watched_has_one_slope_and_one_suspect()
     );
     let soaked_top = soak.suspects.first().expect("the soak names a suspect");
     assert!(
-        soaked_top
-            .frames
-            .iter()
-            .any(|f| f == LIST_RECORD.function),
+        soaked_top.frames.iter().any(|f| f == LIST_RECORD.function),
         "{soaked}"
     );
     assert_eq!(

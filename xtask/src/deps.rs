@@ -28,7 +28,7 @@ const PACKAGES: &[&str] = &[
     "libc6-dev",
     // Renders index.html in the report tests (headless).
     "chromium",
-    // `cargo xtask overhead --programs`: the peers avsoak watch is measured beside, and
+    // `cargo xtask watch-overhead`: the peers avsoak watch is measured beside, and
     // Debian's x265 encoder, watched unmodified.
     "heaptrack",
     "valgrind",

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{bench, compare, deps, gate, merge, overhead, profile, soak, test, watch};
+use crate::{bench, compare, deps, gate, merge, overhead, profile, programs, soak, test, watch};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "avsoak's tasks")]
@@ -28,6 +28,9 @@ pub enum Task {
     Bench(bench::Bench),
     /// Measure what the heap hooks cost on whole encode workloads.
     Overhead(overhead::Overhead),
+    /// Measure what `avsoak watch` costs the C reproductions and Debian's ffmpeg, beside
+    /// heaptrack and valgrind memcheck on the same programs, and what each tool caught.
+    WatchOverhead(programs::WatchOverhead),
     /// Compare encoder backends on speed, memory, quality and leaks.
     Compare(compare::Compare),
     /// Merge shard run folders into one run (refusing other commits or plans).

@@ -11,9 +11,9 @@
 //! - `bench`: the criterion suites (pictures, avio, queues, hooks) with heap figures
 //!   beside the times; `--no-run` only builds them.
 //! - `overhead`: the same encode workloads built with the heap hooks off, counting and
-//!   sampling, run interleaved; prints median ratios. `--programs`: the C reproductions
-//!   and Debian's `ffmpeg` plain, under `avsoak watch`, heaptrack and valgrind memcheck,
-//!   with what each tool caught.
+//!   sampling, run interleaved; prints median ratios.
+//! - `watch-overhead`: the C reproductions and Debian's `ffmpeg` plain, under `avsoak
+//!   watch`, heaptrack and valgrind memcheck, with what each tool caught.
 //! - `compare`: encoder backends on the same frames (`avsoak-run compare`): speed,
 //!   memory, quality and leaks, and the x264 encode beside the `ffmpeg` command line.
 //! - `merge`: shard run folders as one run (report, page, JUnit, journal), refusing runs
@@ -70,6 +70,7 @@ fn run() -> Result<()> {
         Task::Profile(task) => task.run(&sh),
         Task::Bench(task) => task.run(&sh),
         Task::Overhead(task) => task.run(&sh),
+        Task::WatchOverhead(task) => task.run(&sh),
         Task::Compare(task) => task.run(&sh),
         Task::Merge(task) => task.run(),
         Task::Watch(task) => task.run(&sh),

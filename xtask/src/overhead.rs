@@ -11,22 +11,15 @@ use xshell::{cmd, Shell};
 
 #[derive(clap::Args)]
 pub struct Overhead {
-    /// Interleaved rounds: each round runs every workload once per mode (default 11; 3
-    /// with --programs, where a round pairs each tool with plain three times, memcheck
-    /// once).
-    #[arg(long)]
-    rounds: Option<u32>,
+    /// Interleaved rounds: each round runs every workload once per mode.
+    #[arg(long, default_value_t = 11)]
+    rounds: u32,
     /// Frames per encode.
     #[arg(long, default_value_t = 300)]
     frames: u32,
-    /// Workloads (default: all): x264, ffmpeg-libx264, ffmpeg-mpeg4; with --programs:
-    /// list-growth, x264-camera, avio-reader, packet-queue, encoder-plugin, ffmpeg.
+    /// Workloads (default: all): x264, ffmpeg-libx264, ffmpeg-mpeg4.
     #[arg(long, value_delimiter = ',')]
     workload: Vec<String>,
-    /// Instead: C programs watched by `avsoak watch`, beside heaptrack and valgrind
-    /// memcheck on the same programs.
-    #[arg(long)]
-    programs: bool,
 }
 
 /// How the runner is built and run for each measurement.
@@ -39,11 +32,8 @@ const MODES: [(&str, &str, Option<&str>); 3] = [
 impl Overhead {
     pub fn run(self, sh: &Shell) -> Result<()> {
         Deps { check: false }.run(sh)?;
-        let rounds = self.rounds.unwrap_or(if self.programs { 3 } else { 11 });
+        let rounds = self.rounds;
         ensure!(rounds >= 1, "invalid --rounds 0 (expected at least 1)");
-        if self.programs {
-            return crate::programs::run(sh, rounds, &self.workload);
-        }
         ensure!(self.frames >= 1, "invalid --frames 0 (expected at least 1)");
         let workloads: Vec<String> = if self.workload.is_empty() {
             ["x264", "ffmpeg-libx264", "ffmpeg-mpeg4"]

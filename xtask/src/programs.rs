@@ -1,4 +1,4 @@
-//! `cargo xtask overhead --programs`: avsoak watch beside heaptrack and valgrind memcheck,
+//! `cargo xtask watch-overhead`: avsoak watch beside heaptrack and valgrind memcheck,
 //! on the same C programs.
 //!
 //! Each program is one of the reproductions in `preload/repro/` (its leaky build), plus
@@ -203,7 +203,26 @@ struct Finding {
 }
 
 /// Runs the table over `rounds` (at least 1) rounds of `only` (empty: every program).
-pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
+/// `cargo xtask watch-overhead`.
+#[derive(clap::Args)]
+pub struct WatchOverhead {
+    /// Rounds: each pairs every tool with a plain run three times (memcheck once).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Programs (default: all): list-growth, x264-camera, avio-reader, packet-queue,
+    /// encoder-plugin, ffmpeg.
+    #[arg(long, value_delimiter = ',')]
+    workload: Vec<String>,
+}
+
+impl WatchOverhead {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        anyhow::ensure!(self.rounds >= 1, "invalid --rounds 0 (expected at least 1)");
+        run(sh, self.rounds, &self.workload)
+    }
+}
+
+fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
     let programs: Vec<&Program> = if only.is_empty() {
         PROGRAMS.iter().collect()
     } else {
@@ -211,7 +230,7 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
             .map(|name| {
                 PROGRAMS.iter().find(|p| p.name == name).with_context(|| {
                     format!(
-                        "unknown --workload {name:?} with --programs (expected one of: {})",
+                        "unknown --workload {name:?} (expected one of: {})",
                         PROGRAMS
                             .iter()
                             .map(|p| p.name)
@@ -303,10 +322,7 @@ pub fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
                 paired[p][tool as usize].push(plains);
             }
         }
-        eprintln!(
-            "xtask overhead --programs: round {} of {rounds} done",
-            round + 1
-        );
+        eprintln!("xtask watch-overhead: round {} of {rounds} done", round + 1);
     }
     let mut out = format!(
         "\nwatching C programs: {rounds} interleaved rounds, {} CPUs; ratio = median over \

@@ -1,6 +1,6 @@
 //! `cargo xtask soak`: the runner, built and run.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::deps::Deps;
@@ -17,10 +17,21 @@ pub struct Soak {
 impl Soak {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let status = soak(sh, &self.args)?;
-        if !status.success() {
-            bail!("soak failed ({status}): see the table above and the report it names");
+        if status.success() {
+            return Ok(());
         }
-        Ok(())
+        // The runner's own exit code, as `watch` forwards it: 1 a failed outcome or gate,
+        // 2 bad input or an error, 130/143 interrupted (a runner killed by a signal
+        // exits 128 + it).
+        eprintln!("xtask: soak did not pass ({status}): see the table above and its run folder");
+        let code = status
+            .code()
+            .or_else(|| {
+                use std::os::unix::process::ExitStatusExt;
+                status.signal().map(|s| 128 + s)
+            })
+            .unwrap_or(2);
+        std::process::exit(code);
     }
 }
 

@@ -1,5 +1,5 @@
 //! The judging side: a process in a group of its own ([`Contained`]) under a watchdog,
-//! its protocol read by one loop ([`collect`]) for a soak's child and a watched program
+//! its protocol read by one loop (`collect`) for a soak's child and a watched program
 //! alike; the run's interruption by SIGINT or SIGTERM.
 
 use std::io::{Read, Write};

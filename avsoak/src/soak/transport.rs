@@ -1,7 +1,7 @@
 //! The transport between a measured process and the process that judges it: how a soak's
 //! child and a watched program are told what to do (argv and environment), how their
 //! protocol lines are read (a pipe from a child, a socket from a preloaded program: one
-//! reader), and how each message adds to what is [`Collected`] ([`Collected::absorb`]).
+//! reader), and how each message adds to what is `Collected` (`Collected::absorb`).
 //!
 //! Both ends use the names here: the environment variables are these constants on the
 //! judging side and in the preload library alike; the hooks crate reads

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::transport::Collected;
 use super::{Plan, MIN_JUDGED};
 use crate::fmt::{last_line, signal_name};
-use super::transport::Collected;
 use crate::protocol::Message;
 use crate::report::{
     CaseResult, Fit, HeapFigures, ObjectFigures, Onset, Outcome, PerSecond, Sampling, Throughput,
@@ -285,7 +285,6 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
         ..CaseResult::for_case(case, verdict, outcome)
     }
 }
-
 
 /// How a watched program ended, for the rules a soak's child never needs: its plan
 /// comes from the program, not from avsoak.

@@ -3,8 +3,9 @@
 //!
 //! The program's stdin, stdout and stderr stay its own. The library's agent speaks the
 //! child protocol ([`crate::protocol`]) on a socket whose descriptor the environment
-//! names (`AVSOAK_WATCH_FD`), so what the watcher collects is what a soak's parent
-//! collects, and the verdict is [`conclude`]'s. Marker mode: one iteration per
+//! names ([`super::transport::WATCH_FD_ENV`]), the watcher reads it with the soak's own
+//! loop, and the verdict is the soak's with the watch's own rules (exit status, a window
+//! too short to judge) from the same `verdict` module. Marker mode: one iteration per
 //! `avsoak_iteration(frames)` call. Time mode (`every`): one iteration per tick.
 
 use std::ffi::{OsStr, OsString};

@@ -36,7 +36,7 @@ pub fn config(
     width: u32,
     height: u32,
 ) -> Result<(ffmpeg::Codec, ffmpeg::encoder::video::Video), FfmpegError> {
-    crate::media::init().map_err(error(codec_name, "av_log_set_level"))?;
+    super::init().map_err(error(codec_name, "av_log_set_level"))?;
     let codec =
         ffmpeg::encoder::find_by_name(codec_name).ok_or(FfmpegError::NoEncoder(codec_name))?;
     let mut config = ffmpeg::codec::context::Context::new_with_codec(codec)

@@ -9,9 +9,17 @@
 //! - [`heif`]: libheif contexts, encoders and images.
 //! - [`x264`]: libx264 pictures and encoders.
 //! - [`x265`]: libx265's version and parameter sizes.
+//! - [`init`]: FFmpeg set up for a scenario.
 
 pub mod avio;
 pub mod encode;
 pub mod heif;
 pub mod x264;
 pub mod x265;
+
+/// Initialises FFmpeg for a scenario: registers everything, logs errors only.
+pub fn init() -> Result<(), ffmpeg_next::Error> {
+    ffmpeg_next::init()?;
+    ffmpeg_next::log::set_level(ffmpeg_next::log::Level::Error);
+    Ok(())
+}
