@@ -63,7 +63,7 @@ pub struct Case {
     pub upstream: Option<String>,
     /// Iterations (warm-up included) this case soaks when the run names no count or
     /// duration, instead of the runner's 120: for a case whose iteration is slow and whose
-    /// smallest growth to call is large (the rule: ARCHITECTURE.md, "Quick budgets").
+    /// smallest growth to call is large (the rule: docs/design/soak.md, "Quick budgets").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quick_iterations: Option<u64>,
 }

@@ -132,7 +132,7 @@ impl Schedule {
         }
     }
 
-    /// The quick budget ([`Case::quick_iterations`]; the rule: ARCHITECTURE.md, "Quick
+    /// The quick budget ([`Case::quick_iterations`]; the rule: docs/design/soak.md, "Quick
     /// budgets"): 60 iterations, 40 judged, where a lifetime opens x265 and feeds it
     /// frames to the end or to an abort in the drain. Those cost 28–163 ms an iteration
     /// on 2 cores (x265 builds its thread pool, lookahead and frame encoders per open;

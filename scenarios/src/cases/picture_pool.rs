@@ -104,7 +104,7 @@ impl Mode {
 pub struct PicturePool;
 
 impl Mode {
-    /// The quick budget ([`Case::quick_iterations`]; the rule: ARCHITECTURE.md, "Quick
+    /// The quick budget ([`Case::quick_iterations`]; the rule: docs/design/soak.md, "Quick
     /// budgets"): `resolution-switch` rebuilds its picture and encoder every segment,
     /// 55–150 ms an iteration on 2 cores, and what it must call is a rebuild that keeps
     /// the old picture (a whole frame's planes, ≥ 115 KiB per switch): 60 iterations. The
