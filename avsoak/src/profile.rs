@@ -59,26 +59,9 @@ pub struct RawProfile {
     pub stacks: Vec<RawStack>,
 }
 
-/// One stack's sums with its raw return addresses, innermost first.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RawStack {
-    /// Raw return addresses, innermost first.
-    pub frames: Vec<u64>,
-    /// Samples taken from this stack.
-    pub samples: u64,
-    /// Estimated bytes allocated from it over the whole process.
-    pub total_bytes: f64,
-    /// Estimated blocks allocated from it.
-    pub total_blocks: f64,
-    /// Estimated bytes from it still live.
-    pub live_bytes: f64,
-    /// Estimated blocks from it still live.
-    pub live_blocks: f64,
-    /// The most estimated bytes from it live at once.
-    pub max_bytes: f64,
-    /// The most estimated blocks from it live at once.
-    pub max_blocks: f64,
-}
+/// One stack's sums with its raw return addresses, innermost first (the sampler's own
+/// record).
+pub use avsoak_hooks::StackRecord as RawStack;
 
 impl RawProfile {
     /// The sums as they stand now.
@@ -89,19 +72,7 @@ impl RawProfile {
         RawProfile {
             interval: avsoak_hooks::sample_interval(),
             dropped: avsoak_hooks::sampling_stats().stacks_dropped,
-            stacks: avsoak_hooks::stack_profile()
-                .into_iter()
-                .map(|r| RawStack {
-                    frames: r.frames.iter().map(|&ip| ip as u64).collect(),
-                    samples: r.samples,
-                    total_bytes: r.total_bytes,
-                    total_blocks: r.total_blocks,
-                    live_bytes: r.live_bytes,
-                    live_blocks: r.live_blocks,
-                    max_bytes: r.max_bytes,
-                    max_blocks: r.max_blocks,
-                })
-                .collect(),
+            stacks: avsoak_hooks::stack_profile(),
         }
     }
 
@@ -114,11 +85,7 @@ impl RawProfile {
     /// made it). Stacks that symbolize to the same names are merged (their maxima added:
     /// an upper bound).
     pub fn symbolize_with(self, symbolizer: &mut crate::heap::Symbolizer) -> HeapProfile {
-        let raw: Vec<Vec<usize>> = self
-            .stacks
-            .iter()
-            .map(|r| r.frames.iter().map(|&a| a as usize).collect())
-            .collect();
+        let raw: Vec<Vec<usize>> = self.stacks.iter().map(|r| r.frames.clone()).collect();
         symbolizer.learn(raw.iter().map(Vec::as_slice));
         let mut merged: HashMap<Vec<String>, StackSums> = HashMap::new();
         for (r, ips) in self.stacks.into_iter().zip(&raw) {

@@ -24,22 +24,20 @@
 //! other are not a consistent pair while other threads allocate. Read them at quiescent
 //! points.
 
-use core::ffi::c_void;
+// Without `interpose` nothing records samples, so the sampler's insides go unused: the
+// crate is then only its counters and types, for a build that judges nothing.
+#![cfg_attr(not(feature = "interpose"), allow(dead_code))]
+
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
+#[cfg(feature = "interpose")]
+mod interpose;
 mod sample;
 
-pub use sample::{LiveSample, StackGrowth, StackRecord, MAX_FRAMES, STACK_SLOTS, TABLE_SLOTS};
+#[cfg(feature = "interpose")]
+pub use interpose::{hook_addresses, linked};
 
-extern "C" {
-    fn __libc_malloc(size: usize) -> *mut c_void;
-    fn __libc_free(ptr: *mut c_void);
-    fn __libc_calloc(nmemb: usize, size: usize) -> *mut c_void;
-    fn __libc_realloc(ptr: *mut c_void, size: usize) -> *mut c_void;
-    fn __libc_memalign(alignment: usize, size: usize) -> *mut c_void;
-    fn __libc_valloc(size: usize) -> *mut c_void;
-    fn __libc_pvalloc(size: usize) -> *mut c_void;
-}
+pub use sample::{LiveSample, StackGrowth, StackRecord, MAX_FRAMES, STACK_SLOTS, TABLE_SLOTS};
 
 static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
 static LIVE_BLOCKS: AtomicI64 = AtomicI64::new(0);
@@ -51,8 +49,9 @@ static FREES: AtomicU64 = AtomicU64::new(0);
 static BYTES_ALLOCATED: AtomicU64 = AtomicU64::new(0);
 static CONSTRUCTED: AtomicBool = AtomicBool::new(false);
 
-/// A reading of the process-wide counters.
+/// A reading of the process-wide counters (`avsoak::heap::Snapshot`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Counters {
     /// Usable bytes of all blocks allocated and not yet freed.
     pub live_bytes: i64,
@@ -66,6 +65,40 @@ pub struct Counters {
     pub frees: u64,
     /// Usable bytes of all successful allocations.
     pub bytes_allocated: u64,
+}
+
+/// The change between two readings of the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Delta {
+    /// Change in live bytes (negative when more was freed than allocated).
+    pub live_bytes: i64,
+    /// Change in live blocks.
+    pub live_blocks: i64,
+    /// Allocations made in between.
+    pub allocs: u64,
+    /// Frees made in between.
+    pub frees: u64,
+    /// Bytes allocated in between.
+    pub bytes_allocated: u64,
+}
+
+impl Counters {
+    /// Reads the counters now (all zero without the `interpose` feature: nothing counts).
+    pub fn now() -> Self {
+        counters()
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Counters) -> Delta {
+        Delta {
+            live_bytes: self.live_bytes - earlier.live_bytes,
+            live_blocks: self.live_blocks - earlier.live_blocks,
+            allocs: self.allocs.wrapping_sub(earlier.allocs),
+            frees: self.frees.wrapping_sub(earlier.frees),
+            bytes_allocated: self.bytes_allocated.wrapping_sub(earlier.bytes_allocated),
+        }
+    }
 }
 
 /// Reads the counters.
@@ -98,257 +131,8 @@ pub fn take_trough() -> (i64, i64) {
     (bytes, blocks)
 }
 
-/// The addresses of the hook functions, by symbol name, for the harness's check that the
-/// dynamic linker resolves each name to this crate and not to another allocator.
-pub fn hook_addresses() -> [(&'static str, usize); 6] {
-    [
-        ("malloc", malloc as *const () as usize),
-        ("free", free as *const () as usize),
-        ("calloc", calloc as *const () as usize),
-        ("realloc", realloc as *const () as usize),
-        ("memalign", memalign as *const () as usize),
-        ("posix_memalign", posix_memalign as *const () as usize),
-    ]
-}
-
 pub use sample::{
     epoch, live_samples, open_window, sample_interval, sampling_stats, set_epoch,
     set_sample_interval, snapshot_window, stack_generation, stack_profile, window_growth,
     SamplingStats, SAMPLE_INTERVAL_ENV,
 };
-
-#[inline(always)]
-fn usable_size(ptr: *mut c_void) -> usize {
-    // SAFETY: every caller passes a non-null pointer that glibc returned and that has not
-    // been freed yet: `note_alloc` runs right after a successful `__libc_*` allocation and
-    // `note_free` right before the `__libc_free`/`__libc_realloc` that releases it.
-    unsafe { libc::malloc_usable_size(ptr) }
-}
-
-#[inline(always)]
-fn note_alloc(ptr: *mut c_void) {
-    if ptr.is_null() {
-        return;
-    }
-    let size = usable_size(ptr);
-    let live = LIVE_BYTES.fetch_add(size as i64, Relaxed) + size as i64;
-    LIVE_BLOCKS.fetch_add(1, Relaxed);
-    ALLOCS.fetch_add(1, Relaxed);
-    BYTES_ALLOCATED.fetch_add(size as u64, Relaxed);
-    if live > PEAK_LIVE_BYTES.load(Relaxed) {
-        PEAK_LIVE_BYTES.fetch_max(live, Relaxed);
-    }
-    sample::on_alloc(ptr as usize, size);
-}
-
-/// Accounts for a block about to be released. Must run *before* glibc gets the pointer
-/// back: afterwards another thread may be handed the same address.
-#[inline(always)]
-fn note_free(ptr: *mut c_void) {
-    if ptr.is_null() {
-        return;
-    }
-    let size = usable_size(ptr);
-    let live = LIVE_BYTES.fetch_sub(size as i64, Relaxed) - size as i64;
-    let blocks = LIVE_BLOCKS.fetch_sub(1, Relaxed) - 1;
-    FREES.fetch_add(1, Relaxed);
-    if live < TROUGH_LIVE_BYTES.load(Relaxed) {
-        TROUGH_LIVE_BYTES.fetch_min(live, Relaxed);
-    }
-    if blocks < TROUGH_LIVE_BLOCKS.load(Relaxed) {
-        TROUGH_LIVE_BLOCKS.fetch_min(blocks, Relaxed);
-    }
-    sample::on_free(ptr as usize);
-}
-
-/// `malloc(3)`, counted.
-///
-/// # Safety
-/// As `malloc(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    // SAFETY: forwarding the caller's arguments unchanged to glibc's own malloc.
-    let ptr = unsafe { __libc_malloc(size) };
-    note_alloc(ptr);
-    ptr
-}
-
-/// `free(3)`, counted.
-///
-/// # Safety
-/// As `free(3)`: `ptr` is null or a live block from this allocator.
-#[no_mangle]
-pub unsafe extern "C" fn free(ptr: *mut c_void) {
-    note_free(ptr);
-    // SAFETY: the caller guarantees `ptr` is null or live; it was accounted just above.
-    unsafe { __libc_free(ptr) }
-}
-
-/// `calloc(3)`, counted.
-///
-/// # Safety
-/// As `calloc(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn calloc(nmemb: usize, size: usize) -> *mut c_void {
-    // SAFETY: forwarding unchanged; glibc checks `nmemb * size` for overflow itself.
-    let ptr = unsafe { __libc_calloc(nmemb, size) };
-    note_alloc(ptr);
-    ptr
-}
-
-/// `realloc(3)`, counted as the free of the old block and the allocation of the new one.
-///
-/// # Safety
-/// As `realloc(3)`: `ptr` is null or a live block from this allocator.
-#[no_mangle]
-pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
-    if ptr.is_null() {
-        // SAFETY: realloc(NULL, n) is malloc(n).
-        return unsafe { malloc(size) };
-    }
-    // Account the old block before glibc may hand its address to another thread.
-    note_free(ptr);
-    // SAFETY: `ptr` is live (caller's guarantee) and was not released by `note_free`,
-    // which only updates counters.
-    let new = unsafe { __libc_realloc(ptr, size) };
-    if new.is_null() {
-        if size != 0 {
-            // Failure: glibc left the old block untouched, so it is live again.
-            note_alloc(ptr);
-        }
-        // size == 0: glibc freed `ptr` and returned NULL, which `note_free` recorded.
-    } else {
-        note_alloc(new);
-    }
-    new
-}
-
-/// `reallocarray(3)`, with its overflow check.
-///
-/// # Safety
-/// As `reallocarray(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, nmemb: usize, size: usize) -> *mut c_void {
-    match nmemb.checked_mul(size) {
-        // SAFETY: the caller's `ptr` contract is realloc's.
-        Some(total) => unsafe { realloc(ptr, total) },
-        None => {
-            set_errno(libc::ENOMEM);
-            core::ptr::null_mut()
-        }
-    }
-}
-
-/// `memalign(3)`, counted.
-///
-/// # Safety
-/// As `memalign(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn memalign(alignment: usize, size: usize) -> *mut c_void {
-    // SAFETY: forwarding unchanged; glibc validates and rounds the alignment.
-    let ptr = unsafe { __libc_memalign(alignment, size) };
-    note_alloc(ptr);
-    ptr
-}
-
-/// `aligned_alloc(3)`, counted; the alignment must be a power of two (EINVAL otherwise).
-///
-/// # Safety
-/// As `aligned_alloc(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn aligned_alloc(alignment: usize, size: usize) -> *mut c_void {
-    if !alignment.is_power_of_two() {
-        set_errno(libc::EINVAL);
-        return core::ptr::null_mut();
-    }
-    // SAFETY: alignment checked above, as glibc's aligned_alloc does.
-    unsafe { memalign(alignment, size) }
-}
-
-/// `posix_memalign(3)`, counted, with its EINVAL checks. glibc's own `posix_memalign`
-/// does not reach `memalign` through the PLT, so it must be hooked itself: FFmpeg's
-/// `av_malloc` allocates through it.
-///
-/// # Safety
-/// As `posix_memalign(3)`: `memptr` is valid for a pointer-sized write.
-#[no_mangle]
-pub unsafe extern "C" fn posix_memalign(
-    memptr: *mut *mut c_void,
-    alignment: usize,
-    size: usize,
-) -> libc::c_int {
-    if !alignment.is_power_of_two()
-        || !alignment.is_multiple_of(core::mem::size_of::<*mut c_void>())
-    {
-        return libc::EINVAL;
-    }
-    // SAFETY: alignment validated above.
-    let ptr = unsafe { memalign(alignment, size) };
-    if ptr.is_null() {
-        return libc::ENOMEM;
-    }
-    // SAFETY: the caller guarantees `memptr` is writable.
-    unsafe { *memptr = ptr };
-    0
-}
-
-/// `valloc(3)`, counted.
-///
-/// # Safety
-/// As `valloc(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-    // SAFETY: forwarding unchanged.
-    let ptr = unsafe { __libc_valloc(size) };
-    note_alloc(ptr);
-    ptr
-}
-
-/// `pvalloc(3)`, counted.
-///
-/// # Safety
-/// As `pvalloc(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    // SAFETY: forwarding unchanged.
-    let ptr = unsafe { __libc_pvalloc(size) };
-    note_alloc(ptr);
-    ptr
-}
-
-fn set_errno(value: libc::c_int) {
-    // SAFETY: `__errno_location` returns this thread's errno slot, always valid.
-    unsafe { *libc::__errno_location() = value };
-}
-
-/// Runs before `main` (and before any Rust code of the program): reads the sampling
-/// settings from the environment and makes the sample table fork-safe.
-extern "C" fn construct() {
-    sample::init_from_env();
-    CONSTRUCTED.store(true, Relaxed);
-}
-
-/// Whether this process runs the hooks: the constructor ran (so the object file holding
-/// the hooks and the constructor was linked into the executable).
-///
-/// Also the crate's link anchor: it takes the addresses of the hooks and of the
-/// constructor, so an executable that calls it (the harness does, in its instrumentation
-/// check) pulls the object files that define them out of this crate's archive whatever
-/// the codegen-unit split, with no profile override in the user's manifest.
-#[inline(never)]
-pub fn linked() -> bool {
-    let anchors: [usize; 4] = [
-        malloc as *const () as usize,
-        free as *const () as usize,
-        posix_memalign as *const () as usize,
-        &CONSTRUCTOR as *const _ as usize,
-    ];
-    core::hint::black_box(anchors);
-    CONSTRUCTED.load(Relaxed)
-}
-
-// The constructor is a `#[used]` static: without it the linker would see no reference
-// and the call would never run.
-#[used]
-#[link_section = ".init_array"]
-static CONSTRUCTOR: extern "C" fn() = construct;

@@ -195,8 +195,9 @@ pub struct LiveSample {
 }
 
 /// One allocation stack's sampled sums (estimates: each sample stands for the
-/// allocations it was drawn from).
-#[derive(Debug, Clone)]
+/// allocations it was drawn from); `avsoak::profile::RawStack`.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StackRecord {
     /// Raw instruction pointers, innermost first.
     pub frames: Vec<usize>,

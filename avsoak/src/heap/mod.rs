@@ -28,68 +28,9 @@ mod check;
 
 pub use check::{check, object_of, HeapError};
 
-/// A reading of the process-wide heap counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// Usable bytes of live blocks (glibc's `malloc_usable_size`).
-    pub live_bytes: i64,
-    /// Live blocks.
-    pub live_blocks: i64,
-    /// Highest live bytes since start or since [`reset_peak`].
-    pub peak_live_bytes: i64,
-    /// Allocations so far (reallocations included).
-    pub allocs: u64,
-    /// Frees so far.
-    pub frees: u64,
-    /// Usable bytes allocated so far.
-    pub bytes_allocated: u64,
-}
-
-/// The change between two snapshots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Delta {
-    /// Change in live bytes (negative when more was freed than allocated).
-    pub live_bytes: i64,
-    /// Change in live blocks.
-    pub live_blocks: i64,
-    /// Allocations made in between.
-    pub allocs: u64,
-    /// Frees made in between.
-    pub frees: u64,
-    /// Bytes allocated in between.
-    pub bytes_allocated: u64,
-}
-
-impl Snapshot {
-    /// Reads the counters now (all zero when the hooks are not built in).
-    pub fn now() -> Self {
-        #[cfg(feature = "hooks")]
-        {
-            let c = avsoak_hooks::counters();
-            Snapshot {
-                live_bytes: c.live_bytes,
-                live_blocks: c.live_blocks,
-                peak_live_bytes: c.peak_live_bytes,
-                allocs: c.allocs,
-                frees: c.frees,
-                bytes_allocated: c.bytes_allocated,
-            }
-        }
-        #[cfg(not(feature = "hooks"))]
-        Snapshot::default()
-    }
-
-    /// What happened between `earlier` and `self`.
-    pub fn since(&self, earlier: &Snapshot) -> Delta {
-        Delta {
-            live_bytes: self.live_bytes - earlier.live_bytes,
-            live_blocks: self.live_blocks - earlier.live_blocks,
-            allocs: self.allocs.wrapping_sub(earlier.allocs),
-            frees: self.frees.wrapping_sub(earlier.frees),
-            bytes_allocated: self.bytes_allocated.wrapping_sub(earlier.bytes_allocated),
-        }
-    }
-}
+/// A reading of the process-wide heap counters: [`Snapshot::now`], and what happened
+/// between two readings, [`Snapshot::since`].
+pub use avsoak_hooks::{Counters as Snapshot, Delta};
 
 /// Heap cost of one run of a routine, averaged over many.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
