@@ -1,14 +1,15 @@
 //! avsoak-hooks: the libc allocation functions, interposed, counting every heap byte.
 //!
-//! This crate defines `malloc`, `free`, `calloc`, `realloc`, `memalign`, `aligned_alloc`,
-//! `posix_memalign`, `valloc`, `pvalloc` and `reallocarray` for the executable it is linked
-//! into, and forwards each to glibc's public `__libc_*` entry point. Because the executable
+//! With its default `interpose` feature this crate defines `malloc`, `free`, `calloc`,
+//! `realloc`, `memalign`, `aligned_alloc`, `posix_memalign`, `valloc`, `pvalloc` and
+//! `reallocarray` for the executable it is linked into, and forwards each to glibc's
+//! public `__libc_*` entry point. Because the executable
 //! exports these symbols, every shared library it loads (libx264, libavcodec, libheif,
 //! libx265, and Rust's own `System` allocator through libc) binds to them, so one set of
 //! counters covers C and Rust alike.
 //!
-//! Do not use this crate directly: `avsoak` re-exports it (behind its default
-//! `hooks` feature) and wraps it in `avsoak::heap`, which is the supported API.
+//! Do not use this crate directly: `avsoak` re-exports it (its default `hooks` feature
+//! turns `interpose` on) and wraps it in `avsoak::heap`, which is the supported API.
 //!
 //! # Rules for code in this crate
 //!
