@@ -4,6 +4,7 @@ use crate::deps::Deps;
 use crate::spread::Spread;
 use crate::{target_dir, workspace_root};
 use anyhow::{bail, ensure, Context, Result};
+use avsoak::soak::transport::SAMPLE_INTERVAL_ENV;
 use avsoak::stats::median_of;
 use std::path::Path;
 use std::process::Command;
@@ -149,9 +150,9 @@ fn run_workload(
         .args(["workload", "--name", workload, "--frames"])
         .arg(frames.to_string())
         .current_dir(workspace_root())
-        .env_remove("AVSOAK_SAMPLE_INTERVAL");
+        .env_remove(SAMPLE_INTERVAL_ENV);
     if let Some(interval) = interval {
-        command.env("AVSOAK_SAMPLE_INTERVAL", interval);
+        command.env(SAMPLE_INTERVAL_ENV, interval);
     }
     let output = command
         .output()
