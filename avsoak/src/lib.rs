@@ -14,6 +14,7 @@
 //! - [`stats`]: pure functions from a series to a trend (Theil–Sen slope, Mann–Kendall
 //!   test, bounded-growth check).
 //! - [`modules`]: the objects a process has loaded, for naming another process's stacks.
+//! - [`resources`]: descriptors, threads and resident memory, read from `/proc`.
 //! - [`heap`]: one counter for Rust and C allocations (the libc functions are interposed
 //!   by the `avsoak-hooks` crate, re-exported here as `hooks`), the instrument check,
 //!   snapshots, sampled stacks and the growth window; [`profile`]: heap profiles in
@@ -61,6 +62,7 @@ pub mod profile;
 pub mod protocol;
 pub mod render;
 pub mod report;
+pub mod resources;
 pub mod runner;
 pub mod scenario;
 pub mod series;

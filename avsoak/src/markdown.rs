@@ -61,9 +61,12 @@ impl Report {
         md
     }
 
-    /// The result table, as Markdown (`markdown = true`) or aligned plain text.
+    /// The result table, as Markdown (`markdown = true`) or aligned plain text. When any
+    /// result counted descriptors, threads and resident memory, each has a column of its
+    /// slope in the case's clock.
     pub fn table(&self, markdown: bool) -> String {
-        let header = [
+        let with_resources = self.results.iter().any(|r| r.resources.is_some());
+        let mut header = vec![
             "case",
             "expect",
             "verdict",
@@ -75,11 +78,14 @@ impl Report {
             "peak live",
             "frames/s",
         ];
+        if with_resources {
+            header.extend(["fds", "threads", "RSS"]);
+        }
         let rows: Vec<Vec<String>> = self
             .results
             .iter()
             .map(|r| {
-                vec![
+                let mut row = vec![
                     r.id.clone(),
                     r.expect.to_string(),
                     r.verdict.as_str().to_owned(),
@@ -90,7 +96,11 @@ impl Report {
                     format!("{:.1}", r.heap.allocs_per_iter),
                     human_bytes(r.heap.peak_live_bytes as f64),
                     format!("{:.0}", r.throughput.frames_per_s),
-                ]
+                ];
+                if with_resources {
+                    row.extend(r.resource_rates());
+                }
+                row
             })
             .collect();
         render_table(&header, &rows, markdown)
@@ -102,8 +112,10 @@ impl CaseResult {
     /// see [`crate::series`]). `iteration` is the bucket's first iteration, `iterations`
     /// how many it covers; each quantity has its value after the bucket's last iteration
     /// and its `_min` and `_max` over the bucket; `judged` is 0 in warm-up. Gauges follow,
-    /// the same way, in name order.
+    /// the same way, in name order, then descriptors, threads and resident bytes when
+    /// they were counted.
     pub fn series_csv(&self) -> String {
+        let with_resources = self.series.iter().any(|b| b.resources.is_some());
         let names: std::collections::BTreeSet<&String> =
             self.series.iter().flat_map(|b| b.gauges.keys()).collect();
         let mut csv = String::from(
@@ -112,6 +124,11 @@ impl CaseResult {
         );
         for name in &names {
             let _ = write!(csv, ",{name},{name}_min,{name}_max");
+        }
+        if with_resources {
+            for name in ["fds", "threads", "rss_bytes", "rss_file_bytes"] {
+                let _ = write!(csv, ",{name},{name}_min,{name}_max");
+            }
         }
         csv.push('\n');
         for b in &self.series {
@@ -136,6 +153,16 @@ impl CaseResult {
                         let _ = write!(csv, ",{},{},{}", g.last, g.min, g.max);
                     }
                     None => csv.push_str(",,,"),
+                }
+            }
+            if with_resources {
+                match b.resources {
+                    Some(r) => {
+                        for s in [r.fds, r.threads, r.rss_bytes, r.rss_file_bytes] {
+                            let _ = write!(csv, ",{},{},{}", s.last, s.min, s.max);
+                        }
+                    }
+                    None => csv.push_str(",,,,,,,,,,,,"),
                 }
             }
             csv.push('\n');

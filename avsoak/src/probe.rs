@@ -20,7 +20,14 @@ use std::time::{Duration, Instant};
 use crate::heap::{self, Snapshot};
 use crate::profile::RawProfile;
 use crate::protocol::{Message, Sample};
+use crate::resources::{ResourceReader, Resources};
 use crate::scenario::Loss;
+
+/// How much longer than a reading of the process's resources ([`crate::resources`]) takes
+/// the probe waits before the next one: an iteration that ends sooner carries the last
+/// reading, so the readings cost at most a hundredth of the program's time however fast
+/// it marks iterations (a reading takes about 10 µs: one every millisecond or so).
+pub const RESOURCE_COST_SHARE: u32 = 100;
 
 /// CPU nanoseconds this process has used, all its threads (`CLOCK_PROCESS_CPUTIME_ID`;
 /// 0 if the clock cannot be read).
@@ -61,6 +68,9 @@ pub struct Reading {
     pub ns: u64,
     /// CPU nanoseconds, every thread of the process.
     pub cpu_ns: u64,
+    /// Descriptors, threads and resident memory (the last reading, at most
+    /// [`RESOURCE_COST_SHARE`] old); `None` where `/proc` cannot be read.
+    pub resources: Option<Resources>,
 }
 
 /// What an iteration did besides the heap, as its caller knows it.
@@ -109,6 +119,10 @@ pub struct Probe {
     /// Judged iterations the frozen window spans.
     snapped_judged: u64,
     end_live_bytes: i64,
+    /// `/proc/self`'s files, opened once; `None` where they cannot be.
+    resources: Option<ResourceReader>,
+    /// The last reading, and when the next one is due.
+    last_resources: Option<(Resources, Instant)>,
 }
 
 impl Probe {
@@ -130,6 +144,8 @@ impl Probe {
             snapped_generation: 0,
             snapped_judged: 0,
             end_live_bytes: 0,
+            resources: ResourceReader::open(),
+            last_resources: None,
         }
     }
 
@@ -176,7 +192,8 @@ impl Probe {
     }
 
     /// Reads what the iteration cost since [`Probe::begin`] (or the last `end`): wall
-    /// clock, then CPU clock, then the counters, and starts the next measurement there.
+    /// clock, then CPU clock, then the counters, then the resources (none of it
+    /// allocates), and starts the next measurement there.
     pub fn end(&mut self) -> Reading {
         let ns = self.base_at.elapsed().as_nanos() as u64;
         let cpu = process_cpu_ns();
@@ -189,11 +206,28 @@ impl Probe {
                 .wrapping_sub(self.base.bytes_allocated),
             ns,
             cpu_ns: cpu.saturating_sub(self.base_cpu),
+            resources: self.read_resources(),
         };
         self.base = after;
         self.base_cpu = cpu;
         self.base_at += Duration::from_nanos(ns);
         reading
+    }
+
+    /// The process's resources: read anew once the next reading is due, otherwise the
+    /// last reading (see [`RESOURCE_COST_SHARE`]).
+    fn read_resources(&mut self) -> Option<Resources> {
+        let reader = self.resources.as_ref()?;
+        match self.last_resources {
+            Some((last, due)) if Instant::now() < due => Some(last),
+            _ => {
+                let started = Instant::now();
+                let now = reader.read()?;
+                let cost = started.elapsed();
+                self.last_resources = Some((now, started + cost * (RESOURCE_COST_SHARE + 1)));
+                Some(now)
+            }
+        }
     }
 
     /// The iteration's sample, and the [`Message::Cap`] that stops the run when its live
@@ -216,6 +250,7 @@ impl Probe {
             cpu_ns: reading.cpu_ns,
             known: work.known,
             gauges: work.gauges,
+            resources: reading.resources,
         };
         self.end_live_bytes = live_bytes;
         let iteration = self.next;

@@ -118,6 +118,11 @@ pub struct Sample {
     /// ([`crate::scenario::Workload::gauges`]), read after the heap.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub gauges: BTreeMap<String, i64>,
+    /// Descriptors, threads and resident memory after the iteration (an iteration shorter
+    /// than a hundred readings carries the last one, see
+    /// [`crate::probe::RESOURCE_COST_SHARE`]); `None` where `/proc` cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<crate::resources::Resources>,
 }
 
 fn is_zero(loss: &Loss) -> bool {

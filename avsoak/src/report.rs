@@ -402,6 +402,10 @@ pub struct CaseResult {
     /// CPU seconds a watched program cost, while it ran (`avsoak watch` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<CpuSeconds>,
+    /// Descriptors, threads and resident memory over the judged window, judged as the
+    /// heap is; `None` where they could not be read (the note says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceFigures>,
     /// What the variant does.
     pub about: String,
     /// Live bytes, blocks and pipeline objects over the iterations, bounded (written to
@@ -419,6 +423,65 @@ pub struct CpuSeconds {
     pub program_s: f64,
     /// The watcher's, reading and keeping the program's samples.
     pub watcher_s: f64,
+}
+
+/// One resource of the process over the judged window, judged as live heap bytes are
+/// ([`crate::stats::judge_series`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ResourceTrend {
+    /// Theil–Sen slope per iteration.
+    pub per_iter: f64,
+    /// One-sided Mann–Kendall p-value for growing.
+    pub p: f64,
+    /// Flat, bounded or growing.
+    pub trend: crate::stats::Trend,
+    /// After the last judged iteration.
+    pub end: i64,
+    /// The most after any iteration, warm-up included.
+    pub max: i64,
+}
+
+/// What the process held besides its heap, over the judged window. Descriptors and
+/// threads that grow make a `leak`, as the heap does; resident memory that grows beyond
+/// the heap is a note (see ARCHITECTURE.md, "Invariants").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ResourceFigures {
+    /// Open file descriptors.
+    pub fds: ResourceTrend,
+    /// Threads.
+    pub threads: ResourceTrend,
+    /// Resident bytes, anonymous and file-backed.
+    pub rss_bytes: ResourceTrend,
+    /// Resident growth per iteration that live heap bytes do not explain: the resident
+    /// slope less the heap's, when both are measured (0 when resident memory is flat).
+    pub rss_unexplained_bytes_per_iter: f64,
+}
+
+impl ResourceFigures {
+    /// The resources that leak, as the verdict's words: `+1.00 fd/iteration (5 → 105
+    /// open)`, `+1.00 thread/iteration (2 → 102)`.
+    pub fn leaks(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.fds.trend == crate::stats::Trend::Growing {
+            found.push(format!(
+                "+{:.2} fd/iteration ({} open at the end, at most {})",
+                self.fds.per_iter, self.fds.end, self.fds.max
+            ));
+        }
+        if self.threads.trend == crate::stats::Trend::Growing {
+            found.push(format!(
+                "+{:.2} thread/iteration ({} at the end, at most {})",
+                self.threads.per_iter, self.threads.end, self.threads.max
+            ));
+        }
+        found
+    }
+
+    /// Whether a resource grew once and stopped (a pool of descriptors or threads
+    /// filling), with none growing.
+    pub fn bounded(&self) -> bool {
+        [self.fds.trend, self.threads.trend].contains(&crate::stats::Trend::Bounded)
+    }
 }
 
 /// One pipeline-object gauge over a case: where it ended and how high it went.
@@ -456,6 +519,7 @@ impl CaseResult {
             profile: None,
             wall_s: 0.0,
             cpu: None,
+            resources: None,
             about: case.about.clone(),
             series: Vec::new(),
         }
@@ -477,6 +541,27 @@ impl CaseResult {
             error: Some(why.to_owned()),
             ..CaseResult::for_case(case, Verdict::Interrupted, Outcome::Fail)
         }
+    }
+
+    /// The slopes of descriptors, threads and resident memory in the case's clock, as the
+    /// table shows them (`1.00/it`, `10.00/s`, `4.0 KiB/it`); `-` each where they were
+    /// not counted.
+    pub fn resource_rates(&self) -> [String; 3] {
+        let Some(r) = &self.resources else {
+            return ["-".into(), "-".into(), "-".into()];
+        };
+        let (scale, unit) = match &self.heap.per_second {
+            Some(s) if s.tick_s > 0.0 => (1.0 / s.tick_s, "/s"),
+            _ => (1.0, "/it"),
+        };
+        [
+            format!("{:.2}{unit}", r.fds.per_iter * scale),
+            format!("{:.2}{unit}", r.threads.per_iter * scale),
+            format!(
+                "{}{unit}",
+                crate::fmt::human_bytes(r.rss_bytes.per_iter * scale)
+            ),
+        ]
     }
 
     /// Suspect stacks the summary shows: the top three where they explain something a

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::Sample;
+use crate::resources::Resources;
 use crate::scenario::Loss;
 
 /// One quantity over a bucket: its value after the bucket's last iteration, and its
@@ -74,6 +75,40 @@ pub struct Bucket {
     pub known: Loss,
     /// Each pipeline-object gauge ([`crate::scenario::Workload::gauges`]).
     pub gauges: BTreeMap<String, Span>,
+    /// Descriptors, threads and resident memory; `None` where they were not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceSpans>,
+}
+
+/// The process's resources ([`Resources`]) over a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResourceSpans {
+    /// Open file descriptors.
+    pub fds: Span,
+    /// Threads.
+    pub threads: Span,
+    /// Resident bytes.
+    pub rss_bytes: Span,
+    /// Resident bytes backed by files or shared.
+    pub rss_file_bytes: Span,
+}
+
+impl ResourceSpans {
+    fn of(r: Resources) -> Self {
+        ResourceSpans {
+            fds: Span::of(r.fds),
+            threads: Span::of(r.threads),
+            rss_bytes: Span::of(r.rss_bytes),
+            rss_file_bytes: Span::of(r.rss_file_bytes),
+        }
+    }
+
+    fn absorb(&mut self, later: ResourceSpans) {
+        self.fds.absorb(later.fds);
+        self.threads.absorb(later.threads);
+        self.rss_bytes.absorb(later.rss_bytes);
+        self.rss_file_bytes.absorb(later.rss_file_bytes);
+    }
 }
 
 impl Bucket {
@@ -89,6 +124,7 @@ impl Bucket {
                 .iter()
                 .map(|(name, &value)| (name.clone(), Span::of(value)))
                 .collect(),
+            resources: sample.resources.map(ResourceSpans::of),
         }
     }
 
@@ -103,6 +139,12 @@ impl Bucket {
         self.live_bytes.absorb(later.live_bytes);
         self.live_blocks.absorb(later.live_blocks);
         self.known = later.known;
+        // A bucket whose iterations were not all read keeps what was.
+        match (&mut self.resources, later.resources) {
+            (Some(mine), Some(later)) => mine.absorb(later),
+            (mine @ None, later) => *mine = later,
+            (Some(_), None) => {}
+        }
         for (name, span) in later.gauges {
             match self.gauges.get_mut(&name) {
                 Some(mine) => mine.absorb(span),

@@ -64,6 +64,7 @@ fn samples_with_known(
                     ("live_packets".to_owned(), (i % 3) as i64),
                     ("queue_depth".to_owned(), 25),
                 ]),
+                resources: None,
             }))
         })
         .collect()

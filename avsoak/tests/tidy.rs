@@ -9,9 +9,28 @@ use std::path::{Path, PathBuf};
 /// one statement of the order (ARCHITECTURE.md's codemap follows it); a new module
 /// takes its place here.
 const AVSOAK_ORDER: &[&str] = &[
-    "fmt", "scenario", "stats", "modules", "heap", "profile", "protocol", "probe", "series",
-    "speed", "report", "flame", "html", "junit", "markdown", "render", "gate", "journal", "soak",
-    "testing", "runner",
+    "fmt",
+    "scenario",
+    "stats",
+    "modules",
+    "resources",
+    "heap",
+    "profile",
+    "protocol",
+    "probe",
+    "series",
+    "speed",
+    "report",
+    "flame",
+    "html",
+    "junit",
+    "markdown",
+    "render",
+    "gate",
+    "journal",
+    "soak",
+    "testing",
+    "runner",
 ];
 
 /// Every crate's `src/` folder, from the workspace root.

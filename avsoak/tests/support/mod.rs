@@ -120,6 +120,7 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
         profile: None,
         wall_s: 1.5,
         cpu: None,
+        resources: None,
         about: String::new(),
         series: series(
             120,

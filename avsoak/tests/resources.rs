@@ -1,0 +1,104 @@
+//! Descriptors and threads in a soak's child, counted by the same probe a watched
+//! program's agent uses and judged as the heap is: a workload that keeps one more each
+//! iteration is a `leak` that says which, and its twin that gives them back is `clean`.
+//! Each soak runs in a child of this test binary (`avsoak::testing`), one per test.
+//!
+//! Failure chances on a correct build: descriptors and threads are counted exactly at
+//! the end of each iteration (an iteration takes at least a millisecond here, so every
+//! one is read anew); the leaks add one every iteration and the twins hold their counts
+//! to the unit, under the floor of 8 over the window.
+
+use std::fs::File;
+use std::time::Duration;
+
+use avsoak::report::Verdict;
+use avsoak::scenario::{BoxError, Work, Workload};
+use avsoak::soak::Plan;
+
+/// Opens a file each iteration and forgets it (`leak`), or closes it.
+struct Files {
+    leak: bool,
+}
+
+impl Workload for Files {
+    fn iterate(&mut self) -> Result<Work, BoxError> {
+        let file = File::open("/proc/self/status")?;
+        std::thread::sleep(Duration::from_millis(1));
+        if self.leak {
+            // The descriptor stays open; the heap does not grow.
+            std::mem::forget(file);
+        }
+        Ok(Work {
+            frames: 1,
+            bytes: 0,
+        })
+    }
+}
+
+/// Starts a thread each iteration that waits for ever (`leak`), or joins it.
+struct Threads {
+    leak: bool,
+}
+
+impl Workload for Threads {
+    fn iterate(&mut self) -> Result<Work, BoxError> {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let _ = rx.recv();
+        });
+        std::thread::sleep(Duration::from_millis(1));
+        if self.leak {
+            // Nobody ever sends or hangs up: the thread waits for the rest of the process.
+            std::mem::forget(tx);
+        } else {
+            drop(tx);
+            thread.join().map_err(|_| "the thread panicked")?;
+        }
+        Ok(Work {
+            frames: 1,
+            bytes: 0,
+        })
+    }
+}
+
+fn plan() -> Plan {
+    Plan {
+        warmup: 20,
+        ..Plan::new(120)
+    }
+}
+
+#[test]
+fn a_descriptor_kept_per_iteration_is_a_leak_and_its_twin_is_clean() {
+    let soaked = avsoak::testing::soak("files-leak", plan(), || Ok(Files { leak: true }));
+    let r = &soaked.result;
+    assert_eq!(r.verdict, Verdict::Leak, "{soaked}");
+    let fds = r.resources.expect("descriptors are counted").fds;
+    assert!((0.95..1.05).contains(&fds.per_iter), "{fds:?}");
+    assert!(r.note.as_deref().unwrap().contains("fd/iteration"), "{r:?}");
+    // The heap does not explain it: the leak is the descriptors'.
+    assert!(r.heap.leak_bytes_per_iter.abs() < 16.0, "{soaked}");
+
+    let twin = avsoak::testing::soak("files-closed", plan(), || Ok(Files { leak: false }));
+    avsoak::assert_clean!(twin);
+    let fds = twin.result.resources.expect("descriptors are counted").fds;
+    assert_eq!(fds.per_iter, 0.0, "{fds:?}");
+}
+
+#[test]
+fn a_thread_left_waiting_per_iteration_is_a_leak_and_its_twin_is_clean() {
+    let soaked = avsoak::testing::soak("threads-leak", plan(), || Ok(Threads { leak: true }));
+    let r = &soaked.result;
+    assert_eq!(r.verdict, Verdict::Leak, "{soaked}");
+    let threads = r.resources.expect("threads are counted").threads;
+    assert!((0.95..1.05).contains(&threads.per_iter), "{threads:?}");
+    assert!(
+        r.note.as_deref().unwrap().contains("thread/iteration"),
+        "{r:?}"
+    );
+
+    let twin = avsoak::testing::soak("threads-joined", plan(), || Ok(Threads { leak: false }));
+    avsoak::assert_clean!(twin);
+    let threads = twin.result.resources.expect("threads are counted").threads;
+    assert_eq!(threads.per_iter, 0.0, "{threads:?}");
+}
