@@ -68,8 +68,9 @@ pub struct Reading {
     pub ns: u64,
     /// CPU nanoseconds, every thread of the process.
     pub cpu_ns: u64,
-    /// Descriptors, threads and resident memory (the last reading, at most
-    /// [`RESOURCE_COST_SHARE`] old); `None` where `/proc` cannot be read.
+    /// Descriptors, threads and resident memory, when read anew for this iteration and
+    /// different from the last reading sent; `None` when the last one still holds (or
+    /// `/proc` cannot be read). See [`RESOURCE_COST_SHARE`].
     pub resources: Option<Resources>,
 }
 
@@ -123,6 +124,8 @@ pub struct Probe {
     resources: Option<ResourceReader>,
     /// The last reading, and when the next one is due.
     last_resources: Option<(Resources, Instant)>,
+    /// The last reading a sample carried.
+    sent_resources: Option<Resources>,
 }
 
 impl Probe {
@@ -146,6 +149,7 @@ impl Probe {
             end_live_bytes: 0,
             resources: ResourceReader::open(),
             last_resources: None,
+            sent_resources: None,
         }
     }
 
@@ -214,20 +218,27 @@ impl Probe {
         reading
     }
 
-    /// The process's resources: read anew once the next reading is due, otherwise the
-    /// last reading (see [`RESOURCE_COST_SHARE`]).
+    /// The process's resources when a reading is due (see [`RESOURCE_COST_SHARE`]) and
+    /// it differs from the last one a sample carried; `None` otherwise, the last one
+    /// still holding: a sample carries them only when they moved, so a program marking
+    /// iterations fast sends a few bytes more per reading, not per iteration.
     fn read_resources(&mut self) -> Option<Resources> {
         let reader = self.resources.as_ref()?;
-        match self.last_resources {
-            Some((last, due)) if Instant::now() < due => Some(last),
-            _ => {
-                let started = Instant::now();
-                let now = reader.read()?;
-                let cost = started.elapsed();
-                self.last_resources = Some((now, started + cost * (RESOURCE_COST_SHARE + 1)));
-                Some(now)
-            }
+        if self
+            .last_resources
+            .is_some_and(|(_, due)| Instant::now() < due)
+        {
+            return None;
         }
+        let started = Instant::now();
+        let now = reader.read()?;
+        let cost = started.elapsed();
+        self.last_resources = Some((now, started + cost * (RESOURCE_COST_SHARE + 1)));
+        if self.sent_resources == Some(now) {
+            return None;
+        }
+        self.sent_resources = Some(now);
+        Some(now)
     }
 
     /// The iteration's sample, and the [`Message::Cap`] that stops the run when its live

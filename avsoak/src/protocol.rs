@@ -118,9 +118,10 @@ pub struct Sample {
     /// ([`crate::scenario::Workload::gauges`]), read after the heap.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub gauges: BTreeMap<String, i64>,
-    /// Descriptors, threads and resident memory after the iteration (an iteration shorter
-    /// than a hundred readings carries the last one, see
-    /// [`crate::probe::RESOURCE_COST_SHARE`]); `None` where `/proc` cannot be read.
+    /// Descriptors, threads and resident memory after the iteration, when read anew and
+    /// moved since the last sample that carried them (see
+    /// [`crate::probe::RESOURCE_COST_SHARE`]); absent, the last one still holds. None in
+    /// any sample: `/proc` could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<crate::resources::Resources>,
 }

@@ -183,6 +183,8 @@ pub(super) struct Collected {
     pub(super) interrupted: Option<String>,
     pub(super) status: Option<ExitStatus>,
     pub(super) stderr_tail: String,
+    /// The last resources a sample carried, for the samples after it that carry none.
+    pub(super) resources: Option<crate::resources::Resources>,
 }
 
 /// Sums over judged iterations, for the per-iteration means and the throughput.
@@ -202,7 +204,12 @@ impl Collected {
         match message {
             Message::Start { .. } => self.started = true,
             Message::Warmup { iterations } => self.warmup = Some(iterations),
-            Message::Sample(sample) => {
+            Message::Sample(mut sample) => {
+                // A sample carries resources only when they moved: the last ones hold.
+                match sample.resources {
+                    Some(now) => self.resources = Some(now),
+                    None => sample.resources = self.resources,
+                }
                 self.add(&sample);
                 return Absorbed::Progress(sample.i + 1);
             }
