@@ -79,7 +79,7 @@ impl Report {
             "frames/s",
         ];
         if with_resources {
-            header.extend(["fds", "threads", "RSS"]);
+            header.extend(["fds", "threads", "mapped", "RSS"]);
         }
         let rows: Vec<Vec<String>> = self
             .results
@@ -126,7 +126,14 @@ impl CaseResult {
             let _ = write!(csv, ",{name},{name}_min,{name}_max");
         }
         if with_resources {
-            for name in ["fds", "threads", "rss_bytes", "rss_file_bytes"] {
+            for name in [
+                "fds",
+                "threads",
+                "rss_bytes",
+                "rss_file_bytes",
+                "mapped_bytes",
+                "mappings",
+            ] {
                 let _ = write!(csv, ",{name},{name}_min,{name}_max");
             }
         }
@@ -158,11 +165,18 @@ impl CaseResult {
             if with_resources {
                 match b.resources {
                     Some(r) => {
-                        for s in [r.fds, r.threads, r.rss_bytes, r.rss_file_bytes] {
+                        for s in [
+                            r.fds,
+                            r.threads,
+                            r.rss_bytes,
+                            r.rss_file_bytes,
+                            r.mapped_bytes,
+                            r.mappings,
+                        ] {
                             let _ = write!(csv, ",{},{},{}", s.last, s.min, s.max);
                         }
                     }
-                    None => csv.push_str(",,,,,,,,,,,,"),
+                    None => csv.push_str(&",".repeat(18)),
                 }
             }
             csv.push('\n');

@@ -224,16 +224,17 @@ impl Probe {
     /// iterations fast sends a few bytes more per reading, not per iteration.
     fn read_resources(&mut self) -> Option<Resources> {
         let reader = self.resources.as_ref()?;
-        if self
-            .last_resources
-            .is_some_and(|(_, due)| Instant::now() < due)
-        {
-            return None;
-        }
-        let started = Instant::now();
-        let now = reader.read()?;
-        let cost = started.elapsed();
-        self.last_resources = Some((now, started + cost * (RESOURCE_COST_SHARE + 1)));
+        let now = match self.last_resources {
+            // The mapping counters are exact and cheap: fresh every iteration.
+            Some((last, due)) if Instant::now() < due => last.with_mappings_now(),
+            _ => {
+                let started = Instant::now();
+                let now = reader.read()?;
+                let cost = started.elapsed();
+                self.last_resources = Some((now, started + cost * (RESOURCE_COST_SHARE + 1)));
+                now
+            }
+        };
         if self.sent_resources == Some(now) {
             return None;
         }

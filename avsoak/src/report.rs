@@ -450,10 +450,12 @@ pub struct ResourceFigures {
     pub fds: ResourceTrend,
     /// Threads.
     pub threads: ResourceTrend,
+    /// Bytes mapped with `mmap` by the program and its libraries.
+    pub mapped_bytes: ResourceTrend,
     /// Resident bytes, anonymous and file-backed.
     pub rss_bytes: ResourceTrend,
-    /// Resident growth per iteration that live heap bytes do not explain: the resident
-    /// slope less the heap's, when both are measured (0 when resident memory is flat).
+    /// Resident growth per iteration that live heap bytes and mappings do not explain:
+    /// the resident slope less theirs (0 when resident memory is flat).
     pub rss_unexplained_bytes_per_iter: f64,
 }
 
@@ -468,6 +470,14 @@ impl ResourceFigures {
                 self.fds.per_iter, self.fds.end, self.fds.max
             ));
         }
+        if self.mapped_bytes.trend == crate::stats::Trend::Growing {
+            found.push(format!(
+                "+{}/iteration mapped ({} mapped at the end, at most {})",
+                crate::fmt::human_bytes(self.mapped_bytes.per_iter),
+                crate::fmt::human_bytes(self.mapped_bytes.end as f64),
+                crate::fmt::human_bytes(self.mapped_bytes.max as f64)
+            ));
+        }
         if self.threads.trend == crate::stats::Trend::Growing {
             found.push(format!(
                 "+{:.2} thread/iteration ({} at the end, at most {})",
@@ -480,7 +490,8 @@ impl ResourceFigures {
     /// Whether a resource grew once and stopped (a pool of descriptors or threads
     /// filling), with none growing.
     pub fn bounded(&self) -> bool {
-        [self.fds.trend, self.threads.trend].contains(&crate::stats::Trend::Bounded)
+        [self.fds.trend, self.threads.trend, self.mapped_bytes.trend]
+            .contains(&crate::stats::Trend::Bounded)
     }
 }
 
@@ -543,12 +554,12 @@ impl CaseResult {
         }
     }
 
-    /// The slopes of descriptors, threads and resident memory in the case's clock, as the
-    /// table shows them (`1.00/it`, `10.00/s`, `4.0 KiB/it`); `-` each where they were
-    /// not counted.
-    pub fn resource_rates(&self) -> [String; 3] {
+    /// The slopes of descriptors, threads, mapped and resident memory in the case's
+    /// clock, as the table shows them (`1.00/it`, `10.00/s`, `4.0 KiB/it`); `-` each
+    /// where they were not counted.
+    pub fn resource_rates(&self) -> [String; 4] {
         let Some(r) = &self.resources else {
-            return ["-".into(), "-".into(), "-".into()];
+            return ["-".into(), "-".into(), "-".into(), "-".into()];
         };
         let (scale, unit) = match &self.heap.per_second {
             Some(s) if s.tick_s > 0.0 => (1.0 / s.tick_s, "/s"),
@@ -557,6 +568,10 @@ impl CaseResult {
         [
             format!("{:.2}{unit}", r.fds.per_iter * scale),
             format!("{:.2}{unit}", r.threads.per_iter * scale),
+            format!(
+                "{}{unit}",
+                crate::fmt::human_bytes(r.mapped_bytes.per_iter * scale)
+            ),
             format!(
                 "{}{unit}",
                 crate::fmt::human_bytes(r.rss_bytes.per_iter * scale)

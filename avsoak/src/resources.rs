@@ -1,5 +1,6 @@
 //! What a process holds besides its heap: open file descriptors, threads and resident
-//! memory, read from `/proc/self` without allocating.
+//! memory, read from `/proc/self` without allocating, and what it mapped with `mmap`,
+//! counted by the hooks.
 //!
 //! A [`ResourceReader`] opens `/proc/self/fd`, `/proc/self/stat` and `/proc/self/statm`
 //! once; each [`ResourceReader::read`] then costs a `getdents64` pass and two `pread`s
@@ -23,6 +24,27 @@ pub struct Resources {
     pub rss_bytes: i64,
     /// The file-backed and shared part of it (`statm`'s shared pages).
     pub rss_file_bytes: i64,
+    /// Bytes the program and its libraries mapped with `mmap` and have not unmapped
+    /// (counted by the hooks, exactly; glibc's own heap and thread-stack mappings are not
+    /// among them).
+    #[serde(default)]
+    pub mapped_bytes: i64,
+    /// Those mappings.
+    #[serde(default)]
+    pub mappings: i64,
+}
+
+impl Resources {
+    /// These resources with the mapping counters as they stand now: they are exact and
+    /// cost two loads, so every iteration has them fresh, while `/proc` is read less often.
+    pub fn with_mappings_now(self) -> Resources {
+        let (mapped_bytes, mappings) = avsoak_hooks::mapped();
+        Resources {
+            mapped_bytes,
+            mappings,
+            ..self
+        }
+    }
 }
 
 /// Reads [`Resources`] of this process (see the module documentation).
@@ -70,12 +92,16 @@ impl ResourceReader {
             .filter(|f| !f.is_empty())
             .map(parse_i64);
         let (_size, resident, shared) = (pages.next()??, pages.next()??, pages.next()??);
-        Some(Resources {
-            fds,
-            threads,
-            rss_bytes: resident * self.page,
-            rss_file_bytes: shared * self.page,
-        })
+        Some(
+            Resources {
+                fds,
+                threads,
+                rss_bytes: resident * self.page,
+                rss_file_bytes: shared * self.page,
+                ..Resources::default()
+            }
+            .with_mappings_now(),
+        )
     }
 
     /// Descriptors open but the reader's own three: the size Linux gives

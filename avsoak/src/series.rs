@@ -91,6 +91,12 @@ pub struct ResourceSpans {
     pub rss_bytes: Span,
     /// Resident bytes backed by files or shared.
     pub rss_file_bytes: Span,
+    /// Bytes mapped with `mmap` by the program and its libraries.
+    #[serde(default)]
+    pub mapped_bytes: Span,
+    /// Those mappings.
+    #[serde(default)]
+    pub mappings: Span,
 }
 
 impl ResourceSpans {
@@ -100,6 +106,8 @@ impl ResourceSpans {
             threads: Span::of(r.threads),
             rss_bytes: Span::of(r.rss_bytes),
             rss_file_bytes: Span::of(r.rss_file_bytes),
+            mapped_bytes: Span::of(r.mapped_bytes),
+            mappings: Span::of(r.mappings),
         }
     }
 
@@ -108,6 +116,8 @@ impl ResourceSpans {
         self.threads.absorb(later.threads);
         self.rss_bytes.absorb(later.rss_bytes);
         self.rss_file_bytes.absorb(later.rss_file_bytes);
+        self.mapped_bytes.absorb(later.mapped_bytes);
+        self.mappings.absorb(later.mappings);
     }
 }
 

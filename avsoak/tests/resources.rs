@@ -1,4 +1,4 @@
-//! Descriptors and threads in a soak's child, counted by the same probe a watched
+//! Descriptors, threads and mappings in a soak's child, counted by the same probe a watched
 //! program's agent uses and judged as the heap is: a workload that keeps one more each
 //! iteration is a `leak` that says which, and its twin that gives them back is `clean`.
 //! Each soak runs in a child of this test binary (`avsoak::testing`), one per test.
@@ -61,6 +61,41 @@ impl Workload for Threads {
     }
 }
 
+/// Maps 256 KiB each iteration and keeps it (`leak`), or unmaps it.
+struct Mappings {
+    leak: bool,
+}
+
+impl Workload for Mappings {
+    fn iterate(&mut self) -> Result<Work, BoxError> {
+        const BYTES: usize = 256 << 10;
+        // SAFETY: an anonymous private mapping of BYTES, owned here alone; unmapped below
+        // with its own address and length, or kept for the rest of the process.
+        let data = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if data == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        if !self.leak {
+            // SAFETY: the mapping made above, unmapped once, nothing refers to it.
+            unsafe { libc::munmap(data, BYTES) };
+        }
+        Ok(Work {
+            frames: 1,
+            bytes: 0,
+        })
+    }
+}
+
 fn plan() -> Plan {
     Plan {
         warmup: 20,
@@ -101,4 +136,27 @@ fn a_thread_left_waiting_per_iteration_is_a_leak_and_its_twin_is_clean() {
     avsoak::assert_clean!(twin);
     let threads = twin.result.resources.expect("threads are counted").threads;
     assert_eq!(threads.per_iter, 0.0, "{threads:?}");
+}
+
+#[test]
+fn a_mapping_kept_per_iteration_is_a_leak_and_its_twin_is_clean() {
+    let soaked = avsoak::testing::soak("mappings-leak", plan(), || Ok(Mappings { leak: true }));
+    let r = &soaked.result;
+    assert_eq!(r.verdict, Verdict::Leak, "{soaked}");
+    let mapped = r.resources.expect("mappings are counted").mapped_bytes;
+    assert_eq!(mapped.per_iter, 262_144.0, "{mapped:?}");
+    assert!(
+        r.note.as_deref().unwrap().contains("/iteration mapped"),
+        "{r:?}"
+    );
+    assert!(r.heap.leak_bytes_per_iter.abs() < 16.0, "{soaked}");
+
+    let twin = avsoak::testing::soak("mappings-unmapped", plan(), || Ok(Mappings { leak: false }));
+    avsoak::assert_clean!(twin);
+    let mapped = twin
+        .result
+        .resources
+        .expect("mappings are counted")
+        .mapped_bytes;
+    assert_eq!(mapped.per_iter, 0.0, "{mapped:?}");
 }

@@ -33,7 +33,10 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 #[cfg(feature = "interpose")]
 mod interpose;
+mod mapping;
 mod sample;
+
+pub use mapping::mapped;
 
 #[cfg(feature = "interpose")]
 pub use interpose::{hook_addresses, linked};

@@ -110,13 +110,15 @@ fn judge_resources(c: &Collected, heap_slope: f64) -> Option<ResourceFigures> {
         }
     };
     let rss_bytes = trend(|s| s.rss_bytes, rss_budget());
+    let mapped_bytes = trend(|s| s.mapped_bytes, Budget::bytes());
     let rss_unexplained_bytes_per_iter = match rss_bytes.trend {
         Trend::Flat => 0.0,
-        _ => rss_bytes.per_iter - heap_slope.max(0.0),
+        _ => rss_bytes.per_iter - heap_slope.max(0.0) - mapped_bytes.per_iter.max(0.0),
     };
     Some(ResourceFigures {
         fds: trend(|s| s.fds, count_budget()),
         threads: trend(|s| s.threads, count_budget()),
+        mapped_bytes,
         rss_bytes,
         rss_unexplained_bytes_per_iter,
     })
