@@ -254,12 +254,13 @@ extern "C" fn construct() {
 /// the codegen-unit split, with no profile override in the user's manifest.
 #[inline(never)]
 pub fn linked() -> bool {
-    let anchors: [usize; 5] = [
+    let anchors: [usize; 6] = [
         malloc as *const () as usize,
         free as *const () as usize,
         posix_memalign as *const () as usize,
         &CONSTRUCTOR as *const _ as usize,
         crate::mapping::anchor(),
+        crate::descriptors::anchor(),
     ];
     core::hint::black_box(anchors);
     CONSTRUCTED.load(Relaxed)

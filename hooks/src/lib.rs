@@ -32,11 +32,15 @@
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 #[cfg(feature = "interpose")]
+mod descriptors;
+#[cfg(feature = "interpose")]
 mod interpose;
 mod mapping;
+mod origins;
 mod sample;
 
 pub use mapping::mapped;
+pub use origins::{fd_origins, untracked_fds, FdOrigin, FD_SLOTS};
 
 #[cfg(feature = "interpose")]
 pub use interpose::{hook_addresses, linked};

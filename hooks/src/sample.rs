@@ -288,10 +288,10 @@ pub fn sampling_stats() -> SamplingStats {
 
 /// Marks this thread as inside the sampler; nested allocations are counted but not
 /// sampled. Resets on drop, so also when unwinding.
-struct Reentrancy;
+pub(crate) struct Reentrancy;
 
 impl Reentrancy {
-    fn enter() -> Option<Self> {
+    pub(crate) fn enter() -> Option<Self> {
         IN_HOOK
             .try_with(|flag| {
                 if flag.get() {
@@ -399,12 +399,9 @@ pub(crate) fn on_alloc(ptr: usize, size: usize) {
     }
 }
 
-#[cold]
-fn record(ptr: usize, size: usize) {
-    let Some(_inside) = Reentrancy::enter() else {
-        return;
-    };
-    let mut frames = [0usize; MAX_FRAMES];
+/// The caller's stack, innermost first, into `frames`: how many were written. Call it
+/// under the re-entrancy guard (the unwinder may allocate on its first use).
+pub(crate) fn capture(frames: &mut [usize; MAX_FRAMES]) -> usize {
     let mut depth = 0;
     // SAFETY: `trace_unsynchronized` requires that no other thread unwinds through the
     // same unsynchronized state at once; backtrace's Linux implementation calls libgcc's
@@ -417,6 +414,16 @@ fn record(ptr: usize, size: usize) {
             depth < MAX_FRAMES
         });
     }
+    depth
+}
+
+#[cold]
+fn record(ptr: usize, size: usize) {
+    let Some(_inside) = Reentrancy::enter() else {
+        return;
+    };
+    let mut frames = [0usize; MAX_FRAMES];
+    let depth = capture(&mut frames);
     let interval = INTERVAL.load(Ordering::Relaxed).max(1);
     let probability = 1.0 - (-(size as f64) / interval as f64).exp();
     let weight = if probability > 0.0 {

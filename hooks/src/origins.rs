@@ -1,0 +1,182 @@
+//! Where descriptors come from: the stack that made each open descriptor, kept in a flat
+//! table indexed by its number, and the functions that make and end descriptors,
+//! interposed. A descriptor made in the judged window and still open at its end is one
+//! its stack leaked.
+//!
+//! Made through: `open`, `open64`, `openat`, `openat64`, `creat`, `creat64`, `socket`,
+//! `socketpair`, `accept`, `accept4`, `pipe`, `pipe2`, `dup`, `dup2`, `dup3`, `eventfd`,
+//! `memfd_create`, `timerfd_create`, `epoll_create`, `epoll_create1`, `signalfd`,
+//! `inotify_init`, `inotify_init1`, and `fopen`/`fopen64` (glibc's `fopen` opens through
+//! an internal alias no hook sees). Ended through `close`, `fclose` and `close_range`.
+//! Each forwards to the function it stands for, found with `dlsym(RTLD_NEXT)` at its
+//! first call. A descriptor made by a raw system call has no stack here; `/proc` still
+//! counts it.
+//!
+//! The rules of the allocation hooks hold: the table and the stacks are static, a spin
+//! lock guards the stacks and is never held while calling anything that allocates, and
+//! a thread already inside a hook records nothing more.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use crate::sample::{capture, Reentrancy, MAX_FRAMES};
+
+/// Descriptor numbers tracked (a descriptor above has no stack).
+pub const FD_SLOTS: usize = 1 << 16;
+/// Distinct stacks kept for descriptors.
+pub const ORIGIN_STACKS: usize = 1 << 10;
+
+/// Per descriptor number: its stack's index + 1 (0: none), and the epoch it was made in.
+struct Fd {
+    stack: AtomicU32,
+    epoch: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_FD: Fd = Fd {
+    stack: AtomicU32::new(0),
+    epoch: AtomicU64::new(0),
+};
+static FDS: [Fd; FD_SLOTS] = [NO_FD; FD_SLOTS];
+
+struct Stack {
+    hash: u64,
+    depth: usize,
+    frames: [usize; MAX_FRAMES],
+}
+
+struct Stacks(core::cell::UnsafeCell<[Stack; ORIGIN_STACKS]>);
+// SAFETY: only read or written while LOCK is held.
+unsafe impl Sync for Stacks {}
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_STACK: Stack = Stack {
+    hash: 0,
+    depth: 0,
+    frames: [0; MAX_FRAMES],
+};
+static STACKS: Stacks = Stacks(core::cell::UnsafeCell::new([NO_STACK; ORIGIN_STACKS]));
+static LOCK: AtomicBool = AtomicBool::new(false);
+static UNTRACKED: AtomicU64 = AtomicU64::new(0);
+
+fn lock() {
+    while LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+}
+
+fn unlock() {
+    LOCK.store(false, Ordering::Release);
+}
+
+/// Records `fd` as made here, now (the caller's stack, the current epoch).
+#[cold]
+pub(crate) fn opened(fd: i32) {
+    let Ok(at) = usize::try_from(fd) else {
+        return;
+    };
+    if at >= FD_SLOTS {
+        UNTRACKED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let Some(_inside) = Reentrancy::enter() else {
+        return;
+    };
+    let mut frames = [0usize; MAX_FRAMES];
+    let depth = capture(&mut frames);
+    let hash = frames[..depth]
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &ip| {
+            (h ^ ip as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+        .max(1);
+    lock();
+    // SAFETY: LOCK is held, the only guard of STACKS; the reference ends before unlock.
+    let stacks = unsafe { &mut *STACKS.0.get() };
+    let home = hash as usize & (ORIGIN_STACKS - 1);
+    let mut found = None;
+    for probe in 0..ORIGIN_STACKS {
+        let index = (home + probe) & (ORIGIN_STACKS - 1);
+        let entry = &mut stacks[index];
+        if entry.hash == 0 {
+            entry.hash = hash;
+            entry.depth = depth;
+            entry.frames = frames;
+            found = Some(index);
+            break;
+        }
+        if entry.hash == hash && entry.frames[..entry.depth] == frames[..depth] {
+            found = Some(index);
+            break;
+        }
+    }
+    unlock();
+    match found {
+        Some(index) => {
+            FDS[at]
+                .epoch
+                .store(crate::sample::epoch(), Ordering::Relaxed);
+            FDS[at].stack.store(index as u32 + 1, Ordering::Release);
+        }
+        None => {
+            FDS[at].stack.store(0, Ordering::Release);
+            UNTRACKED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Records `fd` as closed.
+#[inline]
+pub(crate) fn closed(fd: i32) {
+    if let Some(entry) = usize::try_from(fd).ok().and_then(|at| FDS.get(at)) {
+        entry.stack.store(0, Ordering::Release);
+    }
+}
+
+/// One stack's descriptors still open that were made at an epoch or later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdOrigin {
+    /// Raw return addresses, innermost first.
+    pub frames: Vec<usize>,
+    /// Its descriptors open now, made at the epoch asked for or later.
+    pub open: u64,
+}
+
+/// The stacks of the descriptors open now that were made at `min_epoch` or later, most
+/// first. Allocates (call it after measuring).
+pub fn fd_origins(min_epoch: u64) -> Vec<FdOrigin> {
+    let mut counts = [0u64; ORIGIN_STACKS];
+    for entry in FDS.iter() {
+        let stack = entry.stack.load(Ordering::Acquire);
+        if stack != 0 && entry.epoch.load(Ordering::Relaxed) >= min_epoch {
+            counts[stack as usize - 1] += 1;
+        }
+    }
+    let mut origins = Vec::new();
+    for (index, &open) in counts.iter().enumerate() {
+        if open == 0 {
+            continue;
+        }
+        lock();
+        // SAFETY: LOCK is held, the only guard of STACKS; what is copied lives on this
+        // thread's stack, and the vector is made after the lock is released.
+        let (depth, frames) = unsafe {
+            let entry = &(*STACKS.0.get())[index];
+            (entry.depth, entry.frames)
+        };
+        unlock();
+        origins.push(FdOrigin {
+            frames: frames[..depth].to_vec(),
+            open,
+        });
+    }
+    origins.sort_by_key(|o| std::cmp::Reverse(o.open));
+    origins
+}
+
+/// Descriptors made whose stack could not be kept (a number above [`FD_SLOTS`], or the
+/// stack table full).
+pub fn untracked_fds() -> u64 {
+    UNTRACKED.load(Ordering::Relaxed)
+}
