@@ -303,6 +303,10 @@ impl Probe {
         heap::set_epoch(self.next);
         let growth = (self.snapped_judged > 0).then(|| heap::window_growth(self.snapped_judged));
         let raw_profile = profile.then(RawProfile::now);
+        let mut origins = match self.judged_from {
+            Some(from) => crate::resources::fd_origins(from, self.suspects),
+            None => Vec::new(),
+        };
         teardown();
         let teardown_live_bytes = Snapshot::now().live_bytes;
         let suspects = match (growth, naming) {
@@ -311,7 +315,10 @@ impl Probe {
             (Some(growth), Naming::Watcher) => growth.unnamed_suspects(self.suspects),
         };
         let modules = match naming {
-            Naming::Here => Vec::new(),
+            Naming::Here => {
+                heap::name_origins(&mut origins, &mut heap::Symbolizer::default());
+                Vec::new()
+            }
             Naming::Watcher => crate::modules::loaded_modules(),
         };
         let done = Message::Done {
@@ -324,6 +331,7 @@ impl Probe {
             sample_interval: heap::sample_interval(),
             modules,
             profile: None,
+            origins,
         };
         (done, raw_profile)
     }

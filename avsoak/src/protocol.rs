@@ -84,6 +84,9 @@ pub enum Message {
         /// A watched program's heap profile, unnamed, for the watcher to write.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         profile: Option<crate::profile::RawProfile>,
+        /// Where the descriptors made in the judged window and still open were made.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        origins: Vec<crate::resources::Origin>,
     },
 }
 

@@ -406,6 +406,10 @@ pub struct CaseResult {
     /// heap is; `None` where they could not be read (the note says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceFigures>,
+    /// Where the descriptors made in the judged window and still open at its end were
+    /// made, most first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<crate::resources::Origin>,
     /// What the variant does.
     pub about: String,
     /// Live bytes, blocks and pipeline objects over the iterations, bounded (written to
@@ -531,6 +535,7 @@ impl CaseResult {
             wall_s: 0.0,
             cpu: None,
             resources: None,
+            origins: Vec::new(),
             about: case.about.clone(),
             series: Vec::new(),
         }

@@ -47,6 +47,51 @@ impl Resources {
     }
 }
 
+/// Where resources that outlived the judged window were made: one stack, and how many
+/// it made in the window that are still held at its end.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Origin {
+    /// The resource: `fds`.
+    pub resource: String,
+    /// Made in the judged window from this stack, still held at its end.
+    pub count: u64,
+    /// Function names, innermost first (named as a suspect's are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<String>,
+    /// The raw return addresses while the frames are still to be named in another
+    /// process (a watched program's); empty in a report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<u64>,
+}
+
+impl Origin {
+    /// Its first `frames` named frames, innermost first, joined by ` ← `.
+    pub fn stack(&self, frames: usize) -> String {
+        let shown: Vec<&str> = self
+            .frames
+            .iter()
+            .take(frames)
+            .map(String::as_str)
+            .collect();
+        shown.join(" ← ")
+    }
+}
+
+/// The stacks of the descriptors made at `epoch` or later that are still open, most
+/// first, at most `top`, with their raw addresses (not yet named).
+pub fn fd_origins(epoch: u64, top: usize) -> Vec<Origin> {
+    avsoak_hooks::fd_origins(epoch)
+        .into_iter()
+        .take(top)
+        .map(|o| Origin {
+            resource: "fds".into(),
+            count: o.open,
+            frames: Vec::new(),
+            addresses: o.frames.iter().map(|&a| a as u64).collect(),
+        })
+        .collect()
+}
+
 /// Reads [`Resources`] of this process (see the module documentation).
 #[derive(Debug)]
 pub struct ResourceReader {

@@ -111,6 +111,15 @@ fn a_descriptor_kept_per_iteration_is_a_leak_and_its_twin_is_clean() {
     let fds = r.resources.expect("descriptors are counted").fds;
     assert!((0.95..1.05).contains(&fds.per_iter), "{fds:?}");
     assert!(r.note.as_deref().unwrap().contains("fd/iteration"), "{r:?}");
+    // Where they were opened: this workload's iteration, behind the C library's open.
+    let top = r
+        .origins
+        .first()
+        .expect("the descriptors' stack is recorded");
+    assert!(
+        top.count >= 90 && top.frames.iter().any(|f| f.contains("Files")),
+        "{top:?}"
+    );
     // The heap does not explain it: the leak is the descriptors'.
     assert!(r.heap.leak_bytes_per_iter.abs() < 16.0, "{soaked}");
 

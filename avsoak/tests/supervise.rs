@@ -81,6 +81,7 @@ fn done() -> String {
         sample_interval: 524_288,
         modules: vec![],
         profile: None,
+        origins: Vec::new(),
     })
 }
 

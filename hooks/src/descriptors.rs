@@ -53,26 +53,26 @@ fn made<A>(fd: c_int, _args: A) {
     }
 }
 
-interpose!(/** `open(2)`, recorded. */ fn open(path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int; made);
-interpose!(/** `open64(2)`, recorded. */ fn open64(path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int; made);
-interpose!(/** `openat(2)`, recorded. */ fn openat(dir: c_int, path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int; made);
-interpose!(/** `openat64(2)`, recorded. */ fn openat64(dir: c_int, path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int; made);
-interpose!(/** `creat(2)`, recorded. */ fn creat(path: *const c_char, mode: libc::mode_t) -> c_int; made);
-interpose!(/** `creat64(2)`, recorded. */ fn creat64(path: *const c_char, mode: libc::mode_t) -> c_int; made);
-interpose!(/** `socket(2)`, recorded. */ fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int; made);
-interpose!(/** `accept(2)`, recorded. */ fn accept(fd: c_int, address: *mut libc::sockaddr, length: *mut libc::socklen_t) -> c_int; made);
-interpose!(/** `accept4(2)`, recorded. */ fn accept4(fd: c_int, address: *mut libc::sockaddr, length: *mut libc::socklen_t, flags: c_int) -> c_int; made);
-interpose!(/** `dup(2)`, recorded. */ fn dup(fd: c_int) -> c_int; made);
-interpose!(/** `dup2(2)`, recorded. */ fn dup2(old: c_int, new: c_int) -> c_int; made);
-interpose!(/** `dup3(2)`, recorded. */ fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int; made);
-interpose!(/** `eventfd(2)`, recorded. */ fn eventfd(initial: c_uint, flags: c_int) -> c_int; made);
-interpose!(/** `memfd_create(2)`, recorded. */ fn memfd_create(name: *const c_char, flags: c_uint) -> c_int; made);
-interpose!(/** `timerfd_create(2)`, recorded. */ fn timerfd_create(clock: c_int, flags: c_int) -> c_int; made);
-interpose!(/** `epoll_create(2)`, recorded. */ fn epoll_create(size: c_int) -> c_int; made);
-interpose!(/** `epoll_create1(2)`, recorded. */ fn epoll_create1(flags: c_int) -> c_int; made);
-interpose!(/** `signalfd(2)`, recorded. */ fn signalfd(fd: c_int, mask: *const libc::sigset_t, flags: c_int) -> c_int; made);
-interpose!(/** `inotify_init(2)`, recorded. */ fn inotify_init() -> c_int; made);
-interpose!(/** `inotify_init1(2)`, recorded. */ fn inotify_init1(flags: c_int) -> c_int; made);
+interpose! {/** `open(2)`, recorded. */ fn open(path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int; made}
+interpose! {/** `open64(2)`, recorded. */ fn open64(path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int; made}
+interpose! {/** `openat(2)`, recorded. */ fn openat(dir: c_int, path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int; made}
+interpose! {/** `openat64(2)`, recorded. */ fn openat64(dir: c_int, path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int; made}
+interpose! {/** `creat(2)`, recorded. */ fn creat(path: *const c_char, mode: libc::mode_t) -> c_int; made}
+interpose! {/** `creat64(2)`, recorded. */ fn creat64(path: *const c_char, mode: libc::mode_t) -> c_int; made}
+interpose! {/** `socket(2)`, recorded. */ fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int; made}
+interpose! {/** `accept(2)`, recorded. */ fn accept(fd: c_int, address: *mut libc::sockaddr, length: *mut libc::socklen_t) -> c_int; made}
+interpose! {/** `accept4(2)`, recorded. */ fn accept4(fd: c_int, address: *mut libc::sockaddr, length: *mut libc::socklen_t, flags: c_int) -> c_int; made}
+interpose! {/** `dup(2)`, recorded. */ fn dup(fd: c_int) -> c_int; made}
+interpose! {/** `dup2(2)`, recorded. */ fn dup2(old: c_int, new: c_int) -> c_int; made}
+interpose! {/** `dup3(2)`, recorded. */ fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int; made}
+interpose! {/** `eventfd(2)`, recorded. */ fn eventfd(initial: c_uint, flags: c_int) -> c_int; made}
+interpose! {/** `memfd_create(2)`, recorded. */ fn memfd_create(name: *const c_char, flags: c_uint) -> c_int; made}
+interpose! {/** `timerfd_create(2)`, recorded. */ fn timerfd_create(clock: c_int, flags: c_int) -> c_int; made}
+interpose! {/** `epoll_create(2)`, recorded. */ fn epoll_create(size: c_int) -> c_int; made}
+interpose! {/** `epoll_create1(2)`, recorded. */ fn epoll_create1(flags: c_int) -> c_int; made}
+interpose! {/** `signalfd(2)`, recorded. */ fn signalfd(fd: c_int, mask: *const libc::sigset_t, flags: c_int) -> c_int; made}
+interpose! {/** `inotify_init(2)`, recorded. */ fn inotify_init() -> c_int; made}
+interpose! {/** `inotify_init1(2)`, recorded. */ fn inotify_init1(flags: c_int) -> c_int; made}
 
 fn made_pair(result: c_int, fds: *mut c_int) {
     if result == 0 && !fds.is_null() {
@@ -83,12 +83,12 @@ fn made_pair(result: c_int, fds: *mut c_int) {
     }
 }
 
-interpose!(/** `socketpair(2)`, recorded. */ fn socketpair(domain: c_int, kind: c_int, protocol: c_int, fds: *mut c_int) -> c_int;
-    |result, (_, _, _, fds)| made_pair(result, fds));
-interpose!(/** `pipe(2)`, recorded. */ fn pipe(fds: *mut c_int) -> c_int;
-    |result, (fds,)| made_pair(result, fds));
-interpose!(/** `pipe2(2)`, recorded. */ fn pipe2(fds: *mut c_int, flags: c_int) -> c_int;
-    |result, (fds, _)| made_pair(result, fds));
+interpose! {/** `socketpair(2)`, recorded. */ fn socketpair(domain: c_int, kind: c_int, protocol: c_int, fds: *mut c_int) -> c_int;
+|result, (_, _, _, fds)| made_pair(result, fds)}
+interpose! {/** `pipe(2)`, recorded. */ fn pipe(fds: *mut c_int) -> c_int;
+|result, (fds,)| made_pair(result, fds)}
+interpose! {/** `pipe2(2)`, recorded. */ fn pipe2(fds: *mut c_int, flags: c_int) -> c_int;
+|result, (fds, _)| made_pair(result, fds)}
 
 fn made_file<A>(file: *mut libc::FILE, _args: A) {
     if !file.is_null() {
@@ -97,10 +97,10 @@ fn made_file<A>(file: *mut libc::FILE, _args: A) {
     }
 }
 
-interpose!(/** `fopen(3)`, recorded (glibc's opens through an alias `open` never sees). */
-    fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE; made_file);
-interpose!(/** `fopen64(3)`, recorded. */
-    fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE; made_file);
+interpose! {/** `fopen(3)`, recorded (glibc's opens through an alias `open` never sees). */
+fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE; made_file}
+interpose! {/** `fopen64(3)`, recorded. */
+fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE; made_file}
 
 /// Calls the next definition of a closing function, after forgetting what it closes.
 macro_rules! before {
@@ -125,23 +125,23 @@ macro_rules! before {
     };
 }
 
-before!(/** `close(2)`, recorded. */ fn close(fd: c_int) -> c_int; |(fd,)| closed(fd));
-before!(/** `fclose(3)`, recorded (glibc's closes through an alias `close` never sees). */
-    fn fclose(file: *mut libc::FILE) -> c_int;
-    |(file,): (*mut libc::FILE,)| if !file.is_null() {
-        // SAFETY: a FILE the caller still owns; fileno only reads it.
-        closed(unsafe { libc::fileno(file) })
-    });
-before!(/** `close_range(2)`, recorded. */ fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int;
-    |(first, last, flags): (c_uint, c_uint, c_int)| {
-        // CLOSE_RANGE_CLOEXEC (4) only marks them close-on-exec.
-        if flags & 4 == 0 {
-            let end = last.min(crate::origins::FD_SLOTS as c_uint - 1);
-            for fd in first..=end {
-                closed(fd as c_int);
-            }
+before! {/** `close(2)`, recorded. */ fn close(fd: c_int) -> c_int; |(fd,)| closed(fd)}
+before! {/** `fclose(3)`, recorded (glibc's closes through an alias `close` never sees). */
+fn fclose(file: *mut libc::FILE) -> c_int;
+|(file,): (*mut libc::FILE,)| if !file.is_null() {
+    // SAFETY: a FILE the caller still owns; fileno only reads it.
+    closed(unsafe { libc::fileno(file) })
+}}
+before! {/** `close_range(2)`, recorded. */ fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int;
+|(first, last, flags): (c_uint, c_uint, c_int)| {
+    // CLOSE_RANGE_CLOEXEC (4) only marks them close-on-exec.
+    if flags & 4 == 0 {
+        let end = last.min(crate::origins::FD_SLOTS as c_uint - 1);
+        for fd in first..=end {
+            closed(fd as c_int);
         }
-    });
+    }
+}}
 
 /// The addresses of the descriptor hooks, for [`crate::linked`]'s anchors.
 pub(crate) fn anchor() -> usize {
@@ -152,5 +152,7 @@ pub(crate) fn anchor() -> usize {
         fopen as *const () as usize,
         pipe as *const () as usize,
     ];
-    core::hint::black_box(addresses).iter().fold(0, |a, b| a ^ b)
+    core::hint::black_box(addresses)
+        .iter()
+        .fold(0, |a, b| a ^ b)
 }

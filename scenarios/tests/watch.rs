@@ -816,6 +816,9 @@ struct ResourceLeak {
     resource: &'static str,
     /// The words the note uses (`fd/iteration`, `thread/iteration`, `/iteration mapped`).
     unit: &'static str,
+    /// The program's function the note and `origins` must name as where they were made
+    /// (descriptors have their stacks recorded).
+    made_in: Option<&'static str>,
     per_frame: Range<f64>,
 }
 
@@ -877,6 +880,22 @@ fn resource_leaky_and_fixed(
             note.contains("leak: +") && note.contains(leak.unit),
             "{note}"
         );
+        if let Some(function) = leak.made_in {
+            assert!(
+                note.contains(&format!("opened at socket ← {function}")),
+                "{note}"
+            );
+            let top = &r["origins"][0];
+            assert_eq!(top["resource"], "fds", "{r:#}");
+            assert!(
+                top["frames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f == function),
+                "{r:#}"
+            );
+        }
 
         let clean = scratch(&format!("{name}-{mode}-clean"));
         let output = watch(&clean, args, &fixed, program_args);
@@ -902,6 +921,7 @@ fn a_connection_left_open_per_aborted_part_is_a_descriptor_leak_and_the_fix_is_c
         &ResourceLeak {
             resource: "fds",
             unit: "fd/iteration",
+            made_in: Some("upload_part"),
             per_frame: 0.45..0.55,
         },
         &["1200", "1000"],
@@ -925,6 +945,7 @@ fn a_decoder_thread_never_waited_for_per_restart_is_a_thread_leak_and_the_fix_is
         &ResourceLeak {
             resource: "threads",
             unit: "thread/iteration",
+            made_in: None,
             per_frame: 0.9..1.1,
         },
         &["300", "1000"],
@@ -948,6 +969,7 @@ fn a_mapped_frame_pool_whose_free_forgets_to_unmap_is_a_mapping_leak_and_the_fix
         &ResourceLeak {
             resource: "mapped_bytes",
             unit: "/iteration mapped",
+            made_in: None,
             per_frame: 262_143.0..262_145.0,
         },
         &["300"],

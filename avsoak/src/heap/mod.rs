@@ -435,6 +435,21 @@ pub fn name_suspects(suspects: &mut [Suspect], symbolizer: &mut Symbolizer) {
     }
 }
 
+/// Names `origins`' raw addresses with `symbolizer`, as [`name_suspects`] does.
+pub fn name_origins(origins: &mut [crate::resources::Origin], symbolizer: &mut Symbolizer) {
+    let raw: Vec<Vec<usize>> = origins
+        .iter()
+        .map(|o| o.addresses.iter().map(|&a| a as usize).collect())
+        .collect();
+    symbolizer.learn(raw.iter().map(Vec::as_slice));
+    for (origin, ips) in origins.iter_mut().zip(&raw) {
+        if !ips.is_empty() {
+            origin.frames = symbolizer.frames(ips);
+            origin.addresses.clear();
+        }
+    }
+}
+
 /// Sampled allocations still live, copied out of the sampler but not yet symbolized:
 /// (size, weight, frames) each.
 #[derive(Debug, Clone, Default)]

@@ -11,6 +11,7 @@ use crate::report::{
     CaseResult, Fit, HeapFigures, ObjectFigures, Onset, Outcome, PerSecond, ResourceFigures,
     ResourceTrend, Sampling, Throughput, Verdict,
 };
+use crate::resources::Origin;
 use crate::scenario::{Case, Expect, Loss};
 use crate::series::{Bucket, ResourceSpans, Span};
 use crate::stats::{self, Budget, Trend};
@@ -127,7 +128,11 @@ fn judge_resources(c: &Collected, heap_slope: f64) -> Option<ResourceFigures> {
 /// What the resources add to a result's note: the descriptors or threads that leak,
 /// resident memory that grows beyond the heap, or that none of them could be counted
 /// (never a silent `clean`).
-fn resource_notes(resources: Option<&ResourceFigures>, nothing_judged: bool) -> Vec<String> {
+fn resource_notes(
+    resources: Option<&ResourceFigures>,
+    origins: &[Origin],
+    nothing_judged: bool,
+) -> Vec<String> {
     let Some(r) = resources else {
         return if nothing_judged {
             Vec::new()
@@ -142,7 +147,15 @@ fn resource_notes(resources: Option<&ResourceFigures>, nothing_judged: bool) -> 
     let mut notes: Vec<String> = r
         .leaks()
         .into_iter()
-        .map(|l| format!("leak: {l}"))
+        .map(|l| {
+            // A descriptor leak names where its descriptors were made.
+            match origins.iter().find(|o| o.resource == "fds") {
+                Some(o) if l.contains("fd/iteration") => {
+                    format!("leak: {l}, {} of them opened at {}", o.count, o.stack(4))
+                }
+                _ => format!("leak: {l}"),
+            }
+        })
         .collect();
     if r.rss_unexplained_bytes_per_iter >= RSS_NOTE_BYTES_PER_ITER {
         notes.push(format!(
@@ -357,7 +370,15 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
             case.upstream.as_deref().unwrap_or_default()
         ));
     }
-    notes.extend(resource_notes(resources.as_ref(), judged.is_empty()));
+    let origins: Vec<Origin> = match &c.done {
+        Some(Message::Done { origins, .. }) => origins.clone(),
+        _ => Vec::new(),
+    };
+    notes.extend(resource_notes(
+        resources.as_ref(),
+        &origins,
+        judged.is_empty(),
+    ));
     let note = (!notes.is_empty()).then(|| notes.join("; "));
     let outcome = if verdict.meets(case.expect) {
         Outcome::Pass
@@ -393,6 +414,7 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
         note,
         wall_s: wall.as_secs_f64(),
         resources,
+        origins,
         series,
         ..CaseResult::for_case(case, verdict, outcome)
     }

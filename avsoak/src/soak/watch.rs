@@ -259,6 +259,7 @@ fn name_done(done: &mut Message, w: &Watch, pid: u32, ran: Duration) {
         suspects,
         modules,
         profile,
+        origins,
         ..
     } = done
     else {
@@ -269,6 +270,7 @@ fn name_done(done: &mut Message, w: &Watch, pid: u32, ran: Duration) {
     }
     let mut symbolizer = crate::heap::Symbolizer::for_modules(std::mem::take(modules));
     crate::heap::name_suspects(suspects, &mut symbolizer);
+    crate::heap::name_origins(origins, &mut symbolizer);
     if let (Some(path), Some(raw)) = (&w.profile, profile.take()) {
         let cmd = std::iter::once(w.program.to_string_lossy())
             .chain(w.args.iter().map(|a| a.to_string_lossy()))

@@ -121,6 +121,7 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
         wall_s: 1.5,
         cpu: None,
         resources: None,
+        origins: Vec::new(),
         about: String::new(),
         series: series(
             120,
