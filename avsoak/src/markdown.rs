@@ -133,6 +133,7 @@ impl CaseResult {
                 "rss_file_bytes",
                 "mapped_bytes",
                 "mappings",
+                "unjoined",
             ] {
                 let _ = write!(csv, ",{name},{name}_min,{name}_max");
             }
@@ -172,11 +173,12 @@ impl CaseResult {
                             r.rss_file_bytes,
                             r.mapped_bytes,
                             r.mappings,
+                            r.unjoined,
                         ] {
                             let _ = write!(csv, ",{},{},{}", s.last, s.min, s.max);
                         }
                     }
-                    None => csv.push_str(&",".repeat(18)),
+                    None => csv.push_str(&",".repeat(21)),
                 }
             }
             csv.push('\n');

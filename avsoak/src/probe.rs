@@ -226,7 +226,7 @@ impl Probe {
         let reader = self.resources.as_ref()?;
         let now = match self.last_resources {
             // The mapping counters are exact and cheap: fresh every iteration.
-            Some((last, due)) if Instant::now() < due => last.with_mappings_now(),
+            Some((last, due)) if Instant::now() < due => last.with_hook_counts_now(),
             _ => {
                 let started = Instant::now();
                 let now = reader.read()?;
@@ -304,7 +304,7 @@ impl Probe {
         let growth = (self.snapped_judged > 0).then(|| heap::window_growth(self.snapped_judged));
         let raw_profile = profile.then(RawProfile::now);
         let mut origins = match self.judged_from {
-            Some(from) => crate::resources::fd_origins(from, self.suspects),
+            Some(from) => crate::resources::origins(from, self.suspects),
             None => Vec::new(),
         };
         teardown();

@@ -431,7 +431,7 @@ pub struct CpuSeconds {
 
 /// One resource of the process over the judged window, judged as live heap bytes are
 /// ([`crate::stats::judge_series`]).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct ResourceTrend {
     /// Theil–Sen slope per iteration.
     pub per_iter: f64,
@@ -454,6 +454,10 @@ pub struct ResourceFigures {
     pub fds: ResourceTrend,
     /// Threads.
     pub threads: ResourceTrend,
+    /// Threads created and neither joined nor detached, running or ended (each keeps its
+    /// stack until it is).
+    #[serde(default)]
+    pub unjoined: ResourceTrend,
     /// Bytes mapped with `mmap` by the program and its libraries.
     pub mapped_bytes: ResourceTrend,
     /// Resident bytes, anonymous and file-backed.
@@ -472,6 +476,12 @@ impl ResourceFigures {
             found.push(format!(
                 "+{:.2} fd/iteration ({} open at the end, at most {})",
                 self.fds.per_iter, self.fds.end, self.fds.max
+            ));
+        }
+        if self.unjoined.trend == crate::stats::Trend::Growing {
+            found.push(format!(
+                "+{:.2} unjoined thread/iteration ({} neither joined nor detached at the end)",
+                self.unjoined.per_iter, self.unjoined.end
             ));
         }
         if self.mapped_bytes.trend == crate::stats::Trend::Growing {
@@ -494,8 +504,13 @@ impl ResourceFigures {
     /// Whether a resource grew once and stopped (a pool of descriptors or threads
     /// filling), with none growing.
     pub fn bounded(&self) -> bool {
-        [self.fds.trend, self.threads.trend, self.mapped_bytes.trend]
-            .contains(&crate::stats::Trend::Bounded)
+        [
+            self.fds.trend,
+            self.threads.trend,
+            self.unjoined.trend,
+            self.mapped_bytes.trend,
+        ]
+        .contains(&crate::stats::Trend::Bounded)
     }
 }
 

@@ -32,16 +32,22 @@ pub struct Resources {
     /// Those mappings.
     #[serde(default)]
     pub mappings: i64,
+    /// Threads created through `pthread_create` and neither joined nor detached, running
+    /// or ended (counted by the hooks, exactly).
+    #[serde(default)]
+    pub unjoined: i64,
 }
 
 impl Resources {
-    /// These resources with the mapping counters as they stand now: they are exact and
-    /// cost two loads, so every iteration has them fresh, while `/proc` is read less often.
-    pub fn with_mappings_now(self) -> Resources {
+    /// These resources with the hooks' counters (mappings, unjoined threads) as they
+    /// stand now: they are exact and cost a few loads, so every iteration has them
+    /// fresh, while `/proc` is read less often.
+    pub fn with_hook_counts_now(self) -> Resources {
         let (mapped_bytes, mappings) = avsoak_hooks::mapped();
         Resources {
             mapped_bytes,
             mappings,
+            unjoined: avsoak_hooks::unjoined_threads(),
             ..self
         }
     }
@@ -51,7 +57,7 @@ impl Resources {
 /// it made in the window that are still held at its end.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Origin {
-    /// The resource: `fds`.
+    /// The resource: `fds` or `threads`.
     pub resource: String,
     /// Made in the judged window from this stack, still held at its end.
     pub count: u64,
@@ -77,18 +83,20 @@ impl Origin {
     }
 }
 
-/// The stacks of the descriptors made at `epoch` or later that are still open, most
-/// first, at most `top`, with their raw addresses (not yet named).
-pub fn fd_origins(epoch: u64, top: usize) -> Vec<Origin> {
-    avsoak_hooks::fd_origins(epoch)
-        .into_iter()
-        .take(top)
-        .map(|o| Origin {
-            resource: "fds".into(),
+/// The stacks of the descriptors made at `epoch` or later that are still open, then of
+/// the threads created at `epoch` or later and neither joined nor detached: most first,
+/// at most `top` of each, with their raw addresses (not yet named).
+pub fn origins(epoch: u64, top: usize) -> Vec<Origin> {
+    let of = |resource: &'static str, found: Vec<avsoak_hooks::FdOrigin>| {
+        found.into_iter().take(top).map(move |o| Origin {
+            resource: resource.to_owned(),
             count: o.open,
             frames: Vec::new(),
             addresses: o.frames.iter().map(|&a| a as u64).collect(),
         })
+    };
+    of("fds", avsoak_hooks::fd_origins(epoch))
+        .chain(of("threads", avsoak_hooks::thread_origins(epoch)))
         .collect()
 }
 
@@ -145,7 +153,7 @@ impl ResourceReader {
                 rss_file_bytes: shared * self.page,
                 ..Resources::default()
             }
-            .with_mappings_now(),
+            .with_hook_counts_now(),
         )
     }
 

@@ -97,6 +97,9 @@ pub struct ResourceSpans {
     /// Those mappings.
     #[serde(default)]
     pub mappings: Span,
+    /// Threads neither joined nor detached.
+    #[serde(default)]
+    pub unjoined: Span,
 }
 
 impl ResourceSpans {
@@ -108,6 +111,7 @@ impl ResourceSpans {
             rss_file_bytes: Span::of(r.rss_file_bytes),
             mapped_bytes: Span::of(r.mapped_bytes),
             mappings: Span::of(r.mappings),
+            unjoined: Span::of(r.unjoined),
         }
     }
 
@@ -118,6 +122,7 @@ impl ResourceSpans {
         self.rss_file_bytes.absorb(later.rss_file_bytes);
         self.mapped_bytes.absorb(later.mapped_bytes);
         self.mappings.absorb(later.mappings);
+        self.unjoined.absorb(later.unjoined);
     }
 }
 

@@ -61,10 +61,11 @@ impl Budget {
 }
 
 /// The shape of one series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Trend {
     /// No growth beyond the budget.
+    #[default]
     Flat,
     /// Grew beyond the budget, but the second half of the window no longer grows.
     Bounded,

@@ -1,13 +1,14 @@
-//! The functions that make and end descriptors, interposed (with the `interpose`
-//! feature): each calls the function it stands for, found with `dlsym(RTLD_NEXT)` at its
-//! first call, and records what it made or ended in [`crate::origins`]. A descriptor is
-//! forgotten before the real `close` runs, because another thread may be handed the
-//! same number right after.
+//! The functions that make and end descriptors and threads, interposed (with the
+//! `interpose` feature): each calls the function it stands for, found with
+//! `dlsym(RTLD_NEXT)` at its first call, and records what it made or ended in
+//! [`crate::origins`]. A descriptor is forgotten before the real `close` runs, and a
+//! thread before the real join or detach, because another thread may be handed the same
+//! number right after.
 
 use core::ffi::{c_char, c_int, c_uint};
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::origins::{closed, opened};
+use crate::origins::{closed, opened, thread_created, thread_released};
 
 /// The next definition of `name` (a NUL-terminated symbol) after this object's, cached in
 /// `slot`.
@@ -143,6 +144,35 @@ before! {/** `close_range(2)`, recorded. */ fn close_range(first: c_uint, last: 
     }
 }}
 
+extern "C" {
+    fn pthread_attr_getdetachstate(attr: *const libc::pthread_attr_t, state: *mut c_int) -> c_int;
+}
+
+/// Whether `attr` creates its thread detached (nothing to join, nothing to leak).
+fn detached(attr: *const libc::pthread_attr_t) -> bool {
+    let mut state = libc::PTHREAD_CREATE_JOINABLE;
+    // SAFETY: `attr` is the caller's initialized attribute object (null: the defaults,
+    // joinable); the call only reads it and writes `state`.
+    !attr.is_null()
+        && unsafe { pthread_attr_getdetachstate(attr, &mut state) } == 0
+        && state == libc::PTHREAD_CREATE_DETACHED
+}
+
+type Start = extern "C" fn(*mut core::ffi::c_void) -> *mut core::ffi::c_void;
+
+interpose! {/** `pthread_create(3)`, recorded: the thread holds its stack until joined or detached. */
+fn pthread_create(thread: *mut libc::pthread_t, attr: *const libc::pthread_attr_t, start: Start, arg: *mut core::ffi::c_void) -> c_int;
+|result: c_int, (thread, attr, _, _): (*mut libc::pthread_t, *const libc::pthread_attr_t, Start, *mut core::ffi::c_void)| {
+    if result == 0 && !thread.is_null() && !detached(attr) {
+        // SAFETY: the call succeeded, so it wrote the new thread's id at `thread`.
+        thread_created(unsafe { *thread } as usize);
+    }
+}}
+before! {/** `pthread_join(3)`, recorded. */ fn pthread_join(thread: libc::pthread_t, result: *mut *mut core::ffi::c_void) -> c_int;
+|(thread, _): (libc::pthread_t, *mut *mut core::ffi::c_void)| thread_released(thread as usize)}
+before! {/** `pthread_detach(3)`, recorded. */ fn pthread_detach(thread: libc::pthread_t) -> c_int;
+|(thread,): (libc::pthread_t,)| thread_released(thread as usize)}
+
 /// The addresses of the descriptor hooks, for [`crate::linked`]'s anchors.
 pub(crate) fn anchor() -> usize {
     let addresses = [
@@ -151,6 +181,8 @@ pub(crate) fn anchor() -> usize {
         close as *const () as usize,
         fopen as *const () as usize,
         pipe as *const () as usize,
+        pthread_create as *const () as usize,
+        pthread_join as *const () as usize,
     ];
     core::hint::black_box(addresses)
         .iter()

@@ -40,7 +40,9 @@ mod origins;
 mod sample;
 
 pub use mapping::mapped;
-pub use origins::{fd_origins, untracked_fds, FdOrigin, FD_SLOTS};
+pub use origins::{
+    fd_origins, thread_origins, unjoined_threads, untracked_fds, FdOrigin, FD_SLOTS,
+};
 
 #[cfg(feature = "interpose")]
 pub use interpose::{hook_addresses, linked};

@@ -70,18 +70,11 @@ fn unlock() {
     LOCK.store(false, Ordering::Release);
 }
 
-/// Records `fd` as made here, now (the caller's stack, the current epoch).
-#[cold]
-pub(crate) fn opened(fd: i32) {
-    let Ok(at) = usize::try_from(fd) else {
-        return;
-    };
-    if at >= FD_SLOTS {
-        UNTRACKED.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
+/// The caller's stack, kept in the stack table: its index + 1, or 0 when the table is
+/// full or the thread is already inside a hook.
+fn here() -> u32 {
     let Some(_inside) = Reentrancy::enter() else {
-        return;
+        return 0;
     };
     let mut frames = [0usize; MAX_FRAMES];
     let depth = capture(&mut frames);
@@ -95,7 +88,7 @@ pub(crate) fn opened(fd: i32) {
     // SAFETY: LOCK is held, the only guard of STACKS; the reference ends before unlock.
     let stacks = unsafe { &mut *STACKS.0.get() };
     let home = hash as usize & (ORIGIN_STACKS - 1);
-    let mut found = None;
+    let mut found = 0;
     for probe in 0..ORIGIN_STACKS {
         let index = (home + probe) & (ORIGIN_STACKS - 1);
         let entry = &mut stacks[index];
@@ -103,27 +96,106 @@ pub(crate) fn opened(fd: i32) {
             entry.hash = hash;
             entry.depth = depth;
             entry.frames = frames;
-            found = Some(index);
+            found = index as u32 + 1;
             break;
         }
         if entry.hash == hash && entry.frames[..entry.depth] == frames[..depth] {
-            found = Some(index);
+            found = index as u32 + 1;
             break;
         }
     }
     unlock();
-    match found {
-        Some(index) => {
-            FDS[at]
-                .epoch
-                .store(crate::sample::epoch(), Ordering::Relaxed);
-            FDS[at].stack.store(index as u32 + 1, Ordering::Release);
-        }
-        None => {
-            FDS[at].stack.store(0, Ordering::Release);
-            UNTRACKED.fetch_add(1, Ordering::Relaxed);
+    found
+}
+
+/// Records `fd` as made here, now (the caller's stack, the current epoch).
+#[cold]
+pub(crate) fn opened(fd: i32) {
+    let Ok(at) = usize::try_from(fd) else {
+        return;
+    };
+    if at >= FD_SLOTS {
+        UNTRACKED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let stack = here();
+    if stack == 0 {
+        UNTRACKED.fetch_add(1, Ordering::Relaxed);
+    }
+    FDS[at]
+        .epoch
+        .store(crate::sample::epoch(), Ordering::Relaxed);
+    FDS[at].stack.store(stack, Ordering::Release);
+}
+
+/// Threads tracked at once (created, not yet joined nor detached).
+pub const THREAD_SLOTS: usize = 1 << 12;
+
+/// Per tracked thread: its `pthread_t` (0: a free slot), its stack's index + 1, the epoch
+/// it was created in.
+struct Thread {
+    id: core::sync::atomic::AtomicUsize,
+    stack: AtomicU32,
+    epoch: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_THREAD: Thread = Thread {
+    id: core::sync::atomic::AtomicUsize::new(0),
+    stack: AtomicU32::new(0),
+    epoch: AtomicU64::new(0),
+};
+static THREADS: [Thread; THREAD_SLOTS] = [NO_THREAD; THREAD_SLOTS];
+static UNJOINED: AtomicU64 = AtomicU64::new(0);
+
+fn thread_home(id: usize) -> usize {
+    (id >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40 & (THREAD_SLOTS - 1)
+}
+
+/// Records thread `id` as created here, now; it stays until joined or detached.
+#[cold]
+pub(crate) fn thread_created(id: usize) {
+    if id == 0 {
+        return;
+    }
+    UNJOINED.fetch_add(1, Ordering::Relaxed);
+    let stack = here();
+    let home = thread_home(id);
+    for probe in 0..THREAD_SLOTS {
+        let slot = &THREADS[(home + probe) & (THREAD_SLOTS - 1)];
+        if slot
+            .id
+            .compare_exchange(0, id, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            slot.epoch.store(crate::sample::epoch(), Ordering::Relaxed);
+            slot.stack.store(stack, Ordering::Release);
+            return;
         }
     }
+}
+
+/// Records thread `id` as joined or detached: no longer the program's to reclaim.
+pub(crate) fn thread_released(id: usize) {
+    if id == 0 {
+        return;
+    }
+    let home = thread_home(id);
+    for probe in 0..THREAD_SLOTS {
+        let slot = &THREADS[(home + probe) & (THREAD_SLOTS - 1)];
+        if slot.id.load(Ordering::Acquire) == id {
+            slot.stack.store(0, Ordering::Relaxed);
+            slot.id.store(0, Ordering::Release);
+            UNJOINED.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+/// Threads created through `pthread_create` and neither joined nor detached yet, running
+/// or ended: each holds its stack until it is.
+pub fn unjoined_threads() -> i64 {
+    UNJOINED.load(Ordering::Relaxed) as i64
 }
 
 /// Records `fd` as closed.
@@ -153,6 +225,27 @@ pub fn fd_origins(min_epoch: u64) -> Vec<FdOrigin> {
             counts[stack as usize - 1] += 1;
         }
     }
+    origins_of(&counts)
+}
+
+/// The stacks of the threads created at `min_epoch` or later and neither joined nor
+/// detached, most first (in [`FdOrigin`]s: `open` counts the threads). Allocates.
+pub fn thread_origins(min_epoch: u64) -> Vec<FdOrigin> {
+    let mut counts = [0u64; ORIGIN_STACKS];
+    for slot in THREADS.iter() {
+        let stack = slot.stack.load(Ordering::Acquire);
+        if slot.id.load(Ordering::Relaxed) != 0
+            && stack != 0
+            && slot.epoch.load(Ordering::Relaxed) >= min_epoch
+        {
+            counts[stack as usize - 1] += 1;
+        }
+    }
+    origins_of(&counts)
+}
+
+/// The stacks `counts` (per stack index) name, most first.
+fn origins_of(counts: &[u64; ORIGIN_STACKS]) -> Vec<FdOrigin> {
     let mut origins = Vec::new();
     for (index, &open) in counts.iter().enumerate() {
         if open == 0 {

@@ -2,7 +2,9 @@
  * starts a decoder thread that waits on its packet queue; closing the stream must abort
  * the queue and wait for the thread. The leaky close frees nothing and forgets the
  * thread, which waits on its old queue for ever: one thread (and its stack) more per
- * restart. -DFIXED: the close aborts the queue and joins the thread.
+ * restart. -DENDS: the leaky close aborts the queue, so the thread ends, but never joins
+ * it: the thread is gone from the process's count, its stack is not. -DFIXED: the close
+ * aborts the queue and joins the thread.
  *
  * Usage: decoder_restart RESTARTS [RESTARTS_PER_SECOND]. */
 #include <pthread.h>
@@ -69,6 +71,12 @@ static void stream_close(struct decoder *d) {
     pthread_cond_destroy(&d->queue.ready);
     pthread_mutex_destroy(&d->queue.lock);
     free(d);
+#elif defined(ENDS)
+    pthread_mutex_lock(&d->queue.lock);
+    d->queue.abort = 1;
+    pthread_cond_signal(&d->queue.ready);
+    pthread_mutex_unlock(&d->queue.lock);
+    /* never joined: the ended thread keeps its stack; `d` stays allocated for it */
 #else
     (void)d; /* the thread still waits on this queue, which stays allocated */
 #endif

@@ -816,9 +816,11 @@ struct ResourceLeak {
     resource: &'static str,
     /// The words the note uses (`fd/iteration`, `thread/iteration`, `/iteration mapped`).
     unit: &'static str,
-    /// The program's function the note and `origins` must name as where they were made
-    /// (descriptors have their stacks recorded).
-    made_in: Option<&'static str>,
+    /// What the note must say of where they were made (`opened at socket ←
+    /// upload_part`), and the program's function `origins` must name.
+    made_at: Option<(&'static str, &'static str)>,
+    /// Flags for the leaky build besides the defaults.
+    leaky_flags: &'static [&'static str],
     per_frame: Range<f64>,
 }
 
@@ -833,7 +835,13 @@ fn resource_leaky_and_fixed(
     time: &[&str],
 ) {
     let name = source.split('.').next().unwrap();
-    let leaky = compile_with(source, name, &["-pthread"], packages);
+    let leaky_name = format!("{name}{}", leak.leaky_flags.join("").replace('-', "_"));
+    let leaky = compile_with(
+        source,
+        &leaky_name,
+        &[&["-pthread"][..], leak.leaky_flags].concat(),
+        packages,
+    );
     let fixed = compile_with(
         source,
         &format!("{name}_fixed"),
@@ -844,7 +852,7 @@ fn resource_leaky_and_fixed(
         ("marker", &[][..], marker),
         ("time", &["--every", "100ms", "--warmup", "1s"][..], time),
     ] {
-        let out = scratch(&format!("{name}-{mode}-leak"));
+        let out = scratch(&format!("{leaky_name}-{mode}-leak"));
         let output = watch(
             &out,
             &[args, &["--expect", "leak"]].concat(),
@@ -880,13 +888,19 @@ fn resource_leaky_and_fixed(
             note.contains("leak: +") && note.contains(leak.unit),
             "{note}"
         );
-        if let Some(function) = leak.made_in {
-            assert!(
-                note.contains(&format!("opened at socket ← {function}")),
-                "{note}"
-            );
-            let top = &r["origins"][0];
-            assert_eq!(top["resource"], "fds", "{r:#}");
+        if let Some((phrase, function)) = leak.made_at {
+            assert!(note.contains(phrase), "{note}");
+            let resource = if leak.resource == "fds" {
+                "fds"
+            } else {
+                "threads"
+            };
+            let top = r["origins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["resource"] == resource)
+                .unwrap_or_else(|| panic!("no origin of {resource}: {r:#}"));
             assert!(
                 top["frames"]
                     .as_array()
@@ -921,7 +935,8 @@ fn a_connection_left_open_per_aborted_part_is_a_descriptor_leak_and_the_fix_is_c
         &ResourceLeak {
             resource: "fds",
             unit: "fd/iteration",
-            made_in: Some("upload_part"),
+            made_at: Some(("opened at socket ← upload_part", "upload_part")),
+            leaky_flags: &[],
             per_frame: 0.45..0.55,
         },
         &["1200", "1000"],
@@ -945,7 +960,8 @@ fn a_decoder_thread_never_waited_for_per_restart_is_a_thread_leak_and_the_fix_is
         &ResourceLeak {
             resource: "threads",
             unit: "thread/iteration",
-            made_in: None,
+            made_at: Some(("started at pthread_create ← stream_open", "stream_open")),
+            leaky_flags: &[],
             per_frame: 0.9..1.1,
         },
         &["300", "1000"],
@@ -969,10 +985,35 @@ fn a_mapped_frame_pool_whose_free_forgets_to_unmap_is_a_mapping_leak_and_the_fix
         &ResourceLeak {
             resource: "mapped_bytes",
             unit: "/iteration mapped",
-            made_in: None,
+            made_at: None,
+            leaky_flags: &[],
             per_frame: 262_143.0..262_145.0,
         },
         &["300"],
+        &["150", "30"],
+    );
+}
+
+#[test]
+fn a_decoder_thread_that_ends_but_is_never_joined_is_an_unjoined_thread_leak() {
+    // The same restart, whose close aborts the queue (the thread ends) but never joins
+    // it: the process's thread count stays flat, and only the hooks' count of threads
+    // neither joined nor detached grows, one a restart, started at stream_open.
+    //
+    // Failure chance on a correct build: the hooks count every pthread_create and
+    // pthread_join exactly; the leak adds one per restart and the fix joins each before
+    // the next.
+    resource_leaky_and_fixed(
+        "decoder_restart.c",
+        &[],
+        &ResourceLeak {
+            resource: "unjoined",
+            unit: "unjoined thread/iteration",
+            per_frame: 0.9..1.1,
+            made_at: Some(("started at pthread_create ← stream_open", "stream_open")),
+            leaky_flags: &["-DENDS"],
+        },
+        &["300", "1000"],
         &["150", "30"],
     );
 }

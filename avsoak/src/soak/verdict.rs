@@ -119,6 +119,7 @@ fn judge_resources(c: &Collected, heap_slope: f64) -> Option<ResourceFigures> {
     Some(ResourceFigures {
         fds: trend(|s| s.fds, count_budget()),
         threads: trend(|s| s.threads, count_budget()),
+        unjoined: trend(|s| s.unjoined, count_budget()),
         mapped_bytes,
         rss_bytes,
         rss_unexplained_bytes_per_iter,
@@ -148,10 +149,15 @@ fn resource_notes(
         .leaks()
         .into_iter()
         .map(|l| {
-            // A descriptor leak names where its descriptors were made.
-            match origins.iter().find(|o| o.resource == "fds") {
-                Some(o) if l.contains("fd/iteration") => {
-                    format!("leak: {l}, {} of them opened at {}", o.count, o.stack(4))
+            // A descriptor or thread leak names where they were made.
+            let (resource, verb) = if l.contains("fd/iteration") {
+                ("fds", "opened")
+            } else {
+                ("threads", "started")
+            };
+            match origins.iter().find(|o| o.resource == resource) {
+                Some(o) if !l.contains("mapped") => {
+                    format!("leak: {l}, {} of them {verb} at {}", o.count, o.stack(4))
                 }
                 _ => format!("leak: {l}"),
             }
