@@ -57,9 +57,10 @@ impl Resources {
 /// it made in the window that are still held at its end.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Origin {
-    /// The resource: `fds` or `threads`.
+    /// The resource: `fds`, `threads` or `mapped_bytes`.
     pub resource: String,
-    /// Made in the judged window from this stack, still held at its end.
+    /// Made in the judged window from this stack, still held at its end (bytes, for
+    /// mappings).
     pub count: u64,
     /// Function names, innermost first (named as a suspect's are).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -83,9 +84,10 @@ impl Origin {
     }
 }
 
-/// The stacks of the descriptors made at `epoch` or later that are still open, then of
-/// the threads created at `epoch` or later and neither joined nor detached: most first,
-/// at most `top` of each, with their raw addresses (not yet named).
+/// The stacks of the descriptors made at `epoch` or later that are still open, of the
+/// threads created at `epoch` or later and neither joined nor detached, and of the
+/// mappings made at `epoch` or later and still mapped: most first (mappings by bytes), at
+/// most `top` of each, with their raw addresses (not yet named).
 pub fn origins(epoch: u64, top: usize) -> Vec<Origin> {
     let of = |resource: &'static str, found: Vec<avsoak_hooks::FdOrigin>| {
         found.into_iter().take(top).map(move |o| Origin {
@@ -97,6 +99,7 @@ pub fn origins(epoch: u64, top: usize) -> Vec<Origin> {
     };
     of("fds", avsoak_hooks::fd_origins(epoch))
         .chain(of("threads", avsoak_hooks::thread_origins(epoch)))
+        .chain(of("mapped_bytes", avsoak_hooks::mapping_origins(epoch)))
         .collect()
 }
 

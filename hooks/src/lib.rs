@@ -41,7 +41,8 @@ mod sample;
 
 pub use mapping::mapped;
 pub use origins::{
-    fd_origins, thread_origins, unjoined_threads, untracked_fds, FdOrigin, FD_SLOTS,
+    fd_origins, mapping_origins, thread_origins, unjoined_threads, untracked_fds, FdOrigin,
+    FD_SLOTS,
 };
 
 #[cfg(feature = "interpose")]

@@ -71,6 +71,7 @@ mod hooks {
         }
         MAPPED_BYTES.fetch_add(pages(length), Relaxed);
         MAPPINGS.fetch_add(1, Relaxed);
+        crate::origins::mapped_here(result as usize, pages(length) as usize);
         result as *mut c_void
     }
 
@@ -97,6 +98,8 @@ mod hooks {
     /// As `munmap(2)`.
     #[no_mangle]
     pub unsafe extern "C" fn munmap(addr: *mut c_void, length: usize) -> c_int {
+        // Forgotten first: once unmapped, another thread may be handed the same address.
+        crate::origins::unmapped(addr as usize);
         // SAFETY: the caller's arguments go to the kernel unchanged.
         let result = unsafe { libc::syscall(libc::SYS_munmap, addr, length) };
         if result == 0 {
@@ -134,6 +137,11 @@ mod hooks {
             return libc::MAP_FAILED;
         }
         MAPPED_BYTES.fetch_add(pages(new_length) - pages(old_length), Relaxed);
+        if result as usize != old as usize {
+            crate::origins::unmapped(old as usize);
+        }
+        crate::origins::unmapped(result as usize);
+        crate::origins::mapped_here(result as usize, pages(new_length) as usize);
         result as *mut c_void
     }
 }

@@ -192,6 +192,87 @@ pub(crate) fn thread_released(id: usize) {
     }
 }
 
+/// Mappings tracked at once (made through the interposed `mmap`, not yet unmapped).
+pub const MAPPING_SLOTS: usize = 1 << 12;
+
+/// Per tracked mapping: its start address (0: a free slot), its length, its stack's
+/// index + 1, the epoch it was made in.
+struct Mapping {
+    start: core::sync::atomic::AtomicUsize,
+    length: core::sync::atomic::AtomicUsize,
+    stack: AtomicU32,
+    epoch: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_MAPPING: Mapping = Mapping {
+    start: core::sync::atomic::AtomicUsize::new(0),
+    length: core::sync::atomic::AtomicUsize::new(0),
+    stack: AtomicU32::new(0),
+    epoch: AtomicU64::new(0),
+};
+static MAPPINGS: [Mapping; MAPPING_SLOTS] = [NO_MAPPING; MAPPING_SLOTS];
+
+fn mapping_home(start: usize) -> usize {
+    (start >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40 & (MAPPING_SLOTS - 1)
+}
+
+/// Records a mapping of `length` bytes at `start`, made here, now.
+#[cold]
+pub(crate) fn mapped_here(start: usize, length: usize) {
+    if start == 0 {
+        return;
+    }
+    let stack = here();
+    let home = mapping_home(start);
+    for probe in 0..MAPPING_SLOTS {
+        let slot = &MAPPINGS[(home + probe) & (MAPPING_SLOTS - 1)];
+        if slot
+            .start
+            .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            slot.length.store(length, Ordering::Relaxed);
+            slot.epoch.store(crate::sample::epoch(), Ordering::Relaxed);
+            slot.stack.store(stack, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// Records the mapping at `start` as unmapped (a partial unmap from its start counts as
+/// the whole: what remains is no longer tracked).
+pub(crate) fn unmapped(start: usize) {
+    if start == 0 {
+        return;
+    }
+    let home = mapping_home(start);
+    for probe in 0..MAPPING_SLOTS {
+        let slot = &MAPPINGS[(home + probe) & (MAPPING_SLOTS - 1)];
+        if slot.start.load(Ordering::Acquire) == start {
+            slot.stack.store(0, Ordering::Relaxed);
+            slot.start.store(0, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// The stacks of the mappings made at `min_epoch` or later and still mapped, most bytes
+/// first (in [`FdOrigin`]s: `open` counts the bytes). Allocates.
+pub fn mapping_origins(min_epoch: u64) -> Vec<FdOrigin> {
+    let mut bytes = [0u64; ORIGIN_STACKS];
+    for slot in MAPPINGS.iter() {
+        let stack = slot.stack.load(Ordering::Acquire);
+        if slot.start.load(Ordering::Relaxed) != 0
+            && stack != 0
+            && slot.epoch.load(Ordering::Relaxed) >= min_epoch
+        {
+            bytes[stack as usize - 1] += slot.length.load(Ordering::Relaxed) as u64;
+        }
+    }
+    origins_of(&bytes)
+}
+
 /// Threads created through `pthread_create` and neither joined nor detached yet, running
 /// or ended: each holds its stack until it is.
 pub fn unjoined_threads() -> i64 {

@@ -152,14 +152,19 @@ fn resource_notes(
             // A descriptor or thread leak names where they were made.
             let (resource, verb) = if l.contains("fd/iteration") {
                 ("fds", "opened")
+            } else if l.contains("mapped") {
+                ("mapped_bytes", "mapped")
             } else {
                 ("threads", "started")
             };
             match origins.iter().find(|o| o.resource == resource) {
-                Some(o) if !l.contains("mapped") => {
-                    format!("leak: {l}, {} of them {verb} at {}", o.count, o.stack(4))
-                }
-                _ => format!("leak: {l}"),
+                Some(o) if resource == "mapped_bytes" => format!(
+                    "leak: {l}, {} of it {verb} at {}",
+                    crate::fmt::human_bytes(o.count as f64),
+                    o.stack(4)
+                ),
+                Some(o) => format!("leak: {l}, {} of them {verb} at {}", o.count, o.stack(4)),
+                None => format!("leak: {l}"),
             }
         })
         .collect();
