@@ -145,29 +145,7 @@ fn resource_notes(
             ]
         };
     };
-    let mut notes: Vec<String> = r
-        .leaks()
-        .into_iter()
-        .map(|l| {
-            // A descriptor or thread leak names where they were made.
-            let (resource, verb) = if l.contains("fd/iteration") {
-                ("fds", "opened")
-            } else if l.contains("mapped") {
-                ("mapped_bytes", "mapped")
-            } else {
-                ("threads", "started")
-            };
-            match origins.iter().find(|o| o.resource == resource) {
-                Some(o) if resource == "mapped_bytes" => format!(
-                    "leak: {l}, {} of it {verb} at {}",
-                    crate::fmt::human_bytes(o.count as f64),
-                    o.stack(4)
-                ),
-                Some(o) => format!("leak: {l}, {} of them {verb} at {}", o.count, o.stack(4)),
-                None => format!("leak: {l}"),
-            }
-        })
-        .collect();
+    let mut notes: Vec<String> = r.leaks_with(origins);
     if r.rss_unexplained_bytes_per_iter >= RSS_NOTE_BYTES_PER_ITER {
         notes.push(format!(
             "resident memory grows {}/iteration, {}/iteration beyond the heap: memory the \
