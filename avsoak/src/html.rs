@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use crate::fmt::{escape_html as escape, file_stem, human_bytes};
 use crate::report::{CaseResult, Fit, Outcome, Report, Verdict};
 use crate::series::{Bucket, Span};
+use crate::stats::Trend;
 
 /// Width and height of a timeline's drawing, in SVG user units.
 const W: f64 = 520.0;
@@ -216,6 +217,48 @@ fn case_section(r: &CaseResult) -> String {
             h.fit_blocks,
             false,
         ));
+        // Each resource beside the heap that moved over the judged window.
+        if let Some(res) = &r.resources {
+            type Pick = fn(&crate::series::ResourceSpans) -> Span;
+            let moved: [(&str, bool, bool, Pick); 5] = [
+                (
+                    "open descriptors",
+                    res.fds.trend != Trend::Flat,
+                    false,
+                    |s| s.fds,
+                ),
+                ("threads", res.threads.trend != Trend::Flat, false, |s| {
+                    s.threads
+                }),
+                (
+                    "threads never joined",
+                    res.unjoined.trend != Trend::Flat,
+                    false,
+                    |s| s.unjoined,
+                ),
+                (
+                    "mapped bytes",
+                    res.mapped_bytes.trend != Trend::Flat,
+                    true,
+                    |s| s.mapped_bytes,
+                ),
+                (
+                    "resident bytes",
+                    res.rss_bytes.trend != Trend::Flat,
+                    true,
+                    |s| s.rss_bytes,
+                ),
+            ];
+            for (label, _, bytes, pick) in moved.into_iter().filter(|m| m.1) {
+                out.push_str(&timeline(
+                    r,
+                    label,
+                    |b| b.resources.map(|s| pick(&s)).unwrap_or_default(),
+                    None,
+                    bytes,
+                ));
+            }
+        }
         out.push_str("</div>\n");
     }
     if let Some(profile) = &r.profile {

@@ -86,7 +86,11 @@ fn test_case(r: &CaseResult) -> TestCase {
                 message.push_str(error);
             }
             // What leaked besides the heap, and where it was made.
-            for leak in r.resources.iter().flat_map(|res| res.leaks_with(&r.origins)) {
+            for leak in r
+                .resources
+                .iter()
+                .flat_map(|res| res.leaks_with(&r.origins))
+            {
                 message.push_str("; ");
                 message.push_str(&leak);
             }

@@ -888,6 +888,18 @@ fn resource_leaky_and_fixed(
             note.contains("leak: +") && note.contains(leak.unit),
             "{note}"
         );
+        // The page draws the resource that moved beside the heap's timelines.
+        let label = match leak.resource {
+            "fds" => "open descriptors",
+            "threads" => "threads",
+            "unjoined" => "threads never joined",
+            _ => "mapped bytes",
+        };
+        let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+        assert!(
+            page.contains(&format!("data-quantity=\"{label}\"")),
+            "no {label} timeline"
+        );
         if let Some((phrase, function)) = leak.made_at {
             assert!(note.contains(phrase), "{note}");
             let resource = if leak.resource == "fds" {
