@@ -128,149 +128,136 @@ pub(crate) fn opened(fd: i32) {
     FDS[at].stack.store(stack, Ordering::Release);
 }
 
-/// Threads tracked at once (created, not yet joined nor detached).
-pub const THREAD_SLOTS: usize = 1 << 12;
+/// Things held by a key (a thread's id, a mapping's start): each with its size, the
+/// stack that made it and the epoch it was made in, in a static open-addressed table of
+/// `N` slots (a power of two). Nothing allocates; a full table records no more.
+struct Keyed<const N: usize> {
+    slots: [Held; N],
+}
 
-/// Per tracked thread: its `pthread_t` (0: a free slot), its stack's index + 1, the epoch
-/// it was created in.
-struct Thread {
-    id: core::sync::atomic::AtomicUsize,
+/// One slot of a [`Keyed`] table: its key (0: free), size, stack index + 1, epoch.
+struct Held {
+    key: core::sync::atomic::AtomicUsize,
+    size: core::sync::atomic::AtomicUsize,
     stack: AtomicU32,
     epoch: AtomicU64,
 }
 
-#[allow(clippy::declare_interior_mutable_const)]
-const NO_THREAD: Thread = Thread {
-    id: core::sync::atomic::AtomicUsize::new(0),
-    stack: AtomicU32::new(0),
-    epoch: AtomicU64::new(0),
-};
-static THREADS: [Thread; THREAD_SLOTS] = [NO_THREAD; THREAD_SLOTS];
+impl Held {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const FREE: Held = Held {
+        key: core::sync::atomic::AtomicUsize::new(0),
+        size: core::sync::atomic::AtomicUsize::new(0),
+        stack: AtomicU32::new(0),
+        epoch: AtomicU64::new(0),
+    };
+}
+
+impl<const N: usize> Keyed<N> {
+    const fn new() -> Self {
+        Keyed {
+            slots: [Held::FREE; N],
+        }
+    }
+
+    fn home(key: usize) -> usize {
+        ((key >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) & (N - 1)
+    }
+
+    /// Records `key` as held, `size` of it, made here and now.
+    fn insert(&self, key: usize, size: usize) {
+        if key == 0 {
+            return;
+        }
+        let stack = here();
+        let home = Self::home(key);
+        for probe in 0..N {
+            let slot = &self.slots[(home + probe) & (N - 1)];
+            if slot
+                .key
+                .compare_exchange(0, key, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                slot.size.store(size, Ordering::Relaxed);
+                slot.epoch.store(crate::sample::epoch(), Ordering::Relaxed);
+                slot.stack.store(stack, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    /// Records `key` as given back: whether it was held.
+    fn remove(&self, key: usize) -> bool {
+        if key == 0 {
+            return false;
+        }
+        let home = Self::home(key);
+        for probe in 0..N {
+            let slot = &self.slots[(home + probe) & (N - 1)];
+            if slot.key.load(Ordering::Acquire) == key {
+                slot.stack.store(0, Ordering::Relaxed);
+                slot.key.store(0, Ordering::Release);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Per stack, the sizes of what it made at `min_epoch` or later and is still held.
+    fn by_stack(&self, min_epoch: u64) -> [u64; ORIGIN_STACKS] {
+        let mut sums = [0u64; ORIGIN_STACKS];
+        for slot in self.slots.iter() {
+            let stack = slot.stack.load(Ordering::Acquire);
+            if slot.key.load(Ordering::Relaxed) != 0
+                && stack != 0
+                && slot.epoch.load(Ordering::Relaxed) >= min_epoch
+            {
+                sums[stack as usize - 1] += slot.size.load(Ordering::Relaxed) as u64;
+            }
+        }
+        sums
+    }
+}
+
+/// Threads created joinable and neither joined nor detached yet (each counts 1).
+static THREADS: Keyed<{ 1 << 12 }> = Keyed::new();
 static UNJOINED: AtomicU64 = AtomicU64::new(0);
 
-fn thread_home(id: usize) -> usize {
-    (id >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40 & (THREAD_SLOTS - 1)
-}
+/// Mappings made through the interposed `mmap` and not unmapped (each counts its bytes).
+static MAPPINGS: Keyed<{ 1 << 12 }> = Keyed::new();
 
 /// Records thread `id` as created here, now; it stays until joined or detached.
 #[cold]
 pub(crate) fn thread_created(id: usize) {
-    if id == 0 {
-        return;
-    }
-    UNJOINED.fetch_add(1, Ordering::Relaxed);
-    let stack = here();
-    let home = thread_home(id);
-    for probe in 0..THREAD_SLOTS {
-        let slot = &THREADS[(home + probe) & (THREAD_SLOTS - 1)];
-        if slot
-            .id
-            .compare_exchange(0, id, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            slot.epoch.store(crate::sample::epoch(), Ordering::Relaxed);
-            slot.stack.store(stack, Ordering::Release);
-            return;
-        }
+    if id != 0 {
+        UNJOINED.fetch_add(1, Ordering::Relaxed);
+        THREADS.insert(id, 1);
     }
 }
 
 /// Records thread `id` as joined or detached: no longer the program's to reclaim.
 pub(crate) fn thread_released(id: usize) {
-    if id == 0 {
-        return;
+    if THREADS.remove(id) {
+        UNJOINED.fetch_sub(1, Ordering::Relaxed);
     }
-    let home = thread_home(id);
-    for probe in 0..THREAD_SLOTS {
-        let slot = &THREADS[(home + probe) & (THREAD_SLOTS - 1)];
-        if slot.id.load(Ordering::Acquire) == id {
-            slot.stack.store(0, Ordering::Relaxed);
-            slot.id.store(0, Ordering::Release);
-            UNJOINED.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-    }
-}
-
-/// Mappings tracked at once (made through the interposed `mmap`, not yet unmapped).
-pub const MAPPING_SLOTS: usize = 1 << 12;
-
-/// Per tracked mapping: its start address (0: a free slot), its length, its stack's
-/// index + 1, the epoch it was made in.
-struct Mapping {
-    start: core::sync::atomic::AtomicUsize,
-    length: core::sync::atomic::AtomicUsize,
-    stack: AtomicU32,
-    epoch: AtomicU64,
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const NO_MAPPING: Mapping = Mapping {
-    start: core::sync::atomic::AtomicUsize::new(0),
-    length: core::sync::atomic::AtomicUsize::new(0),
-    stack: AtomicU32::new(0),
-    epoch: AtomicU64::new(0),
-};
-static MAPPINGS: [Mapping; MAPPING_SLOTS] = [NO_MAPPING; MAPPING_SLOTS];
-
-fn mapping_home(start: usize) -> usize {
-    (start >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40 & (MAPPING_SLOTS - 1)
 }
 
 /// Records a mapping of `length` bytes at `start`, made here, now.
 #[cold]
 pub(crate) fn mapped_here(start: usize, length: usize) {
-    if start == 0 {
-        return;
-    }
-    let stack = here();
-    let home = mapping_home(start);
-    for probe in 0..MAPPING_SLOTS {
-        let slot = &MAPPINGS[(home + probe) & (MAPPING_SLOTS - 1)];
-        if slot
-            .start
-            .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            slot.length.store(length, Ordering::Relaxed);
-            slot.epoch.store(crate::sample::epoch(), Ordering::Relaxed);
-            slot.stack.store(stack, Ordering::Release);
-            return;
-        }
-    }
+    MAPPINGS.insert(start, length);
 }
 
 /// Records the mapping at `start` as unmapped (a partial unmap from its start counts as
 /// the whole: what remains is no longer tracked).
 pub(crate) fn unmapped(start: usize) {
-    if start == 0 {
-        return;
-    }
-    let home = mapping_home(start);
-    for probe in 0..MAPPING_SLOTS {
-        let slot = &MAPPINGS[(home + probe) & (MAPPING_SLOTS - 1)];
-        if slot.start.load(Ordering::Acquire) == start {
-            slot.stack.store(0, Ordering::Relaxed);
-            slot.start.store(0, Ordering::Release);
-            return;
-        }
-    }
+    MAPPINGS.remove(start);
 }
 
 /// The stacks of the mappings made at `min_epoch` or later and still mapped, most bytes
 /// first (in [`FdOrigin`]s: `open` counts the bytes). Allocates.
 pub fn mapping_origins(min_epoch: u64) -> Vec<FdOrigin> {
-    let mut bytes = [0u64; ORIGIN_STACKS];
-    for slot in MAPPINGS.iter() {
-        let stack = slot.stack.load(Ordering::Acquire);
-        if slot.start.load(Ordering::Relaxed) != 0
-            && stack != 0
-            && slot.epoch.load(Ordering::Relaxed) >= min_epoch
-        {
-            bytes[stack as usize - 1] += slot.length.load(Ordering::Relaxed) as u64;
-        }
-    }
-    origins_of(&bytes)
+    origins_of(&MAPPINGS.by_stack(min_epoch))
 }
 
 /// Threads created through `pthread_create` and neither joined nor detached yet, running
@@ -312,17 +299,7 @@ pub fn fd_origins(min_epoch: u64) -> Vec<FdOrigin> {
 /// The stacks of the threads created at `min_epoch` or later and neither joined nor
 /// detached, most first (in [`FdOrigin`]s: `open` counts the threads). Allocates.
 pub fn thread_origins(min_epoch: u64) -> Vec<FdOrigin> {
-    let mut counts = [0u64; ORIGIN_STACKS];
-    for slot in THREADS.iter() {
-        let stack = slot.stack.load(Ordering::Acquire);
-        if slot.id.load(Ordering::Relaxed) != 0
-            && stack != 0
-            && slot.epoch.load(Ordering::Relaxed) >= min_epoch
-        {
-            counts[stack as usize - 1] += 1;
-        }
-    }
-    origins_of(&counts)
+    origins_of(&THREADS.by_stack(min_epoch))
 }
 
 /// The stacks `counts` (per stack index) name, most first.
