@@ -81,11 +81,17 @@ impl Report {
     }
 
     fn html_table(&self) -> String {
+        // The resources' columns when any result counted them, as in the text table.
+        let with_resources = self.results.iter().any(|r| r.resources.is_some());
         let mut out = String::from(
             "<table class=\"summary\">\n<thead><tr><th>case</th><th>expect</th><th>verdict</th>\
              <th>outcome</th><th>leak</th><th>blocks</th><th>allocs/iter</th>\
-             <th>peak live</th><th>frames/s</th></tr></thead>\n<tbody>\n",
+             <th>peak live</th><th>frames/s</th>",
         );
+        if with_resources {
+            out.push_str("<th>fds</th><th>threads</th><th>mapped</th><th>RSS</th>");
+        }
+        out.push_str("</tr></thead>\n<tbody>\n");
         for r in &self.results {
             // Throughput bars compare the cases of one scenario (frames differ between
             // scenarios: a still, a packet, a whole encoder lifetime).
@@ -103,11 +109,11 @@ impl Report {
             } else {
                 String::new()
             };
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "<tr><td><a href=\"#{anchor}\">{id}</a></td><td>{expect}</td><td>{verdict}</td>\
                  <td class=\"{oclass}\">{outcome}</td><td>{leak}</td><td>{blocks}</td>\
-                 <td>{allocs:.1}</td><td>{peak}</td><td>{bar}{fps:.0}</td></tr>",
+                 <td>{allocs:.1}</td><td>{peak}</td><td>{bar}{fps:.0}</td>",
                 anchor = file_stem(&r.id),
                 id = escape(&r.id),
                 expect = r.expect,
@@ -120,6 +126,12 @@ impl Report {
                 peak = human_bytes(r.heap.peak_live_bytes as f64),
                 fps = r.throughput.frames_per_s,
             );
+            if with_resources {
+                for rate in r.resource_rates() {
+                    let _ = write!(out, "<td>{}</td>", escape(&rate));
+                }
+            }
+            out.push_str("</tr>\n");
         }
         out.push_str("</tbody>\n</table>\n");
         out
