@@ -26,8 +26,13 @@ use crate::scenario::Loss;
 /// How much longer than a reading of the process's resources ([`crate::resources`]) takes
 /// the probe waits before the next one: an iteration that ends sooner carries the last
 /// reading, so the readings cost at most a hundredth of the program's time however fast
-/// it marks iterations (a reading takes about 10 µs: one every millisecond or so).
+/// it marks iterations (a reading takes about 5 µs: one every half millisecond or so).
+/// The cost is the cheapest reading seen, so one reading the host delayed does not
+/// delay the next ones, and the wait is at most [`RESOURCE_MAX_WAIT`].
 pub const RESOURCE_COST_SHARE: u32 = 100;
+
+/// The longest the probe waits between two readings of the process's resources.
+pub const RESOURCE_MAX_WAIT: Duration = Duration::from_millis(10);
 
 /// CPU nanoseconds this process has used, all its threads (`CLOCK_PROCESS_CPUTIME_ID`;
 /// 0 if the clock cannot be read).
@@ -124,6 +129,8 @@ pub struct Probe {
     resources: Option<ResourceReader>,
     /// The last reading, and when the next one is due.
     last_resources: Option<(Resources, Instant)>,
+    /// The cheapest reading so far.
+    reading_cost: Duration,
     /// The last reading a sample carried.
     sent_resources: Option<Resources>,
 }
@@ -149,6 +156,7 @@ impl Probe {
             end_live_bytes: 0,
             resources: ResourceReader::open(),
             last_resources: None,
+            reading_cost: Duration::MAX,
             sent_resources: None,
         }
     }
@@ -230,8 +238,9 @@ impl Probe {
             _ => {
                 let started = Instant::now();
                 let now = reader.read()?;
-                let cost = started.elapsed();
-                self.last_resources = Some((now, started + cost * (RESOURCE_COST_SHARE + 1)));
+                self.reading_cost = self.reading_cost.min(started.elapsed());
+                let wait = (self.reading_cost * (RESOURCE_COST_SHARE + 1)).min(RESOURCE_MAX_WAIT);
+                self.last_resources = Some((now, started + wait));
                 now
             }
         };

@@ -3,10 +3,12 @@
 //! iteration is a `leak` that says which, and its twin that gives them back is `clean`.
 //! Each soak runs in a child of this test binary (`avsoak::testing`), one per test.
 //!
-//! Failure chances on a correct build: descriptors and threads are counted exactly at
-//! the end of each iteration (an iteration takes at least a millisecond here, so every
-//! one is read anew); the leaks add one every iteration and the twins hold their counts
-//! to the unit, under the floor of 8 over the window.
+//! Failure chances on a correct build: descriptors and threads are counted exactly; an
+//! iteration takes at least a millisecond here, so the probe reads them anew at least
+//! every tenth iteration however loaded the host (its wait is at most 10 ms, and a
+//! hundred times its cheapest reading, about half a millisecond, otherwise). The leaks
+//! add one every iteration, a staircase of at least ten steps over the window, and the
+//! twins hold their counts to the unit, under the floor of 8 over the window.
 
 use std::fs::File;
 use std::time::Duration;
