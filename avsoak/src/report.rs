@@ -471,31 +471,50 @@ impl ResourceFigures {
     /// The resources that leak, as the verdict's words: `+1.00 fd/iteration (5 → 105
     /// open)`, `+1.00 thread/iteration (2 → 102)`.
     pub fn leaks(&self) -> Vec<String> {
+        self.leaking().into_iter().map(|(_, text)| text).collect()
+    }
+
+    /// [`ResourceFigures::leaks`], each with the resource its origins are kept under
+    /// (`fds`, `threads`, `mapped_bytes`).
+    fn leaking(&self) -> Vec<(&'static str, String)> {
+        let growing = |t: &ResourceTrend| t.trend == crate::stats::Trend::Growing;
         let mut found = Vec::new();
-        if self.fds.trend == crate::stats::Trend::Growing {
-            found.push(format!(
-                "+{:.2} fd/iteration ({} open at the end, at most {})",
-                self.fds.per_iter, self.fds.end, self.fds.max
+        if growing(&self.fds) {
+            found.push((
+                "fds",
+                format!(
+                    "+{:.2} fd/iteration ({} open at the end, at most {})",
+                    self.fds.per_iter, self.fds.end, self.fds.max
+                ),
             ));
         }
-        if self.unjoined.trend == crate::stats::Trend::Growing {
-            found.push(format!(
-                "+{:.2} unjoined thread/iteration ({} neither joined nor detached at the end)",
-                self.unjoined.per_iter, self.unjoined.end
+        if growing(&self.unjoined) {
+            found.push((
+                "threads",
+                format!(
+                    "+{:.2} unjoined thread/iteration ({} neither joined nor detached at the end)",
+                    self.unjoined.per_iter, self.unjoined.end
+                ),
             ));
         }
-        if self.mapped_bytes.trend == crate::stats::Trend::Growing {
-            found.push(format!(
-                "+{}/iteration mapped ({} mapped at the end, at most {})",
-                crate::fmt::human_bytes(self.mapped_bytes.per_iter),
-                crate::fmt::human_bytes(self.mapped_bytes.end as f64),
-                crate::fmt::human_bytes(self.mapped_bytes.max as f64)
+        if growing(&self.mapped_bytes) {
+            found.push((
+                "mapped_bytes",
+                format!(
+                    "+{}/iteration mapped ({} mapped at the end, at most {})",
+                    crate::fmt::human_bytes(self.mapped_bytes.per_iter),
+                    crate::fmt::human_bytes(self.mapped_bytes.end as f64),
+                    crate::fmt::human_bytes(self.mapped_bytes.max as f64)
+                ),
             ));
         }
-        if self.threads.trend == crate::stats::Trend::Growing {
-            found.push(format!(
-                "+{:.2} thread/iteration ({} at the end, at most {})",
-                self.threads.per_iter, self.threads.end, self.threads.max
+        if growing(&self.threads) {
+            found.push((
+                "threads",
+                format!(
+                    "+{:.2} thread/iteration ({} at the end, at most {})",
+                    self.threads.per_iter, self.threads.end, self.threads.max
+                ),
             ));
         }
         found
@@ -505,26 +524,23 @@ impl ResourceFigures {
     /// resources were made when `origins` know: `leak: +0.50 fd/iteration (…), 590 of
     /// them opened at socket ← upload_part`.
     pub fn leaks_with(&self, origins: &[crate::resources::Origin]) -> Vec<String> {
-        self.leaks()
+        self.leaking()
             .into_iter()
-            .map(|l| {
-                let (resource, verb) = if l.contains("fd/iteration") {
-                    ("fds", "opened")
-                } else if l.contains("mapped") {
-                    ("mapped_bytes", "mapped")
-                } else {
-                    ("threads", "started")
-                };
-                match origins.iter().find(|o| o.resource == resource) {
-                    Some(o) if resource == "mapped_bytes" => format!(
-                        "leak: {l}, {} of it {verb} at {}",
+            .map(|(resource, l)| {
+                let origin = origins.iter().find(|o| o.resource == resource);
+                match (resource, origin) {
+                    ("mapped_bytes", Some(o)) => format!(
+                        "leak: {l}, {} of it mapped at {}",
                         crate::fmt::human_bytes(o.count as f64),
                         o.stack(4)
                     ),
-                    Some(o) => {
-                        format!("leak: {l}, {} of them {verb} at {}", o.count, o.stack(4))
+                    ("fds", Some(o)) => {
+                        format!("leak: {l}, {} of them opened at {}", o.count, o.stack(4))
                     }
-                    None => format!("leak: {l}"),
+                    (_, Some(o)) => {
+                        format!("leak: {l}, {} of them started at {}", o.count, o.stack(4))
+                    }
+                    (_, None) => format!("leak: {l}"),
                 }
             })
             .collect()

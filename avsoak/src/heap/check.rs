@@ -126,7 +126,7 @@ fn resolve_default(symbol: &str) -> usize {
 
 /// The file name of the object that holds `addr`, through `dladdr` (empty for the
 /// program itself when the loader names none).
-pub fn object_of(addr: usize) -> Option<String> {
+pub(crate) fn object_of(addr: usize) -> Option<String> {
     if addr == 0 {
         return None;
     }

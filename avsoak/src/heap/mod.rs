@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 
 mod check;
 
-pub use check::{check, object_of, HeapError};
+use check::object_of;
+pub use check::{check, HeapError};
 
 /// A reading of the process-wide heap counters: [`Snapshot::now`], and what happened
 /// between two readings, [`Snapshot::since`].

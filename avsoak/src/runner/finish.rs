@@ -138,13 +138,18 @@ impl Runner {
 
     /// The command that accepts a run's numbers as baseline `name`.
     pub(super) fn accept_hint(&self, run: &Path, baselines: &Path, name: &str) -> String {
-        format!(
-            "{} gate --run {} --baselines {} --save-baseline {name}",
-            self.program,
-            run.display(),
-            baselines.display()
-        )
+        accept_hint(&self.program, run, baselines, name)
     }
+}
+
+/// The command of `program` that accepts the numbers of the run folder `run` as baseline
+/// `name` in `baselines`.
+fn accept_hint(program: &str, run: &Path, baselines: &Path, name: &str) -> String {
+    format!(
+        "{program} gate --run {} --baselines {} --save-baseline {name}",
+        run.display(),
+        baselines.display()
+    )
 }
 
 /// `gate`: compare a run folder with a baseline, or save it as one.
@@ -165,11 +170,7 @@ pub(super) fn gate_command(args: &GateArgs, program: &str) -> Result<bool> {
     }
     let name = args.baseline.as_deref().expect("clap requires --baseline");
     let gate = baselines.compare(name, &report)?;
-    let hint = format!(
-        "{program} gate --run {} --baselines {} --save-baseline {name}",
-        args.run.display(),
-        args.baselines.display()
-    );
+    let hint = accept_hint(program, &args.run, &args.baselines, name);
     print!("{}", gate.summary(name, &hint));
     Ok(gate.passed())
 }

@@ -212,7 +212,7 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
         },
     };
 
-    let (peak, end, teardown, suspects, sampling) = match &c.done {
+    let (peak, end, teardown, suspects, sampling, origins) = match &c.done {
         Some(Message::Done {
             peak_live_bytes,
             end_live_bytes,
@@ -221,6 +221,7 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
             samples_taken,
             samples_dropped,
             sample_interval,
+            origins,
             ..
         }) => (
             *peak_live_bytes,
@@ -235,6 +236,7 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
                 taken: *samples_taken,
                 dropped: *samples_dropped,
             }),
+            origins.clone(),
         ),
         _ => {
             let last = c.latest().map_or(0, |b| b.live_bytes.last);
@@ -246,7 +248,7 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
                 .map(|b| b.live_bytes.max)
                 .max()
                 .unwrap_or(0);
-            (peak, last, None, Vec::new(), None)
+            (peak, last, None, Vec::new(), None, Vec::new())
         }
     };
     // The fitted lines the page draws: the judged slope through the judged buckets' ends.
@@ -359,10 +361,6 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
             case.upstream.as_deref().unwrap_or_default()
         ));
     }
-    let origins: Vec<Origin> = match &c.done {
-        Some(Message::Done { origins, .. }) => origins.clone(),
-        _ => Vec::new(),
-    };
     notes.extend(resource_notes(
         resources.as_ref(),
         &origins,
