@@ -72,16 +72,35 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Its first `frames` named frames, innermost first, joined by ` ← `.
+    /// The call that made it, then the first `frames - 1` callers past the language
+    /// runtime's own layers (`std::`, `core::`, `alloc::`: `TcpStream::connect`,
+    /// `thread::Builder::spawn`), joined by ` ← `: `socket ← upload_part ← …`. Every
+    /// frame when all the callers are runtime layers.
     pub fn stack(&self, frames: usize) -> String {
-        let shown: Vec<&str> = self
-            .frames
-            .iter()
+        let Some((call, callers)) = self.frames.split_first() else {
+            return String::new();
+        };
+        let own: Vec<&String> = callers.iter().filter(|f| !is_runtime_layer(f)).collect();
+        let callers: Vec<&String> = if own.is_empty() {
+            callers.iter().collect()
+        } else {
+            own
+        };
+        std::iter::once(call)
+            .chain(callers)
             .take(frames)
             .map(String::as_str)
-            .collect();
-        shown.join(" ← ")
+            .collect::<Vec<_>>()
+            .join(" ← ")
     }
+}
+
+/// Whether a frame belongs to Rust's standard library, which wraps every system call a
+/// program makes: naming it tells the user nothing.
+fn is_runtime_layer(frame: &str) -> bool {
+    ["std::", "core::", "alloc::"]
+        .iter()
+        .any(|p| frame.starts_with(p) || frame.strip_prefix('<').is_some_and(|f| f.starts_with(p)))
 }
 
 /// The stacks of the descriptors made at `epoch` or later that are still open, of the
@@ -276,5 +295,33 @@ mod tests {
         let stat = b"42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 7 0 123 456";
         assert_eq!(threads_of_stat(stat), Some(7));
         assert_eq!(threads_of_stat(b"42 (x) S"), None);
+    }
+
+    #[test]
+    fn an_origin_names_the_call_then_the_programs_own_callers() {
+        let origin = |frames: &[&str]| Origin {
+            resource: "threads".into(),
+            count: 1,
+            frames: frames.iter().map(|f| f.to_string()).collect(),
+            addresses: Vec::new(),
+        };
+        let spawned = origin(&[
+            "pthread_create",
+            "<std::sys::thread::unix::Thread>::new",
+            "std::thread::lifecycle::spawn_unchecked",
+            "<std::thread::Builder>::spawn::<F, T>",
+            "player::open_component",
+            "player::play",
+        ]);
+        assert_eq!(
+            spawned.stack(3),
+            "pthread_create ← player::open_component ← player::play"
+        );
+        let only_runtime = origin(&["socket", "std::net::TcpStream::connect", "core::ops::f"]);
+        assert_eq!(
+            only_runtime.stack(4),
+            "socket ← std::net::TcpStream::connect ← core::ops::f"
+        );
+        assert_eq!(origin(&[]).stack(4), "");
     }
 }

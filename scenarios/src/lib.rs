@@ -3,6 +3,7 @@
 //! - [`ffi`]: the FFI edge, one module per C library (x264, x265, libheif, FFmpeg's
 //!   custom I/O and encoders).
 //! - [`media`] (fixtures muxed in code) and [`player`] (ffplay's model) build on it.
+//! - [`store`]: a loopback object store that takes multipart uploads.
 //! - [`cases`]: the five scenarios, one module each (`docs/incidents/` tells the incident
 //!   behind each); [`all`] is the registry the runner and the tests use.
 //! - [`compare`]: the encoder comparison.
@@ -30,6 +31,7 @@ pub mod compare;
 pub mod ffi;
 pub mod media;
 pub mod player;
+pub mod store;
 
 use cases::{avio_memory, encode_abort, fmp4_mux, picture_pool, player_queue};
 

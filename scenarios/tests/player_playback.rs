@@ -8,17 +8,19 @@ use std::sync::Arc;
 
 use avsoak_scenarios::cases::player_queue::{self, CLIPS};
 use avsoak_scenarios::ffi::avio::{Avio, Demuxer};
+use avsoak_scenarios::ffi::mapped::FramePool;
 use avsoak_scenarios::media;
 use avsoak_scenarios::player::{
     census, luma_checksum, MasterClock, Player, Settings, Shown, Source,
 };
 use ffmpeg_next as ffmpeg;
 
-/// Every frame of stream `index` of `bytes`, decoded in the plainest way.
-fn reference(bytes: &Arc<[u8]>, index: usize) -> Vec<Shown> {
+/// Every frame of stream `index` of `bytes`, decoded in the plainest way into pictures
+/// from `pool`.
+fn decode_all(bytes: &Arc<[u8]>, index: usize, pool: FramePool) -> Vec<Shown> {
     let io = Avio::seekable_reader(Cursor::new(Arc::clone(bytes)), 32 * 1024).unwrap();
     let mut demuxer = Demuxer::open(io, None).unwrap();
-    let mut decoder = demuxer.video_decoder(index).unwrap();
+    let mut decoder = demuxer.video_decoder(index, pool).unwrap();
     let mut packet = ffmpeg::Packet::empty();
     let mut frame = ffmpeg::frame::Video::empty();
     let mut shown = Vec::new();
@@ -40,6 +42,28 @@ fn reference(bytes: &Arc<[u8]>, index: usize) -> Vec<Shown> {
     decoder.send_eof().unwrap();
     receive(&mut decoder, &mut shown);
     shown
+}
+
+fn reference(bytes: &Arc<[u8]>, index: usize) -> Vec<Shown> {
+    decode_all(bytes, index, FramePool::Default)
+}
+
+/// The mapped pool lays pictures out as FFmpeg's own allocator would: the decoder,
+/// which predicts from earlier pictures and reads past their edges, gives the same
+/// pictures in both, for both renditions.
+#[test]
+fn pictures_decoded_into_mapped_memory_match_ffmpegs_own() {
+    media::init().unwrap();
+    let bytes = player_queue::fixture().unwrap();
+    for index in 0..CLIPS.len() {
+        let expected = reference(&bytes, index);
+        assert_eq!(expected.len() as u64, CLIPS[index].frames);
+        assert_eq!(
+            decode_all(&bytes, index, FramePool::Mapped),
+            expected,
+            "stream {index}"
+        );
+    }
 }
 
 fn plays_every_frame_once_in_order(source: Source) {

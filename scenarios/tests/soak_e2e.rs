@@ -692,6 +692,86 @@ fn player_queue_controls_are_flagged_in_ffmpeg_and_the_watchdog_names_the_stuck_
     );
 }
 
+/// The name of each resource's first origin of `id`, frame by frame.
+fn origin_frames(report: &Value, id: &str, resource: &str) -> Vec<String> {
+    result(report, id)["origins"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{id}: no origins"))
+        .iter()
+        .find(|o| o["resource"] == resource)
+        .unwrap_or_else(|| panic!("{id}: no origin of {resource}"))["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The three incidents' leaks beyond the heap, each beside its twin. The counts are
+/// exact, not sampled: every iteration refuses one part (and keeps its connection),
+/// restarts one decoder (and never joins it) or releases the same pictures (and never
+/// unmaps them), so each control's series climbs by the same step every iteration and
+/// each twin's is constant; no draw of chance enters the verdicts.
+#[test]
+fn resource_controls_from_the_incidents_are_flagged_beside_their_twins() {
+    let (_, report) = quick_soak(
+        "e2e-resources",
+        "fmp4-mux,player-queue",
+        "upload,upload-abort-keeps-connection,restarts,restart-without-join,\
+             mapped-frames,mapped-frames-never-unmapped",
+    );
+    for (twin, control, resource, function) in [
+        (
+            "fmp4-mux/upload",
+            "fmp4-mux/upload-abort-keeps-connection",
+            "fds",
+            "avsoak_scenarios::store::Uploader::upload_part",
+        ),
+        (
+            "player-queue/restarts/memory",
+            "player-queue/restart-without-join/memory",
+            "unjoined",
+            "avsoak_scenarios::player::open_component",
+        ),
+        (
+            "player-queue/mapped-frames/memory",
+            "player-queue/mapped-frames-never-unmapped/memory",
+            "mapped_bytes",
+            "avsoak_scenarios::ffi::mapped::get_mapped",
+        ),
+    ] {
+        let clean = result(&report, twin);
+        assert_eq!(clean["verdict"], "clean", "{twin}: {clean}");
+        assert_eq!(clean["resources"][resource]["trend"], "flat", "{twin}");
+        let leak = result(&report, control);
+        assert_eq!(leak["verdict"], "leak", "{control}");
+        assert_eq!(leak["resources"][resource]["trend"], "growing", "{control}");
+        let origin = if resource == "unjoined" {
+            "threads"
+        } else {
+            resource
+        };
+        let frames = origin_frames(&report, control, origin);
+        assert!(
+            frames.iter().any(|f| f == function),
+            "{control}: {frames:?}"
+        );
+        let note = leak["note"].as_str().unwrap_or_default();
+        assert!(note.contains(function), "{control}: {note}");
+    }
+    // The controls' heap is flat: only the resource tells (the unjoined thread keeps
+    // glibc's one block, a leak on its own, and says which).
+    for id in [
+        "fmp4-mux/upload-abort-keeps-connection",
+        "player-queue/mapped-frames-never-unmapped/memory",
+    ] {
+        let heap = result(&report, id)["heap"]["leak_bytes_per_iter"]
+            .as_f64()
+            .unwrap();
+        assert!(heap.abs() < 64.0, "{id}: {heap} B/iteration");
+    }
+}
+
 /// A rebuild may replace the runner's file while it soaks: the children it starts run the
 /// file it was started from (`/proc/self/exe`), not whatever the path holds now. The file
 /// is deleted as soon as the runner has started (spawn returns after the exec), before

@@ -24,6 +24,7 @@ use avsoak::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
 use ffmpeg_next as ffmpeg;
 
 use crate::ffi::avio::{Avio, AvioError, Demuxer, IoStats, Muxer, Teardown};
+use crate::ffi::mapped::FramePool;
 use crate::media::{self, Clip, Container, EncodedClip};
 
 /// AVIO buffer sizes every clean read and write variant runs with.
@@ -246,7 +247,7 @@ pub fn read_memory<R: std::io::Read + std::io::Seek>(
     let mut demuxer = Demuxer::open(io, None)?;
     demuxer.set_teardown(spec.teardown);
     let video = demuxer.video_stream()?;
-    let mut decoder = demuxer.video_decoder(video.index)?;
+    let mut decoder = demuxer.video_decoder(video.index, FramePool::Default)?;
     let mut packet = ffmpeg::Packet::empty();
     let mut frame = ffmpeg::frame::Video::empty();
     let mut out = ReadOutcome::default();

@@ -9,6 +9,8 @@
 //! | `fragmented` | a whole fMP4 of the clip written to a sink without a seek callback | clean |
 //! | `plain-mp4` | plain MP4 to the same sink: must be refused with [`AvioError::NeedsSeekableOutput`] | clean |
 //! | `multipart` | a live camera → x264 → fMP4 → multipart sink; one GOP (one fragment) per iteration; a new object every [`OBJECT_FRAGMENTS`] fragments | clean |
+//! | `upload` | `multipart`, each part uploaded to a loopback store on a connection of its own; a refused part is sent again on a new connection, the refused one closed | clean |
+//! | `upload-abort-keeps-connection` | `upload`, but the abort path leaves the refused connection open | leak |
 //! | `endless-stream` | the same live stream cut into low-latency chunks of 5 frames, never finished | leak |
 //! | `segment-skips-io-free` | a whole fMP4 per iteration; teardown frees nothing of the custom I/O | leak |
 //!
@@ -19,11 +21,13 @@
 //! upload is limited to 10,000 parts anyway).
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 
 use avsoak::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
 
 use crate::ffi::avio::{Avio, AvioError, Muxer, Teardown, VideoStreamSpec, FRAGMENTED_MOVFLAGS};
 use crate::media::{self, Clip, Container, EncodedClip, LiveEncoder, MediaError};
+use crate::store::{LoopbackStore, OnAbort, Uploader};
 
 /// AVIO buffer of every case.
 pub const BUFFER: usize = 32 << 10;
@@ -43,6 +47,10 @@ pub enum Mode {
     PlainMp4,
     /// A live fMP4 stream into a multipart sink, rotating objects.
     Multipart,
+    /// `Multipart`, the parts uploaded over loopback, a connection per part.
+    Upload,
+    /// Control: `Upload` whose abort path leaves the refused connection open.
+    UploadAbortKeepsConnection,
     /// Control: a live fMP4 stream in 5-frame chunks, never finished.
     EndlessStream,
     /// Control: a whole fMP4 per iteration, custom I/O never freed.
@@ -51,10 +59,12 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode, in report order.
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: [Mode; 7] = [
         Mode::Fragmented,
         Mode::PlainMp4,
         Mode::Multipart,
+        Mode::Upload,
+        Mode::UploadAbortKeepsConnection,
         Mode::EndlessStream,
         Mode::SegmentSkipsIoFree,
     ];
@@ -65,6 +75,8 @@ impl Mode {
             Mode::Fragmented => "fragmented",
             Mode::PlainMp4 => "plain-mp4",
             Mode::Multipart => "multipart",
+            Mode::Upload => "upload",
+            Mode::UploadAbortKeepsConnection => "upload-abort-keeps-connection",
             Mode::EndlessStream => "endless-stream",
             Mode::SegmentSkipsIoFree => "segment-skips-io-free",
         }
@@ -79,6 +91,12 @@ impl Mode {
             Mode::Multipart => {
                 "live camera -> x264 -> fMP4 -> multipart sink, a fragment per iteration, objects rotated"
             }
+            Mode::Upload => {
+                "multipart upload to a loopback store, a connection per part; refused parts sent again, the refused connection closed"
+            }
+            Mode::UploadAbortKeepsConnection => {
+                "control: the upload's abort path leaves each refused part's connection open"
+            }
             Mode::EndlessStream => {
                 "control: live fMP4 in 5-frame chunks never finished; the muxer keeps an index entry per chunk"
             }
@@ -90,7 +108,9 @@ impl Mode {
 
     fn expect(self) -> Expect {
         match self {
-            Mode::SegmentSkipsIoFree | Mode::EndlessStream => Expect::Leak,
+            Mode::SegmentSkipsIoFree | Mode::EndlessStream | Mode::UploadAbortKeepsConnection => {
+                Expect::Leak
+            }
             _ => Expect::Clean,
         }
     }
@@ -157,6 +177,13 @@ impl Scenario for Fmp4Mux {
                     plan,
                 )?)
             }
+            Mode::Upload | Mode::UploadAbortKeepsConnection => {
+                let on_abort = match mode {
+                    Mode::Upload => OnAbort::Close,
+                    _ => OnAbort::KeepOpen,
+                };
+                Box::new(UploadStream::start(on_abort)?)
+            }
             Mode::EndlessStream => {
                 let plan = StreamPlan {
                     chunk_frames: 5,
@@ -178,6 +205,8 @@ impl Scenario for Fmp4Mux {
 enum Parts {
     /// Count them (soaks): the part buffer is reused, nothing is allocated per part.
     Counting,
+    /// Upload each to a loopback store on a connection of its own (the buffer reused).
+    Uploading(Uploader),
     /// Keep them (tests): the parts of finished objects, and of the open one.
     Keeping {
         objects: Vec<Vec<Vec<u8>>>,
@@ -227,26 +256,41 @@ impl MultipartSink {
         )
     }
 
-    fn upload(&mut self) {
+    /// A sink that uploads every part to the store at `store`, one connection per part.
+    pub fn uploading(
+        part_size: usize,
+        store: SocketAddr,
+        on_abort: OnAbort,
+    ) -> Result<Self, BoxError> {
+        MultipartSink::new(part_size, Parts::Uploading(Uploader::new(store, on_abort)))
+    }
+
+    fn upload(&mut self) -> io::Result<()> {
         match &mut self.parts {
             Parts::Counting => self.current.clear(),
+            Parts::Uploading(client) => {
+                client.upload_part(&self.current)?;
+                self.current.clear();
+            }
             Parts::Keeping { open, .. } => open.push(std::mem::replace(
                 &mut self.current,
                 Vec::with_capacity(self.part_size),
             )),
         }
+        Ok(())
     }
 
     /// Uploads the last, shorter part and completes the object; the next byte starts a
     /// new one.
-    pub fn complete(&mut self) {
+    pub fn complete(&mut self) -> io::Result<()> {
         if !self.current.is_empty() {
-            self.upload();
+            self.upload()?;
         }
         self.objects += 1;
         if let Parts::Keeping { objects, open } = &mut self.parts {
             objects.push(std::mem::take(open));
         }
+        Ok(())
     }
 
     /// Objects completed so far.
@@ -257,7 +301,7 @@ impl MultipartSink {
     /// The parts of every completed object (empty when counting).
     pub fn into_objects(self) -> Vec<Vec<Vec<u8>>> {
         match self.parts {
-            Parts::Counting => Vec::new(),
+            Parts::Counting | Parts::Uploading(_) => Vec::new(),
             Parts::Keeping { objects, .. } => objects,
         }
     }
@@ -268,7 +312,7 @@ impl Write for MultipartSink {
         let n = (self.part_size - self.current.len()).min(buf.len());
         self.current.extend_from_slice(&buf[..n]);
         if self.current.len() == self.part_size {
-            self.upload();
+            self.upload()?;
         }
         Ok(n)
     }
@@ -345,7 +389,10 @@ impl Workload for SegmentWorkload {
                     bytes: self.out.len() as u64,
                 })
             }
-            Mode::Multipart | Mode::EndlessStream => Err("live streams run as LiveStream".into()),
+            Mode::Multipart
+            | Mode::Upload
+            | Mode::UploadAbortKeepsConnection
+            | Mode::EndlessStream => Err("live streams run as LiveStream".into()),
         }
     }
 }
@@ -424,7 +471,7 @@ impl LiveStream {
             .take()
             .ok_or("the stream failed while rotating objects")?;
         let mut sink = muxer.finish()?;
-        sink.complete();
+        sink.complete()?;
         Ok(sink)
     }
 
@@ -434,7 +481,7 @@ impl LiveStream {
         if Some(self.fragments_in_object) == self.plan.rotate_every {
             let muxer = self.muxer.take().ok_or("no open object")?;
             let mut sink = muxer.finish()?;
-            sink.complete();
+            sink.complete()?;
             let (muxer, stream) = open_object(sink, &self.spec)?;
             self.muxer = Some(muxer);
             self.stream = stream;
@@ -480,6 +527,45 @@ impl Workload for LiveStream {
             // A rotation restarts the counters of the new object's Avio.
             bytes: after.checked_sub(before).unwrap_or(after),
         })
+    }
+}
+
+/// Part size of `upload`: small, so that every iteration uploads a few parts.
+pub const UPLOAD_PART: usize = 8 << 10;
+
+/// A live stream uploaded to a loopback store the case starts itself.
+#[derive(Debug)]
+pub struct UploadStream {
+    // Declared first, dropped first: the stream's connections end before the store.
+    stream: LiveStream,
+    store: LoopbackStore,
+}
+
+impl UploadStream {
+    /// Starts the store, then the stream (parts of [`UPLOAD_PART`], objects rotated).
+    pub fn start(on_abort: OnAbort) -> Result<Self, BoxError> {
+        let store = LoopbackStore::start()?;
+        let plan = StreamPlan {
+            chunk_frames: Clip::STANDARD.keyint,
+            rotate_every: Some(OBJECT_FRAGMENTS),
+        };
+        let sink = MultipartSink::uploading(UPLOAD_PART, store.addr(), on_abort)?;
+        Ok(UploadStream {
+            stream: LiveStream::new(Clip::STANDARD, sink, plan)?,
+            store,
+        })
+    }
+
+    /// Finishes the stream and stops the store: what it took.
+    pub fn finish(self) -> Result<crate::store::StoreStats, BoxError> {
+        self.stream.finish()?;
+        Ok(self.store.stop()?)
+    }
+}
+
+impl Workload for UploadStream {
+    fn iterate(&mut self) -> Result<Work, BoxError> {
+        self.stream.iterate()
     }
 }
 

@@ -14,7 +14,12 @@
 //! | `churn` | the next of [`CHURN`]: seek, pause, step, resume, stream switch, decoder restart (queue abort), play to the end, teardown and reopen | clean |
 //! | `open-close` | open, play 8 frames, close: every thread joined, nothing left | clean |
 //! | `flush-without-unref` | `seeks`, but the flush forgets the packets it takes out | leak |
+//! | `restarts` | decoder restart (queue abort, decode thread stopped, joined and started again), play 8 frames | clean |
+//! | `mapped-frames` | play 8 frames; the decoder's pictures are mapped (`av_buffer_create` over `mmap`) and unmapped when freed | clean |
+//! | `flush-without-unref` | `seeks`, but the flush forgets the packets it takes out | leak |
 //! | `stale-frames-without-unref` | `seeks`, but the presenter forgets stale frames | leak |
+//! | `restart-without-join` | `restarts`, but closing the decoder never waits for its thread | leak |
+//! | `mapped-frames-never-unmapped` | `mapped-frames`, but the pool's free forgets `munmap` | leak |
 //! | `deaf-decoder` | `churn`, but the decoder's wait for frame-queue space ignores abort | hang |
 //!
 //! Parameter `source`: `memory` or `file`. Every iteration also checks the queues'
@@ -26,7 +31,7 @@ use avsoak::scenario::{BoxError, Case, Expect, Scenario, Stuck, Work, Workload};
 
 use crate::media::{self, Clip, Container};
 use crate::player::{
-    census, Discard, MasterClock, Player, PlayerError, Progress, Settings, Source,
+    census, Discard, FramePool, MasterClock, Player, PlayerError, Progress, Settings, Source,
     FRAME_QUEUE_FRAMES, PACKET_QUEUE_PACKETS,
 };
 
@@ -134,24 +139,36 @@ pub enum Mode {
     Churn,
     /// A whole player lifetime per iteration.
     OpenClose,
+    /// A decoder restart every iteration.
+    Restarts,
+    /// Pictures in mapped memory.
+    MappedFrames,
     /// Control: seeks whose flush forgets packets.
     FlushWithoutUnref,
     /// Control: seeks whose stale frames are forgotten.
     StaleFramesWithoutUnref,
+    /// Control: restarts that never join the decoder's thread.
+    RestartWithoutJoin,
+    /// Control: mapped pictures never unmapped.
+    MappedFramesNeverUnmapped,
     /// Control: churn with a decoder deaf to abort.
     DeafDecoder,
 }
 
 impl Mode {
     /// Every variant, in report order.
-    pub const ALL: [Mode; 8] = [
+    pub const ALL: [Mode; 12] = [
         Mode::Steady,
         Mode::ExternalClock,
         Mode::Seeks,
         Mode::Churn,
         Mode::OpenClose,
+        Mode::Restarts,
+        Mode::MappedFrames,
         Mode::FlushWithoutUnref,
         Mode::StaleFramesWithoutUnref,
+        Mode::RestartWithoutJoin,
+        Mode::MappedFramesNeverUnmapped,
         Mode::DeafDecoder,
     ];
 
@@ -163,8 +180,12 @@ impl Mode {
             Mode::Seeks => "seeks",
             Mode::Churn => "churn",
             Mode::OpenClose => "open-close",
+            Mode::Restarts => "restarts",
+            Mode::MappedFrames => "mapped-frames",
             Mode::FlushWithoutUnref => "flush-without-unref",
             Mode::StaleFramesWithoutUnref => "stale-frames-without-unref",
+            Mode::RestartWithoutJoin => "restart-without-join",
+            Mode::MappedFramesNeverUnmapped => "mapped-frames-never-unmapped",
             Mode::DeafDecoder => "deaf-decoder",
         }
     }
@@ -180,9 +201,19 @@ impl Mode {
                 "seek, pause, step, resume, stream switch, decoder restart, play to the end, reopen"
             }
             Mode::OpenClose => "open, play 8 frames, close: every thread joined, nothing left",
+            Mode::Restarts => "restart the decoder (abort, stop, join, start), then play 8 frames",
+            Mode::MappedFrames => {
+                "play 8 frames; the decoder's pictures are mmap'd buffers (av_buffer_create), unmapped when freed"
+            }
             Mode::FlushWithoutUnref => "control: the seek's flush drops packets without unref",
             Mode::StaleFramesWithoutUnref => {
                 "control: the presenter discards stale-serial frames without unref"
+            }
+            Mode::RestartWithoutJoin => {
+                "control: restarts whose close never waits for (joins) the decoder's thread"
+            }
+            Mode::MappedFramesNeverUnmapped => {
+                "control: mapped pictures whose free callback forgets munmap"
             }
             Mode::DeafDecoder => {
                 "control: the decoder's wait for frame-queue space ignores abort (watchdog names it)"
@@ -193,7 +224,10 @@ impl Mode {
     /// What the variant must come out as.
     pub fn expect(self) -> Expect {
         match self {
-            Mode::FlushWithoutUnref | Mode::StaleFramesWithoutUnref => Expect::Leak,
+            Mode::FlushWithoutUnref
+            | Mode::StaleFramesWithoutUnref
+            | Mode::RestartWithoutJoin
+            | Mode::MappedFramesNeverUnmapped => Expect::Leak,
             Mode::DeafDecoder => Expect::Hang,
             _ => Expect::Clean,
         }
@@ -227,6 +261,9 @@ impl Mode {
             Mode::FlushWithoutUnref => settings.flush = Discard::Forget,
             Mode::StaleFramesWithoutUnref => settings.stale = Discard::Forget,
             Mode::DeafDecoder => settings.deaf_decoder = true,
+            Mode::RestartWithoutJoin => settings.join_decoder = false,
+            Mode::MappedFrames => settings.frames = FramePool::Mapped,
+            Mode::MappedFramesNeverUnmapped => settings.frames = FramePool::MappedNeverUnmapped,
             _ => {}
         }
         settings
@@ -241,7 +278,12 @@ impl Mode {
     /// The operation of iteration `i`.
     pub fn op(self, i: u64) -> Op {
         match self {
-            Mode::Steady | Mode::ExternalClock | Mode::OpenClose => Op::Play(FRAMES_PER_ITERATION),
+            Mode::Steady
+            | Mode::ExternalClock
+            | Mode::OpenClose
+            | Mode::MappedFrames
+            | Mode::MappedFramesNeverUnmapped => Op::Play(FRAMES_PER_ITERATION),
+            Mode::Restarts | Mode::RestartWithoutJoin => Op::RestartDecoder,
             Mode::Seeks | Mode::FlushWithoutUnref | Mode::StaleFramesWithoutUnref => {
                 Op::Seek(SEEKS[(i % SEEKS.len() as u64) as usize])
             }

@@ -39,6 +39,8 @@ use ffmpeg_next as ffmpeg;
 use ffmpeg_next::ffi;
 use ffmpeg_next::packet::Mut as _;
 
+use super::mapped::FramePool;
+
 /// Smallest I/O buffer accepted.
 pub const MIN_BUFFER: usize = 256;
 /// Largest I/O buffer accepted.
@@ -849,8 +851,13 @@ impl<R> Demuxer<R> {
         Ok(())
     }
 
-    /// A video decoder for stream `index`, opened from its parameters (one thread).
-    pub fn video_decoder(&self, index: usize) -> Result<ffmpeg::decoder::Video, AvioError> {
+    /// A video decoder for stream `index`, opened from its parameters (one thread), its
+    /// pictures from `pool`.
+    pub fn video_decoder(
+        &self,
+        index: usize,
+        pool: FramePool,
+    ) -> Result<ffmpeg::decoder::Video, AvioError> {
         let streams = self.streams_raw();
         let &st = streams.get(index).ok_or(AvioError::NoSuchStream {
             index,
@@ -866,6 +873,7 @@ impl<R> Demuxer<R> {
                 error: ffmpeg::Error::from(code),
             });
         }
+        super::mapped::install(&mut context, pool);
         context
             .decoder()
             .video()

@@ -7,6 +7,7 @@
 //! - [`encode`]: FFmpeg video encoders, configured and fed as the scenarios and the
 //!   encoder comparison use them.
 //! - [`heif`]: libheif contexts, encoders and images.
+//! - [`mapped`]: decoded pictures in mapped memory (`get_buffer2` over `mmap`).
 //! - [`x264`]: libx264 pictures and encoders.
 //! - [`x265`]: libx265's version and parameter sizes.
 //! - [`init`]: FFmpeg set up for a scenario.
@@ -14,6 +15,7 @@
 pub mod avio;
 pub mod encode;
 pub mod heif;
+pub mod mapped;
 pub mod x264;
 pub mod x265;
 

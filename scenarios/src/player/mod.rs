@@ -18,6 +18,7 @@ pub mod queue;
 
 use std::fs::File;
 use std::io::Cursor;
+use std::os::unix::thread::JoinHandleExt as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,6 +29,7 @@ use avsoak::scenario::Stuck;
 use ffmpeg_next as ffmpeg;
 
 use crate::ffi::avio::{Avio, AvioError, Demuxer, StreamInfo};
+pub use crate::ffi::mapped::FramePool;
 pub use queue::{census, Census, Discard};
 use queue::{Activity, FrameQueue, Gate, Got, Item, Packet, PacketQueue, Slot};
 
@@ -123,6 +125,11 @@ pub struct Settings {
     pub stale: Discard,
     /// The decoder's wait for frame-queue space ignores abort (a control).
     pub deaf_decoder: bool,
+    /// Closing a decoder waits for its thread (`pthread_join`); a control forgets to,
+    /// and each ended thread keeps its stack.
+    pub join_decoder: bool,
+    /// Where the decoder's pictures come from (a control's mapped pool never unmaps).
+    pub frames: FramePool,
     /// How long a thread may take to end after an abort.
     pub stop_bound: Duration,
     /// How long the pipeline may stay busy before a call gives up waiting for it.
@@ -141,6 +148,8 @@ impl Default for Settings {
             flush: Discard::Unref,
             stale: Discard::Unref,
             deaf_decoder: false,
+            join_decoder: true,
+            frames: FramePool::Default,
             stop_bound: Duration::from_secs(3),
             settle_bound: Duration::from_secs(20),
             record: false,
@@ -334,7 +343,7 @@ fn open_component<R>(
     info: StreamInfo,
 ) -> Result<Component, PlayerError> {
     let decoder = demuxer
-        .video_decoder(info.index)
+        .video_decoder(info.index, shared.settings.frames)
         .map_err(|source| PlayerError::Input {
             input: format!("stream {}", info.index),
             source,
@@ -376,7 +385,12 @@ fn close_component(shared: &Shared, component: Component, slot: &Slot) -> Result
             .stuck("stopping the decoder", &component.slot, started.elapsed())
             .into());
     }
-    let _ = component.handle.join();
+    if shared.settings.join_decoder {
+        let _ = component.handle.join();
+    } else {
+        // Neither joined nor detached: the ended thread's stack stays mapped.
+        let _ = component.handle.into_pthread_t();
+    }
     shared.packets.flush(shared.settings.flush);
     Ok(())
 }
