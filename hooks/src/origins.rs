@@ -226,6 +226,19 @@ static UNJOINED: AtomicU64 = AtomicU64::new(0);
 /// Mappings made through the interposed `mmap` and not unmapped (each counts its bytes).
 static MAPPINGS: Keyed<{ 1 << 12 }> = Keyed::new();
 
+/// Where the origin tables lie: start address and length of each.
+pub(crate) fn table_ranges() -> [(usize, usize); 4] {
+    fn range<T>(table: &T) -> (usize, usize) {
+        (table as *const T as usize, core::mem::size_of::<T>())
+    }
+    [
+        range(&FDS),
+        range(&STACKS),
+        range(&THREADS),
+        range(&MAPPINGS),
+    ]
+}
+
 /// Records thread `id` as created here, now; it stays until joined or detached.
 #[cold]
 pub(crate) fn thread_created(id: usize) {

@@ -171,6 +171,14 @@ static TABLE: Table = Table([SLOT; TABLE_SLOTS]);
 const NO_HOMES: AtomicU8 = AtomicU8::new(0);
 static HOMES: [AtomicU8; TABLE_SLOTS] = [NO_HOMES; TABLE_SLOTS];
 
+/// Where the sampler's static tables lie: start address and length of each.
+pub(crate) fn table_ranges() -> [(usize, usize); 4] {
+    fn range<T>(table: &T) -> (usize, usize) {
+        (table as *const T as usize, core::mem::size_of::<T>())
+    }
+    [range(&TABLE), range(&STACKS), range(&USED), range(&HOMES)]
+}
+
 thread_local! {
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
     /// Bytes left before the next sample, and the interval they were drawn for. A
