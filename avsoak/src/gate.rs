@@ -6,6 +6,8 @@
 //! - a new `leak` verdict where the baseline had none;
 //! - for a case expected clean: allocations per iteration or peak live bytes above the
 //!   baseline by more than their tolerance (both are nearly deterministic: gated tightly),
+//!   the most descriptors or threads it held above the baseline's by more than a few, or
+//!   its peak mapped or resident bytes above the baseline's by more than their tolerance,
 //!   or throughput below the baseline by more than the noise threshold (wall-clock on a
 //!   shared machine: gated loosely; only when the run and the baseline both soaked one
 //!   case at a time, `--jobs 1`; relative to each machine's speed index when both have
@@ -28,8 +30,10 @@ use crate::scenario::Expect;
 /// The schema tag of a baseline file.
 pub const BASELINE_SCHEMA: &str = "avsoak.baseline/1";
 
-/// How far a figure may move before the gate fails.
+/// How far a figure may move before the gate fails. A baseline file missing one takes
+/// its default.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tolerances {
     /// Allocations per iteration may exceed the baseline by this fraction of it …
     pub allocs_rel: f64,
@@ -41,6 +45,17 @@ pub struct Tolerances {
     pub peak_abs: f64,
     /// Throughput may fall below the baseline by this fraction of it.
     pub throughput_drop: f64,
+    /// The most descriptors, and the most threads, held may exceed the baseline's by
+    /// this many.
+    pub held_abs: f64,
+    /// Peak mapped bytes may exceed the baseline by this fraction of it …
+    pub mapped_rel: f64,
+    /// … or by this many bytes, whichever is larger.
+    pub mapped_abs: f64,
+    /// Peak resident bytes may exceed the baseline by this fraction of it …
+    pub rss_rel: f64,
+    /// … or by this many bytes, whichever is larger.
+    pub rss_abs: f64,
 }
 
 impl Default for Tolerances {
@@ -53,6 +68,15 @@ impl Default for Tolerances {
             peak_rel: 0.20,
             peak_abs: 2.0 * 1024.0 * 1024.0,
             throughput_drop: 0.5,
+            // Descriptors and threads at rest are counts a pipeline holds by design (its
+            // files, its worker pools): they repeat to the unit on one machine.
+            held_abs: 2.0,
+            mapped_rel: 0.20,
+            mapped_abs: 2.0 * 1024.0 * 1024.0,
+            // Resident memory includes what the allocator keeps and the pages libraries
+            // touch: gated loosely.
+            rss_rel: 0.25,
+            rss_abs: 16.0 * 1024.0 * 1024.0,
         }
     }
 }
@@ -74,6 +98,33 @@ pub struct BaselineCase {
     pub frames_per_s: f64,
     /// Iterations per second.
     pub iters_per_s: f64,
+    /// The most the process held besides its heap (absent when they were not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
+}
+
+/// The most a case's process held besides its heap, after any iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// Open descriptors.
+    pub fds: i64,
+    /// Threads.
+    pub threads: i64,
+    /// Bytes mapped by the program and its libraries.
+    pub mapped_bytes: i64,
+    /// Resident bytes.
+    pub rss_bytes: i64,
+}
+
+impl Held {
+    fn of(r: &crate::report::CaseResult) -> Option<Held> {
+        r.resources.map(|res| Held {
+            fds: res.fds.max,
+            threads: res.threads.max,
+            mapped_bytes: res.mapped_bytes.max,
+            rss_bytes: res.rss_bytes.max,
+        })
+    }
 }
 
 /// A named baseline: the figures of one passing run, and the tolerances to gate with.
@@ -138,6 +189,7 @@ impl Baseline {
                     peak_live_bytes: r.heap.peak_live_bytes,
                     frames_per_s: r.throughput.frames_per_s,
                     iters_per_s: r.throughput.iters_per_s,
+                    held: Held::of(r),
                 };
                 (r.id.clone(), case)
             })
@@ -357,10 +409,14 @@ pub fn compare(run: &Report, baseline: &Baseline) -> Gate {
                     b.verdict.as_str().into(),
                     r.verdict.as_str().into(),
                     if new_leak {
-                        format!(
-                            "a new leak: {}/iteration",
-                            human_bytes(r.heap.leak_bytes_per_iter)
-                        )
+                        let beyond_heap = r.resources.map(|res| res.leaks()).unwrap_or_default();
+                        match beyond_heap.first() {
+                            Some(what) => format!("a new leak: {what}"),
+                            None => format!(
+                                "a new leak: {}/iteration",
+                                human_bytes(r.heap.leak_bytes_per_iter)
+                            ),
+                        }
                     } else {
                         "both pass".into()
                     },
@@ -408,6 +464,63 @@ pub fn compare(run: &Report, baseline: &Baseline) -> Gate {
                     Status::Improved
                 },
             );
+        }
+        if let (Some(then), Some(now)) = (b.held, Held::of(r)) {
+            let counts = [
+                ("descriptors held", then.fds, now.fds),
+                ("threads held", then.threads, now.threads),
+            ];
+            for (figure, then, now) in counts {
+                let more = (now - then) as f64;
+                if more.abs() > t.held_abs {
+                    add(
+                        &r.id,
+                        figure,
+                        then.to_string(),
+                        now.to_string(),
+                        format!("{more:+} (limit ±{})", t.held_abs),
+                        if more > 0.0 {
+                            Status::Regressed
+                        } else {
+                            Status::Improved
+                        },
+                    );
+                }
+            }
+            let bytes = [
+                (
+                    "peak mapped",
+                    then.mapped_bytes,
+                    now.mapped_bytes,
+                    t.mapped_rel,
+                    t.mapped_abs,
+                ),
+                (
+                    "peak resident",
+                    then.rss_bytes,
+                    now.rss_bytes,
+                    t.rss_rel,
+                    t.rss_abs,
+                ),
+            ];
+            for (figure, then, now, rel, abs) in bytes {
+                let limit = abs.max(rel * then as f64);
+                let more = (now - then) as f64;
+                if more.abs() > limit {
+                    add(
+                        &r.id,
+                        figure,
+                        human_bytes(then as f64),
+                        human_bytes(now as f64),
+                        format!("{} (limit ±{})", human_bytes(more), human_bytes(limit)),
+                        if more > 0.0 {
+                            Status::Regressed
+                        } else {
+                            Status::Improved
+                        },
+                    );
+                }
+            }
         }
         let (figure, base_rate, rate) = if b.frames_per_s > 0.0 {
             ("frames/s", b.frames_per_s, r.throughput.frames_per_s)

@@ -5,7 +5,8 @@
 mod support;
 
 use avsoak::gate::{compare, Baseline, BaselineError, Status};
-use avsoak::report::{Outcome, Report, Verdict};
+use avsoak::report::{Outcome, Report, ResourceFigures, ResourceTrend, Verdict};
+use avsoak::stats::Trend;
 
 /// A run that passed: the made-up run without its failed case.
 fn passing_run() -> Report {
@@ -231,4 +232,75 @@ fn a_baseline_reads_back() {
     assert!(json.contains("\"schema\": \"avsoak.baseline/1\""));
     let back: Baseline = serde_json::from_str(&json).unwrap();
     assert_eq!(back, baseline);
+}
+
+/// The first result's process holding `fds` descriptors and `threads` threads at most,
+/// `mapped` and `rss` bytes at peak, every series flat.
+fn holding(run: &mut Report, fds: i64, threads: i64, mapped: i64, rss: i64) {
+    let flat = |max: i64| ResourceTrend {
+        per_iter: 0.0,
+        p: 0.5,
+        trend: Trend::Flat,
+        end: max,
+        max,
+    };
+    run.results[0].resources = Some(ResourceFigures {
+        fds: flat(fds),
+        threads: flat(threads),
+        unjoined: flat(0),
+        mapped_bytes: flat(mapped),
+        rss_bytes: flat(rss),
+        rss_unexplained_bytes_per_iter: 0.0,
+    });
+}
+
+#[test]
+fn what_a_clean_case_holds_beyond_the_heap_is_gated_and_a_resource_leak_is_named() {
+    let mut base = passing_run();
+    holding(&mut base, 7, 4, 40_960, 60 << 20);
+    let baseline = Baseline::from_run(&base).unwrap();
+    // Within tolerance: two more descriptors, 10 % more resident memory.
+    let mut run = passing_run();
+    holding(&mut run, 9, 4, 40_960, 66 << 20);
+    assert!(compare(&run, &baseline).passed());
+    // Beyond it: three more descriptors, eight more threads, mapped memory up by 4 MiB,
+    // resident memory by 40 MiB.
+    holding(&mut run, 10, 12, 4 << 20, 100 << 20);
+    let gate = compare(&run, &baseline);
+    assert_eq!(
+        regressed(&gate, "picture-pool/pooled/640x480"),
+        [
+            "descriptors held",
+            "threads held",
+            "peak mapped",
+            "peak resident"
+        ],
+        "{}",
+        gate.table()
+    );
+    // A descriptor leak where the baseline was clean is a new leak that says what leaks.
+    let mut run = passing_run();
+    holding(&mut run, 107, 4, 40_960, 60 << 20);
+    let pooled = &mut run.results[0];
+    pooled.verdict = Verdict::Leak;
+    pooled.outcome = Outcome::Fail;
+    if let Some(res) = pooled.resources.as_mut() {
+        res.fds = ResourceTrend {
+            per_iter: 1.0,
+            p: 1e-30,
+            trend: Trend::Growing,
+            end: 107,
+            max: 107,
+        };
+    }
+    let table = compare(&run, &baseline).table();
+    assert!(table.contains("a new leak: +1.00 fd/iteration"), "{table}");
+    // A baseline saved before resources were counted gates none of them.
+    let mut old = baseline.clone();
+    for case in old.cases.values_mut() {
+        case.held = None;
+    }
+    let mut run = passing_run();
+    holding(&mut run, 100, 100, 1 << 30, 1 << 33);
+    assert!(compare(&run, &old).passed());
 }
