@@ -213,16 +213,26 @@ pub struct WatchOverhead {
     /// encoder-plugin, ffmpeg.
     #[arg(long, value_delimiter = ',')]
     workload: Vec<String>,
+    /// Comparison tools to leave out: heaptrack, memcheck (avsoak's own rows, with plain
+    /// and plain again, in minutes instead of an hour).
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
 }
 
 impl WatchOverhead {
     pub fn run(self, sh: &Shell) -> Result<()> {
         anyhow::ensure!(self.rounds >= 1, "invalid --rounds 0 (expected at least 1)");
-        run(sh, self.rounds, &self.workload)
+        for tool in &self.skip {
+            anyhow::ensure!(
+                tool == "heaptrack" || tool == "memcheck",
+                "invalid --skip {tool:?} (expected heaptrack or memcheck)"
+            );
+        }
+        run(sh, self.rounds, &self.workload, &self.skip)
     }
 }
 
-fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
+fn run(sh: &Shell, rounds: u32, only: &[String], skip: &[String]) -> Result<()> {
     let programs: Vec<&Program> = if only.is_empty() {
         PROGRAMS.iter().collect()
     } else {
@@ -258,7 +268,9 @@ fn run(sh: &Shell, rounds: u32, only: &[String]) -> Result<()> {
     let mut tools = vec![Tool::Plain, Tool::Again, Tool::Avsoak];
     let mut skipped = Vec::new();
     for (tool, binary) in [(Tool::Heaptrack, "heaptrack"), (Tool::Memcheck, "valgrind")] {
-        if found(binary) {
+        if skip.iter().any(|s| s == tool.name()) {
+            skipped.push(format!("{}: left out (--skip)", tool.name()));
+        } else if found(binary) {
             tools.push(tool);
         } else {
             skipped.push(format!(
