@@ -55,21 +55,16 @@ impl Report {
         let _ = write!(
             html,
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-             <title>avsoak run {rev}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
-             <h1>avsoak run {rev}</h1>\n<p class=\"meta\">{started} · host {host}, {cpus} \
-             · {rustc}<br>{libs}</p>\n<p><strong>{tally}.</strong></p>\n",
+             <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
+             <h1>{title}</h1>\n<p class=\"meta\">{started} · commit {rev} · host {host}, \
+             {cpus} · {rustc}<br>{libs}</p>\n<p><strong>{tally}.</strong></p>\n",
+            title = escape(&self.title()),
             rev = escape(&p.git_rev),
             started = escape(&p.started_at),
             host = escape(&p.host),
             cpus = escape(&p.machine()),
             rustc = escape(&p.rustc),
-            libs = escape(
-                &p.libs
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            libs = escape(&self.libraries()),
             tally = escape(&self.tally()),
         );
         html.push_str(&self.html_table());

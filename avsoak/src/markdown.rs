@@ -11,15 +11,15 @@ impl Report {
     pub fn markdown(&self) -> String {
         let p = &self.provenance;
         let mut md = String::new();
-        let _ = writeln!(md, "# avsoak run {} at {}\n", p.git_rev, p.started_at);
-        let libs: Vec<String> = p.libs.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(md, "# {} at {}\n", self.title(), p.started_at);
         let _ = writeln!(
             md,
-            "host `{}`, {}, {}; {}\n",
+            "commit {}; host `{}`, {}, {}; {}\n",
+            p.git_rev,
             p.host,
             p.machine(),
             p.rustc,
-            libs.join(", ")
+            self.libraries()
         );
         let _ = writeln!(md, "**{}.**\n", self.tally());
         md.push_str(&self.table(true));

@@ -140,9 +140,6 @@ impl Probe {
     /// run as a leak; `suspects` are listed at most.
     pub fn new(warmup: Warmup, heap_cap: u64, suspects: usize) -> Self {
         heap::set_epoch(0);
-        // The sampler's tables fault in as samples land in them, which would read as
-        // resident memory growing; made resident now, they are part of the baseline.
-        let _ = avsoak_hooks::make_tables_resident();
         let now = Instant::now();
         Probe {
             warmup,

@@ -410,6 +410,10 @@ pub struct CaseResult {
     /// made, most first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub origins: Vec<crate::resources::Origin>,
+    /// A watched program's own shared libraries and their versions, from the module map
+    /// it sent (`libavcodec.so.59` → `59.37.100`); empty for a soak's case.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub libraries: BTreeMap<String, String>,
     /// What the variant does.
     pub about: String,
     /// Live bytes, blocks and pipeline objects over the iterations, bounded (written to
@@ -596,6 +600,7 @@ impl CaseResult {
             cpu: None,
             resources: None,
             origins: Vec::new(),
+            libraries: BTreeMap::new(),
             about: case.about.clone(),
             series: Vec::new(),
         }
@@ -830,6 +835,31 @@ impl Report {
             provenance,
             results: Vec::new(),
         }
+    }
+
+    /// What the run was, for a page's or a summary's title: `avsoak watch: ./camera 2000`
+    /// for a watched program, `avsoak run <commit>` otherwise.
+    pub fn title(&self) -> String {
+        match self
+            .provenance
+            .selection
+            .as_deref()
+            .and_then(|s| s.strip_prefix("watch "))
+        {
+            Some(command) => format!("avsoak watch: {command}"),
+            None => format!("avsoak run {}", self.provenance.git_rev),
+        }
+    }
+
+    /// The libraries the run's code ran against, `name version` each: a watched
+    /// program's own (from its module map), else the soak binary's.
+    pub fn libraries(&self) -> String {
+        let watched = self.results.iter().find(|r| !r.libraries.is_empty());
+        let libs = watched.map_or(&self.provenance.libs, |r| &r.libraries);
+        libs.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// True when no outcome failed and at least one case passed (skipped cases count

@@ -20,7 +20,8 @@ pub struct Resources {
     pub fds: i64,
     /// Threads of the process, however they were made.
     pub threads: i64,
-    /// Resident memory in bytes, anonymous and file-backed.
+    /// Resident memory in bytes, anonymous and file-backed, less the pages of the hooks'
+    /// own tables (`avsoak_hooks::tables_resident_bytes`): what the program holds.
     pub rss_bytes: i64,
     /// The file-backed and shared part of it (`statm`'s shared pages).
     pub rss_file_bytes: i64,
@@ -167,11 +168,12 @@ impl ResourceReader {
             .filter(|f| !f.is_empty())
             .map(parse_i64);
         let (_size, resident, shared) = (pages.next()??, pages.next()??, pages.next()??);
+        let ours = avsoak_hooks::tables_resident_bytes().unwrap_or(0) as i64;
         Some(
             Resources {
                 fds,
                 threads,
-                rss_bytes: resident * self.page,
+                rss_bytes: resident * self.page - ours,
                 rss_file_bytes: shared * self.page,
                 ..Resources::default()
             }

@@ -50,40 +50,67 @@ pub use interpose::{hook_addresses, linked};
 
 pub use sample::{LiveSample, StackGrowth, StackRecord, MAX_FRAMES, STACK_SLOTS, TABLE_SLOTS};
 
-/// Makes the hooks' own static tables (~18 MiB: live samples, stacks, descriptors,
-/// threads, mappings) resident now, without changing a byte of them, so that the pages
-/// the sampler touches later never show as the process's resident memory growing.
-/// Returns the bytes made resident, or `None` when the kernel cannot populate a range
-/// (`MADV_POPULATE_WRITE` is Linux 5.14 and later): the tables then fault in as used.
-pub fn make_tables_resident() -> Option<usize> {
+/// Writes into the hooks' tables so far (a sample, a descriptor's or a thread's or a
+/// mapping's stack): what can make more of their pages resident.
+static TABLE_WRITES: AtomicU64 = AtomicU64::new(0);
+/// [`tables_resident_bytes`]'s last answer and the writes it was counted at (+1; 0: none).
+static RESIDENT_AT: AtomicU64 = AtomicU64::new(0);
+static RESIDENT: AtomicU64 = AtomicU64::new(0);
+
+/// A write into one of the tables (see [`tables_resident_bytes`]).
+#[inline]
+pub(crate) fn touched() {
+    TABLE_WRITES.fetch_add(1, Relaxed);
+}
+
+/// The bytes of the hooks' own static tables (~18 MiB: live samples, stacks,
+/// descriptors, threads, mappings, all zeros in `.bss`) that are resident now. Their
+/// pages are made as samples and stacks land in them, so a process's resident memory
+/// less this is what the program holds: the tables never read as its growth. Counted
+/// with `mincore` over the tables' span, again only after a write into them (samples
+/// are rare; a reading between them costs two loads). `None` when the kernel refuses.
+///
+/// A page only ever read maps the shared zero page, which `mincore` reports and the
+/// resident count leaves out; the tables are written before they are read (a probe
+/// reads the slots an insert wrote), so at most a few such pages are counted.
+pub fn tables_resident_bytes() -> Option<usize> {
+    /// Pages asked about per call: a 4 KiB answer on the stack, no allocation.
+    const CHUNK: usize = 4096;
+    let writes = TABLE_WRITES.load(Relaxed) + 1;
+    if RESIDENT_AT.load(Relaxed) == writes {
+        return Some(RESIDENT.load(Relaxed) as usize);
+    }
     // SAFETY: sysconf only reads a constant of the system.
     let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
         p if p > 0 => p as usize,
         _ => 4096,
     };
-    let mut total = 0;
-    for (start, len) in sample::table_ranges()
+    let ranges = sample::table_ranges()
         .into_iter()
-        .chain(origins::table_ranges())
-    {
-        let first = start / page * page;
-        let end = (start + len).div_ceil(page) * page;
-        // SAFETY: the range covers statics of this object (whole pages around them, all
-        // mapped with its data segment). MADV_POPULATE_WRITE faults pages in writable
-        // without reading or writing their contents, so no value anyone reads changes.
-        let done = unsafe {
-            libc::madvise(
-                first as *mut libc::c_void,
-                end - first,
-                libc::MADV_POPULATE_WRITE,
-            )
-        };
+        .chain(origins::table_ranges());
+    let (first, last) = ranges.fold((usize::MAX, 0), |(lo, hi), (start, len)| {
+        (lo.min(start), hi.max(start + len))
+    });
+    let mut answer = [0u8; CHUNK];
+    let mut resident = 0;
+    let mut at = first / page * page;
+    let end = last.div_ceil(page) * page;
+    while at < end {
+        let pages = ((end - at) / page).min(CHUNK);
+        // SAFETY: `at` is page-aligned and the span lies in this object's data segment
+        // (the tables and the statics between them), mapped for the life of the
+        // process; `answer` has room for `pages` bytes, one a page.
+        let done =
+            unsafe { libc::mincore(at as *mut libc::c_void, pages * page, answer.as_mut_ptr()) };
         if done != 0 {
             return None;
         }
-        total += end - first;
+        resident += answer[..pages].iter().filter(|&&b| b & 1 == 1).count() * page;
+        at += pages * page;
     }
-    Some(total)
+    RESIDENT.store(resident as u64, Relaxed);
+    RESIDENT_AT.store(writes, Relaxed);
+    Some(resident)
 }
 
 static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);

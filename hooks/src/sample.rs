@@ -155,7 +155,10 @@ const SLOT: Slot = Slot {
         epoch: 0,
         depth: 0,
         frames: [0; MAX_FRAMES],
-        stack: NO_STACK,
+        // Never read: an insert writes the whole of a slot's data before publishing its
+        // pointer. Zero keeps the table all zeros, in `.bss`: its pages are made only
+        // when a sample first lands in them, and the library's file stays small.
+        stack: 0,
         weight: 0.0,
     }),
 };
@@ -458,6 +461,7 @@ fn record(ptr: usize, size: usize) {
             // `ptr` is published after the data with Release.
             unsafe { *slot.data.get() = data };
             slot.ptr.store(ptr, Ordering::Release);
+            crate::touched();
             HOMES[home].fetch_add(1, Ordering::Relaxed);
             LIVE.fetch_add(1, Ordering::Relaxed);
             TAKEN.fetch_add(1, Ordering::Relaxed);

@@ -2,9 +2,10 @@
  * list that nothing ever trims (-DFIXED: the list keeps the last 32). The list is
  * freed at exit, so a leak checker that looks at exit sees nothing lost.
  *
- * Usage: list_growth FRAMES [MICROSECONDS_PER_FRAME [PASSES]]: the frame's pace (busy
- * wait), and how many checksum passes it makes over its 4 KiB scratch buffer (CPU work
- * that a slower tool slows, unlike the wait; default 0).
+ * Usage: list_growth FRAMES [MICROSECONDS_PER_FRAME [PASSES [MARK]]]: the frame's pace
+ * (busy wait), how many checksum passes it makes over its 4 KiB scratch buffer (CPU work
+ * that a slower tool slows, unlike the wait; default 0), and whether it calls
+ * AVSOAK_ITERATION (default 1; 0: linked, never called).
  *
  * With -DAVSOAK_LIBRARY it is a shared library without `main`: `list_growth_frame` is
  * one frame's work, for a host that drives the frames itself (a test soaks the same
@@ -78,11 +79,12 @@ int main(int argc, char **argv) {
     long frames = argc > 1 ? atol(argv[1]) : 2000;
     long us = argc > 2 ? atol(argv[2]) : 0;
     long passes = argc > 3 ? atol(argv[3]) : 0;
+    int mark = argc > 4 ? atoi(argv[4]) : 1;
     uint64_t checksum = 0;
     for (long f = 0; f < frames; f++) {
         checksum ^= list_growth_frame((uint64_t)f, passes);
         if (us) busy(us);
-        AVSOAK_ITERATION(1);
+        if (mark) AVSOAK_ITERATION(1);
     }
     printf("kept %zu records, checksum %llx\n", kept, (unsigned long long)checksum);
     while (history) {

@@ -55,9 +55,9 @@ fn reference(bytes: &Arc<[u8]>, index: usize) -> Vec<Shown> {
 fn pictures_decoded_into_mapped_memory_match_ffmpegs_own() {
     media::init().unwrap();
     let bytes = player_queue::fixture().unwrap();
-    for index in 0..CLIPS.len() {
+    for (index, clip) in CLIPS.iter().enumerate() {
         let expected = reference(&bytes, index);
-        assert_eq!(expected.len() as u64, CLIPS[index].frames);
+        assert_eq!(expected.len() as u64, clip.frames);
         assert_eq!(
             decode_all(&bytes, index, FramePool::Mapped),
             expected,

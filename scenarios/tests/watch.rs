@@ -543,9 +543,100 @@ fn a_program_that_ends_inside_its_warmup_is_an_error_never_clean() {
             && error.contains("leaving 10 judged (expected at least 20)"),
         "{error}"
     );
+    // It says what to change: 30 iterations with 10 of warm-up leave 20.
+    assert!(error.contains("(--warmup 10 leaves 20 judged)"), "{error}");
     // The same program run long enough is judged (and found).
     let output = watch(&out, &["--expect", "leak"], &leaky, &["2000"]);
     assert_leak_named(&output, &out, &LIST_RECORD);
+}
+
+/// A program that links the marker but never calls it in this run is watched again in
+/// time mode, at a tick sized to how long it ran, and judged: the leaky build is found,
+/// the fixed one is clean. 3,000 frames at 300 µs each run ~0.9 s: ticks of ~9 ms, ten
+/// of warm-up, ~90 judged, each holding ~30 frames (72 B each for the leak), so the
+/// leak's growth per tick is ~2 KiB against a 4 KiB floor over a window of ~190 KiB, and
+/// the fixed twin holds its 32 records to the byte; the chance either way comes from
+/// where ticks land in a frame, which the trough (the lowest heap in a tick) removes.
+#[test]
+fn a_marker_linked_program_that_never_marks_is_watched_again_in_time_mode() {
+    let leaky = compile("list_growth.c", "list_growth_unmarked", &[]);
+    let fixed = compile("list_growth.c", "list_growth_unmarked_fixed", &["-DFIXED"]);
+    let out = scratch("unmarked-leak");
+    let output = watch(
+        &out,
+        &["--expect", "leak"],
+        &leaky,
+        &["3000", "300", "0", "0"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let r = result(&out);
+    assert_eq!(r["verdict"], "leak", "{r:#}");
+    assert_eq!(r["params"]["mode"], "time", "{r:#}");
+    // No frames are reported (no marker), so the slope is per tick: ~30 frames of 72 B.
+    let per_tick = r["heap"]["leak_bytes_per_iter"].as_f64().unwrap();
+    assert!(
+        (1000.0..5000.0).contains(&per_tick),
+        "{per_tick} B/tick: {r:#}"
+    );
+    let top = r["suspects"][0]["frames"].as_array().unwrap();
+    assert!(top.iter().any(|f| f == "remember_frame_stats"), "{r:#}");
+    let note = r["note"].as_str().unwrap();
+    assert!(
+        note.contains("the program never called avsoak_iteration(); watched again in time mode"),
+        "{note}"
+    );
+    let out = scratch("unmarked-clean");
+    let output = watch(&out, &[], &fixed, &["3000", "300", "0", "0"]);
+    assert_clean(&output, &out);
+}
+
+/// The page and the summary name the watched program and its own libraries, with the
+/// versions their files carry, not the watcher's.
+#[test]
+fn a_watched_runs_page_names_the_program_and_its_own_libraries() {
+    let program = compile_with(
+        "avio_reader.c",
+        "avio_reader_libs",
+        &[],
+        &["libavformat", "libavcodec", "libavutil"],
+    );
+    let out = scratch("libraries");
+    let clip = mp4_fixture();
+    let output = watch(
+        &out,
+        &["--expect", "leak"],
+        &program,
+        &[clip.to_str().unwrap(), "200"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let r = result(&out);
+    let libraries = r["libraries"].as_object().expect("libraries recorded");
+    // Debian's libavcodec.so.59 is the file libavcodec.so.59.37.100.
+    let avcodec = libraries["libavcodec"].as_str().unwrap();
+    assert!(avcodec.starts_with("59."), "{avcodec}");
+    assert!(
+        !libraries.contains_key("libavsoak_preload"),
+        "{libraries:?}"
+    );
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(
+        page.contains("<h1>avsoak watch: "),
+        "{}",
+        &page[..600.min(page.len())]
+    );
+    assert!(page.contains(&format!("libavcodec {avcodec}")));
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.starts_with("# avsoak watch: "), "{summary}");
+    // The watcher's own codec versions are not the program's.
+    assert!(!summary.contains("x264 build"), "{summary}");
 }
 
 /// Whether Debian's program `name` is installed and can be watched, as the watcher's own

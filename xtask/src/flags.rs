@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{bench, compare, deps, gate, merge, overhead, profile, programs, soak, test, watch};
+use crate::{
+    bench, compare, deps, dist, gate, merge, overhead, profile, programs, soak, test, watch,
+};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "avsoak's tasks")]
@@ -37,4 +39,7 @@ pub enum Task {
     Merge(merge::Merge),
     /// Soak a C or C++ program avsoak did not build, under libavsoak_preload.so.
     Watch(watch::Watch),
+    /// Build the installed command as a Debian package and a tarball (target/dist/);
+    /// --check installs each way (cargo install, dpkg -i) and watches a program with it.
+    Dist(dist::Dist),
 }

@@ -21,6 +21,10 @@
 //! - `watch`: deps, a release build of `avsoak-run` and `libavsoak_preload.so`, then
 //!   `avsoak-run watch` with the arguments given: a program avsoak did not build, soaked
 //!   from outside (`cargo xtask watch -- --help`).
+//! - `dist`: the installed command (`cli/`, binary `avsoak`) as
+//!   `target/dist/avsoak_<version>_amd64.deb` and a tarball of the same tree; `--check`
+//!   installs it with `cargo install` and with `dpkg -i` and watches a C program with
+//!   each, from `/`.
 //! - `test`: deps, then the whole test suite (nextest, one process per test, because the
 //!   heap counters are process-wide), doc tests, clippy with warnings denied, a build
 //!   without the heap hooks, the benches built (not run), and `examples/own-pipeline`
@@ -29,6 +33,7 @@
 mod bench;
 mod compare;
 mod deps;
+mod dist;
 mod flags;
 mod gate;
 mod merge;
@@ -74,6 +79,7 @@ fn run() -> Result<()> {
         Task::Compare(task) => task.run(&sh),
         Task::Merge(task) => task.run(),
         Task::Watch(task) => task.run(&sh),
+        Task::Dist(task) => task.run(&sh),
     }
 }
 

@@ -28,6 +28,20 @@ pub enum Command {
     /// Soak a program avsoak did not build: run it with libavsoak_preload.so preloaded,
     /// judge its heap as a soak's case, and write a run folder.
     Watch(WatchArgs),
+    /// Merge the run folders of shards (`--shard I/N` of one commit and plan) into one
+    /// run, gated as a full run once every shard is there.
+    Merge(MergeArgs),
+}
+
+/// Options of `merge`.
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// The merged run folder.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: PathBuf,
+    /// The shards' run folders.
+    #[arg(required = true, value_name = "RUN")]
+    pub(crate) runs: Vec<PathBuf>,
 }
 
 /// Options of `watch`.

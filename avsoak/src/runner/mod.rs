@@ -32,8 +32,8 @@ mod watch;
 pub use crate::soak::transport::SAMPLE_INTERVAL_ENV;
 use args::Cli;
 pub use args::{
-    parse_duration, parse_jobs, parse_shard, ChildArgs, Command, GateArgs, PlanArgs, ReportArgs,
-    RunEnd, Shard, SoakArgs, WatchArgs,
+    parse_duration, parse_jobs, parse_shard, ChildArgs, Command, GateArgs, MergeArgs, PlanArgs,
+    ReportArgs, RunEnd, Shard, SoakArgs, WatchArgs,
 };
 
 /// The scenarios of one soak binary, and what its reports record about it.
@@ -43,6 +43,7 @@ pub struct Runner {
     scenarios: Vec<&'static dyn Scenario>,
     libraries: fn() -> BTreeMap<String, String>,
     reporters: Vec<Arc<dyn Reporter + Send + Sync>>,
+    embedded_preload: Option<crate::soak::watch::EmbeddedPreload>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -72,6 +73,7 @@ impl Runner {
             scenarios: scenarios.to_vec(),
             libraries: no_libraries,
             reporters: Vec::new(),
+            embedded_preload: None,
         }
     }
 
@@ -92,6 +94,13 @@ impl Runner {
     /// file.
     pub fn reporter(mut self, reporter: impl Reporter + Send + Sync + 'static) -> Self {
         self.reporters.push(Arc::new(reporter));
+        self
+    }
+
+    /// `watch`'s preload library when none is given and none is installed beside the
+    /// executable: the one this binary carries, written once to the user's cache.
+    pub fn embedded_preload(mut self, preload: crate::soak::watch::EmbeddedPreload) -> Self {
+        self.embedded_preload = Some(preload);
         self
     }
 
@@ -117,6 +126,7 @@ impl Runner {
             }
             Command::Gate(args) => finish::gate_command(&args, &self.program),
             Command::Report(args) => self.rebuild(&args.dir),
+            Command::Merge(args) => merge(&args),
             Command::Child(args) => return self.child(&args),
             Command::Watch(args) => {
                 return match self.watch(&args) {
@@ -230,6 +240,19 @@ impl Runner {
         let code = soak::run_child(scenario, &case, &plan, &mut out, args.profile.as_deref());
         ExitCode::from(code as u8)
     }
+}
+
+/// `merge`: the shards' folders as one run folder; passes when every merged outcome did.
+fn merge(args: &MergeArgs) -> Result<bool> {
+    let merged = crate::journal::merge_folders(&args.out, &args.runs)
+        .map_err(|e| anyhow::anyhow!("merging {} run(s): {e}", args.runs.len()))?;
+    println!(
+        "merged {} run(s): {}; report: {}",
+        args.runs.len(),
+        merged.tally(),
+        args.out.join("report.json").display()
+    );
+    Ok(merged.passed())
 }
 
 /// 0 on `Ok(true)`, 1 on `Ok(false)`, 2 with the cause chain on an error.

@@ -9,7 +9,9 @@ use super::finish::Gating;
 use super::Runner;
 use crate::fmt::file_stem;
 use crate::report::Report;
-use crate::soak::watch::{default_preload, preflight, watch, Watch, PRELOAD_LIBRARY};
+use crate::soak::watch::{
+    default_preload, preflight, tick_for, too_short, watch, Watch, PRELOAD_LIBRARY,
+};
 use crate::soak::{self, attribution};
 
 impl Runner {
@@ -47,17 +49,17 @@ impl Runner {
                 (time.as_secs_f64() / every.as_secs_f64()).ceil().max(1.0) as u64
             }
         };
-        let preload = match &args.preload {
-            Some(path) => path.clone(),
-            None => default_preload().with_context(|| {
-                format!(
-                    "{PRELOAD_LIBRARY} is not beside {} (build it with `cargo build --release \
-                     -p avsoak-preload`, or name it with --preload)",
-                    std::env::current_exe()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                )
-            })?,
+        let preload = match (&args.preload, default_preload(), self.embedded_preload) {
+            (Some(path), _, _) => path.clone(),
+            (None, Some(installed), _) => installed,
+            (None, None, Some(embedded)) => embedded.cached()?,
+            (None, None, None) => bail!(
+                "{PRELOAD_LIBRARY} is not beside {} (build it with `cargo build --release \
+                 -p avsoak-preload`, or name it with --preload)",
+                std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
         };
         let gating = Gating {
             baseline: args.baseline.as_deref(),
@@ -83,6 +85,8 @@ impl Runner {
         };
         let case = spec.case();
         let mut provenance = self.provenance(None);
+        // The program's libraries are its own (the result's), not this binary's.
+        provenance.libs.clear();
         provenance.selection = Some(format!("watch {}", case.about));
         let name = format!("watch-{}", file_stem(&case.variant));
         let (out, mut journal) = self.open_run(&provenance, args.out.clone(), &name)?;
@@ -92,6 +96,66 @@ impl Runner {
         spec.profile = Some(out.join(&profile));
         soak::catch_interrupts();
         let mut result = watch(&spec)?;
+        // A window the program left too short, on the defaults: the program once more
+        // (assumed to repeat itself, as the exact re-run assumes), in time mode with a
+        // tick sized to how long it ran, when it ran in time mode or never called the
+        // marker it links. A program that marked too few iterations is told what to use.
+        let defaults = args.every.is_none() && args.warmup.is_none() && !args.markers;
+        let retime = spec.every.is_some() || result.iterations == 0;
+        if too_short(&result) && defaults && retime && soak::interruption().is_none() {
+            let tick = tick_for(Duration::from_secs_f64(result.wall_s));
+            let why = match spec.every {
+                None => "the program never called avsoak_iteration()".to_owned(),
+                Some(every) => format!(
+                    "{} ticks of {} ms were too few to judge",
+                    result.iterations,
+                    every.as_millis()
+                ),
+            };
+            let again = format!(
+                "{why}; watched again in time mode at {} ms ticks, sized to its {:.2} s \
+                 (next time: --every {}ms --warmup {}ms)",
+                tick.as_millis(),
+                result.wall_s,
+                tick.as_millis(),
+                10 * tick.as_millis()
+            );
+            eprintln!("{}: {again}", self.program);
+            spec.every = Some(tick);
+            spec.warmup = 10;
+            result = watch(&spec)?;
+            result.note = Some(match result.note.take() {
+                Some(note) => format!("{again}; {note}"),
+                None => again,
+            });
+        }
+        if too_short(&result) {
+            let hint = match spec.every {
+                Some(_) => {
+                    let tick = tick_for(Duration::from_secs_f64(result.wall_s));
+                    format!(
+                        "for a run of {:.2} s: --every {}ms --warmup {}ms",
+                        result.wall_s,
+                        tick.as_millis(),
+                        10 * tick.as_millis()
+                    )
+                }
+                None if result.iterations > soak::MIN_JUDGED => format!(
+                    "--warmup {} leaves {} judged",
+                    result.iterations - soak::MIN_JUDGED,
+                    soak::MIN_JUDGED
+                ),
+                None => format!(
+                    "run at least {} iterations ({} of them warm-up), or watch in time mode \
+                     with --every",
+                    spec.warmup + soak::MIN_JUDGED,
+                    spec.warmup
+                ),
+            };
+            if let Some(error) = result.error.as_mut() {
+                error.push_str(&format!(" ({hint})"));
+            }
+        }
         if out.join(&profile).is_file() {
             result.profile = Some(profile);
         }

@@ -408,6 +408,9 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
     }
 }
 
+/// How a watched result's error begins when its window was too short to judge.
+pub(crate) const TOO_SHORT: &str = "too short to judge";
+
 /// How a watched program ended, for the rules a soak's child never needs: its plan
 /// comes from the program, not from avsoak.
 #[derive(Debug, Clone)]
@@ -458,7 +461,7 @@ pub(super) fn conclude_watched(
         result.verdict = Verdict::Error;
         result.outcome = Outcome::Fail;
         result.error = Some(format!(
-            "too short to judge: the program ended after {} {unit}, {} of them warm-up, \
+            "{TOO_SHORT}: the program ended after {} {unit}, {} of them warm-up, \
              leaving {judged} judged (expected at least {MIN_JUDGED}); run it longer or \
              shorten {shorten}",
             result.iterations, result.warmup_iterations

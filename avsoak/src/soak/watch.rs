@@ -8,6 +8,7 @@
 //! too short to judge) from the same `verdict` module. Marker mode: one iteration per
 //! `avsoak_iteration(frames)` call. Time mode (`every`): one iteration per tick.
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::io::{FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -76,6 +77,20 @@ pub enum WatchError {
     NoPreload {
         /// Where it was looked for.
         path: PathBuf,
+    },
+    /// Neither `XDG_CACHE_HOME` nor `HOME` names a folder for the embedded library.
+    #[error(
+        "no folder to write the preload library to: neither XDG_CACHE_HOME nor HOME is set \
+         (set one, or name the library with --preload)"
+    )]
+    NoCache,
+    /// The embedded library could not be written to the cache folder.
+    #[error("cannot write the preload library to {path}: {source} (name one with --preload)")]
+    Cache {
+        /// The library's path in the cache.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
     },
     /// An I/O failure starting the watch.
     #[error("cannot start watching {program}: {source}")]
@@ -155,17 +170,79 @@ impl Watch {
     }
 }
 
-/// The preload library beside the running executable (cargo puts a workspace's
-/// binaries and cdylibs in one folder), or `None`.
+/// Whether a watched result is an `error` because its judged window was too short (the
+/// program ended, exit status 0, before enough iterations or ticks).
+pub fn too_short(result: &CaseResult) -> bool {
+    result
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with(super::verdict::TOO_SHORT))
+}
+
+/// A time-mode tick sized to a program that ran for `wall`: a hundredth of it, between 2
+/// and 100 ms, so that a run of the same length leaves about ninety judged ticks after
+/// ten of warm-up.
+pub fn tick_for(wall: Duration) -> Duration {
+    (wall / 100).clamp(Duration::from_millis(2), Duration::from_millis(100))
+}
+
+/// The preload library installed with the running executable: beside it (cargo puts a
+/// workspace's binaries and cdylibs in one folder), one folder up, or in `../lib/avsoak/`
+/// (a package's `/usr/bin` and `/usr/lib/avsoak`); `None` when none is there.
 pub fn default_preload() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
     [
         dir.join(PRELOAD_LIBRARY),
         dir.join("..").join(PRELOAD_LIBRARY),
+        dir.join("../lib/avsoak").join(PRELOAD_LIBRARY),
     ]
     .into_iter()
     .find(|p| p.is_file())
+}
+
+/// A preload library carried inside the running executable: its bytes and a name for
+/// its content (`avsoak`, the installed command, embeds the one it was built with).
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedPreload {
+    /// The library's file.
+    pub bytes: &'static [u8],
+    /// A hash of `bytes`, which names the cached copy: two builds never share one.
+    pub hash: &'static str,
+}
+
+impl EmbeddedPreload {
+    /// The library written once to the user's private cache folder
+    /// (`$XDG_CACHE_HOME/avsoak`, or `~/.cache/avsoak`, mode 0700), named by its hash, and
+    /// found there from then on. Written to a temporary name and renamed, so a copy that
+    /// is there is whole.
+    pub fn cached(&self) -> Result<PathBuf, WatchError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .ok_or(WatchError::NoCache)?
+            .join("avsoak");
+        let path = cache.join(format!("libavsoak_preload-{}.so", self.hash));
+        let io = |source| WatchError::Cache {
+            path: path.clone(),
+            source,
+        };
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == self.bytes.len() as u64) {
+            return Ok(path);
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cache)
+            .map_err(io)?;
+        let partial = cache.join(format!(".{}.{}", self.hash, std::process::id()));
+        std::fs::write(&partial, self.bytes).map_err(io)?;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        std::fs::rename(&partial, &path).map_err(io)?;
+        Ok(path)
+    }
 }
 
 /// Finds `program` (a path, or a name on `PATH`) and checks that it is a dynamically
@@ -250,11 +327,39 @@ fn elf_interpreter(bytes: &[u8]) -> Result<Option<String>, String> {
     Ok(None)
 }
 
+/// The shared libraries among a program's `modules` (the preload library, the vDSO and
+/// the program itself left out), each by its name with the version its file carries:
+/// the real file's suffix after `.so.` (`libavcodec.so.59` is `libavcodec.so.59.37.100`
+/// on disk: `59.37.100`), or the soname's when the file has none (`libc.so.6`: `6`).
+pub fn library_versions<'a>(modules: impl Iterator<Item = &'a str>) -> BTreeMap<String, String> {
+    let mut libraries = BTreeMap::new();
+    for path in modules {
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path));
+        let file = |p: &Path| p.file_name().map(|f| f.to_string_lossy().into_owned());
+        let (Some(named), Some(real)) = (file(Path::new(path)), file(&real)) else {
+            continue;
+        };
+        let Some((name, soname_version)) = named.split_once(".so") else {
+            continue;
+        };
+        if name.starts_with("libavsoak_preload") || name.starts_with("linux-vdso") {
+            continue;
+        }
+        let version = real
+            .split_once(".so.")
+            .map(|(_, v)| v.to_owned())
+            .or_else(|| soname_version.strip_prefix('.').map(str::to_owned))
+            .unwrap_or_else(|| "-".into());
+        libraries.insert(name.to_owned(), version);
+    }
+    libraries
+}
+
 /// Names a watched program's `done`: its suspects' raw addresses, and its heap profile,
 /// written as DHAT JSON to the watch's profile path. Runs after the program exited, from
 /// the module map it sent (the same files on disk); a profile that cannot be written is
 /// left out, the verdict stands without it.
-fn name_done(done: &mut Message, w: &Watch, pid: u32, ran: Duration) {
+fn name_done(done: &mut Message, w: &Watch, pid: u32, ran: Duration) -> BTreeMap<String, String> {
     let Message::Done {
         suspects,
         modules,
@@ -263,10 +368,11 @@ fn name_done(done: &mut Message, w: &Watch, pid: u32, ran: Duration) {
         ..
     } = done
     else {
-        return;
+        return BTreeMap::new();
     };
+    let libraries = library_versions(modules.iter().map(|m| m.path.as_str()));
     if modules.is_empty() {
-        return;
+        return libraries;
     }
     let mut symbolizer = crate::heap::Symbolizer::for_modules(std::mem::take(modules));
     crate::heap::name_suspects(suspects, &mut symbolizer);
@@ -280,6 +386,7 @@ fn name_done(done: &mut Message, w: &Watch, pid: u32, ran: Duration) {
             .symbolize_with(&mut symbolizer)
             .write_dhat(path, &cmd, pid, ran);
     }
+    libraries
 }
 
 /// Watches one program to its end (or `duration`) and judges it. Errors only for what
@@ -377,9 +484,10 @@ pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
         watcher_s: super::own_cpu_s() - own_cpu,
     };
     let _ = reader.join();
-    if let Some(done) = collected.done.as_mut() {
-        name_done(done, w, pid, ran);
-    }
+    let libraries = match collected.done.as_mut() {
+        Some(done) => name_done(done, w, pid, ran),
+        None => BTreeMap::new(),
+    };
     // Our own stop is not a crash, nor the program's exit status.
     let ours = stopped.is_some() || ended.killed;
     collected.status = if ours { None } else { status };
@@ -399,6 +507,7 @@ pub fn watch(w: &Watch) -> Result<CaseResult, WatchError> {
     };
     let mut result = conclude_watched(&case, &plan, collected, ran, &watched);
     result.cpu = Some(cpu);
+    result.libraries = libraries;
     Ok(result)
 }
 

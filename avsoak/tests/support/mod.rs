@@ -122,6 +122,7 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
         cpu: None,
         resources: None,
         origins: Vec::new(),
+        libraries: BTreeMap::new(),
         about: String::new(),
         series: series(
             120,
