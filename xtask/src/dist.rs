@@ -30,6 +30,11 @@ pub struct Dist {
 }
 
 impl Dist {
+    /// `dist --check`.
+    pub fn checked() -> Self {
+        Dist { check: true }
+    }
+
     pub fn run(self, sh: &Shell) -> Result<()> {
         let built = build(sh)?;
         println!("xtask dist: {}", built.deb.display());
@@ -100,8 +105,8 @@ pub fn build(sh: &Shell) -> Result<Built> {
         &root.join("DEBIAN/control"),
         &format!(
             "Package: avsoak\nVersion: {}\nArchitecture: amd64\nMaintainer: avsoak developers \
-             <avsoak@users.noreply.github.com>\nInstalled-Size: {size_kib}\nDepends: {depends}\n\
-             Section: devel\nPriority: optional\nHomepage: https://github.com/avsoak/avsoak\n\
+             <avsoak@invalid.invalid>\nInstalled-Size: {size_kib}\nDepends: {depends}\n\
+             Section: devel\nPriority: optional\n\
              Description: soak C and C++ programs for leaks while they run\n avsoak watch runs \
              a program with a preload library that counts its heap,\n descriptors, threads and \
              mappings, judges each series clean or leak and\n names the function that leaked; \
@@ -222,14 +227,18 @@ fn check_cargo_install(sh: &Shell) -> Result<()> {
         }
     }
     let root = target_dir().join("dist/cargo-install");
-    let target = target_dir();
-    // The build script builds and embeds the library itself, as on a user's machine.
-    cmd!(
-        sh,
-        "cargo install --locked --force --root {root} --path cli --target-dir {target}"
-    )
-    .env_remove("AVSOAK_PRELOAD_LIB")
-    .run()?;
+    // The CI recipe's own install step (`cargo install --locked --path cli`), into this
+    // workspace's target folder; the build script builds and embeds the library itself,
+    // as on a user's machine.
+    let ws = workspace_root();
+    cmd!(sh, "{ws}/.github/actions/avsoak-watch/install.sh")
+        .env("AVSOAK_INSTALL", "cargo")
+        .env("AVSOAK_SOURCE", &ws)
+        .env("AVSOAK_ROOT", &root)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env_remove("AVSOAK_PRELOAD_LIB")
+        .env_remove("GITHUB_PATH")
+        .run()?;
     // `cargo install` installs no header: the program takes it from the checkout.
     let include = format!("-I{}", workspace_root().join("include").display());
     watch_installed(&root.join("bin/avsoak"), &include, true)?;
@@ -250,7 +259,12 @@ fn check_package(sh: &Shell, deb: &Path) -> Result<()> {
     if Path::new("/usr/bin/avsoak").exists() {
         bail!("/usr/bin/avsoak exists already: remove the avsoak package first (dpkg -r avsoak)");
     }
-    cmd!(sh, "dpkg -i {deb}").run()?;
+    // The CI recipe's install step with a package.
+    let ws = workspace_root();
+    cmd!(sh, "{ws}/.github/actions/avsoak-watch/install.sh")
+        .env("AVSOAK_INSTALL", deb)
+        .env_remove("GITHUB_PATH")
+        .run()?;
     let checked = cmd!(sh, "pkg-config --cflags avsoak")
         .read()
         .map_err(anyhow::Error::from)
@@ -276,8 +290,9 @@ fn check_package(sh: &Shell, deb: &Path) -> Result<()> {
 }
 
 /// Compiles `list_growth.c` outside the repository with `cflags` (the header's folder),
-/// and watches its leaky and fixed builds from `/` with `avsoak` at `command`, whose
-/// preload library comes from its own embedded copy (`cached`) or from beside it.
+/// and watches its leaky and fixed builds from `/` with `avsoak` at `command`, through
+/// the CI recipe's watch step (`watch.sh`); the preload library comes from the
+/// command's own embedded copy (`cached`) or from beside it.
 fn watch_installed(command: &Path, cflags: &str, cached: bool) -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("avsoak-installed-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;

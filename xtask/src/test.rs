@@ -30,6 +30,16 @@ impl Test {
         own_pipeline(sh)?;
         // `avsoak-run watch` preloads this cdylib, which a test build does not make.
         cmd!(sh, "cargo build --release --package avsoak-preload").run()?;
+        // The installed command, both ways, and the CI recipe's steps: as root (a package
+        // is installed and removed), which CI is.
+        if cmd!(sh, "id -u").read()? == "0" {
+            crate::dist::Dist::checked().run(sh)?;
+        } else {
+            eprintln!(
+                "xtask test: `cargo xtask dist --check` left out: it installs a package and \
+                 needs root"
+            );
+        }
         let args = self.args;
         // Release profile: the soak runner the tests start is the one `soak` uses, and
         // one build serves both.
