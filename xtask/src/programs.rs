@@ -53,7 +53,10 @@ struct Program {
     source: Option<(&'static str, &'static [&'static str])>,
     /// The command after the program path; `{clip}` is the MP4 fixture.
     args: &'static [&'static str],
-    /// Options `avsoak watch` takes for it beyond `--out` and `--expect`.
+    /// Options `avsoak watch` takes for it beyond `--out` and `--expect`. A program
+    /// without markers (`function: None` here: Debian's ffmpeg) is watched at a tick
+    /// sized from a plain run of it ([`avsoak::soak::watch::tick_for`], ten ticks of
+    /// warm-up), so that every host judges about ninety ticks.
     watch: &'static [&'static str],
     /// The function a caught leak's top suspect names, `None` for a clean program.
     function: Option<&'static str>,
@@ -135,10 +138,10 @@ const PROGRAMS: &[Program] = &[
             "null",
             "-",
         ],
-        // 0.7-1.5 s plain, too short for 100 ms ticks after a 2 s warm-up. 10 ms ticks
-        // after 200 ms leave 50-130 judged; 25 ms after 250 ms left 18 on a quick host,
-        // under the 20 a verdict needs ("too short to judge").
-        watch: &["--every", "10ms", "--warmup", "200ms"],
+        // 0.3-1.5 s plain, by the host: too short for 100 ms ticks after a 2 s warm-up,
+        // and any fixed tick leaves a quick host too few ticks. Its tick is sized from
+        // a plain run first (`sized_tick`).
+        watch: &[],
         function: None,
         leaked: 0.0,
     },
@@ -293,6 +296,27 @@ fn run(sh: &Shell, rounds: u32, only: &[String], skip: &[String]) -> Result<()> 
         commands.push((path, args));
     }
     let runner = target_dir().join("release/avsoak-run");
+    // Time-mode programs: a tick sized from a plain run, as avsoak watch itself sizes one.
+    let mut ticks = Vec::new();
+    for (p, program) in programs.iter().enumerate() {
+        let (path, args) = &commands[p];
+        let options = if program.source.is_none() {
+            let scratch = dir.join(format!("{}-sizing", program.name));
+            let plain = measure(Tool::Plain, &runner, path, args, program, &[], &scratch)?;
+            let tick =
+                avsoak::soak::watch::tick_for(std::time::Duration::from_secs_f64(plain.seconds));
+            let ms = tick.as_millis();
+            vec![
+                "--every".to_owned(),
+                format!("{ms}ms"),
+                "--warmup".to_owned(),
+                format!("{}ms", 10 * ms),
+            ]
+        } else {
+            program.watch.iter().map(|s| s.to_string()).collect()
+        };
+        ticks.push(options);
+    }
     // runs[program][tool][round]: the tool's runs in the round, and beside them, in
     // paired[program][tool][round], the plain runs they were paired with.
     let mut runs = vec![vec![Vec::<Vec<Finding>>::new(); Tool::ALL.len()]; programs.len()];
@@ -321,8 +345,11 @@ fn run(sh: &Shell, rounds: u32, only: &[String], skip: &[String]) -> Result<()> 
                     for run in order {
                         let scratch =
                             dir.join(format!("{}-{}", program.name, run.name().replace(' ', "-")));
-                        let finding = measure(run, &runner, path, args, program, &scratch)
-                            .with_context(|| format!("{} under {}", program.name, run.name()))?;
+                        let finding =
+                            measure(run, &runner, path, args, program, &ticks[p], &scratch)
+                                .with_context(|| {
+                                    format!("{} under {}", program.name, run.name())
+                                })?;
                         if run == Tool::Plain {
                             plains.push(finding);
                         } else {
@@ -501,6 +528,7 @@ fn measure(
     path: &Path,
     args: &[String],
     program: &Program,
+    options: &[String],
     scratch: &Path,
 ) -> Result<Finding> {
     let _ = std::fs::remove_dir_all(scratch);
@@ -513,7 +541,7 @@ fn measure(
             if program.function.is_some() {
                 c.args(["--expect", "leak"]);
             }
-            c.args(program.watch);
+            c.args(options);
             c.arg("--").arg(path);
             c
         }
