@@ -25,11 +25,12 @@ use crate::scenario::Loss;
 
 /// How much longer than a reading of the process's resources ([`crate::resources`]) takes
 /// the probe waits before the next one: an iteration that ends sooner carries the last
-/// reading, so the readings cost at most a hundredth of the program's time however fast
-/// it marks iterations (a reading takes about 5 µs: one every half millisecond or so).
-/// The cost is the cheapest reading seen, so one reading the host delayed does not
-/// delay the next ones, and the wait is at most [`RESOURCE_MAX_WAIT`].
-pub const RESOURCE_COST_SHARE: u32 = 100;
+/// reading, so the readings cost at most a thousandth of the program's time however fast
+/// it marks iterations (a reading takes about 6 µs: one every 6 ms or so). A hundredth
+/// measured 1 % of a watched packet-queue's 2,000 segments of 0.8 ms, read at nearly
+/// every one. The cost is the cheapest reading seen, so one reading the host delayed
+/// does not delay the next ones, and the wait is at most [`RESOURCE_MAX_WAIT`].
+pub const RESOURCE_COST_SHARE: u32 = 1000;
 
 /// The longest the probe waits between two readings of the process's resources.
 pub const RESOURCE_MAX_WAIT: Duration = Duration::from_millis(10);

@@ -6,7 +6,7 @@
 //! Failure chances on a correct build: descriptors and threads are counted exactly; an
 //! iteration takes at least a millisecond here, so the probe reads them anew at least
 //! every tenth iteration however loaded the host (its wait is at most 10 ms, and a
-//! hundred times its cheapest reading, about half a millisecond, otherwise). The leaks
+//! thousand times its cheapest reading, about 6 ms, otherwise). The leaks
 //! add one every iteration, a staircase of at least ten steps over the window, and the
 //! twins hold their counts to the unit, under the floor of 8 over the window.
 

@@ -1051,8 +1051,8 @@ fn a_connection_left_open_per_aborted_part_is_a_descriptor_leak_and_the_fix_is_c
 fn a_decoder_thread_never_waited_for_per_restart_is_a_thread_leak_and_the_fix_is_clean() {
     // The player restart that closes its stream without aborting the queue or joining
     // the decoder thread: one waiting thread more per restart. The marker run is paced
-    // at 1,000 restarts a second, so the probe's readings of /proc (at most a hundredth
-    // of the program's time) keep up with the restarts.
+    // at 1,000 restarts a second; the probe reads /proc at most every 10 ms (a
+    // thousandth of the program's time), a staircase of ten restarts a step at most.
     //
     // Failure chance on a correct build: threads are counted exactly; the leak adds one
     // per restart, every restart; the fix has at most its one decoder alive at a tick,
