@@ -215,7 +215,7 @@ fn a_mapping_kept_per_iteration_is_a_leak_and_its_twin_is_clean() {
 /// Resident memory that neither the heap nor the hooked mappings explain is reported as
 /// its own figure and in the note, and alone it makes no verdict (ARCHITECTURE.md): 256
 /// KiB made resident per iteration is 25 MiB over the window, against a note threshold
-/// of 64 KiB an iteration; the twin returns every page, and its resident memory stays
+/// of 128 KiB an iteration; the twin returns every page, and its resident memory stays
 /// within the allocator's few KiB.
 #[test]
 fn resident_memory_the_heap_does_not_explain_is_reported_as_such() {
