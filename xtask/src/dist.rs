@@ -312,24 +312,47 @@ fn watch_installed(command: &Path, cflags: &str, cached: bool) -> Result<()> {
     }
     // A private cache, so the embedded library's first write is part of the check.
     let _home = sh.push_env("XDG_CACHE_HOME", scratch.join("cache"));
+    // The CI recipe's watch step, as the action runs it: the program's command line in
+    // AVSOAK_COMMAND, avsoak's exit code as the step's.
+    let step = workspace_root().join(".github/actions/avsoak-watch/watch.sh");
+    let watch_step = |program: &Path, expect: &str, out: &Path| {
+        cmd!(sh, "{step}")
+            .env("AVSOAK", command)
+            .env("AVSOAK_COMMAND", format!("{} 3000 0 1", program.display()))
+            .env("AVSOAK_EXPECT", expect)
+            .env("AVSOAK_OUT", out)
+            .env_remove("GITHUB_STEP_SUMMARY")
+            .ignore_status()
+            .output()
+    };
     let leak_out = scratch.join("leak");
-    let clean_out = scratch.join("clean");
-    cmd!(
-        sh,
-        "{command} watch --expect leak --out {leak_out} -- {leaky} 3000 0 1"
-    )
-    .run()?;
+    let leak = watch_step(&leaky, "leak", &leak_out)?;
+    ensure!(
+        leak.status.success(),
+        "watch.sh on the leak exited {:?}: {}",
+        leak.status.code(),
+        String::from_utf8_lossy(&leak.stderr)
+    );
     let report = std::fs::read_to_string(leak_out.join("report.json"))?;
     ensure!(
         report.contains("remember_frame_stats"),
         "the installed avsoak did not name remember_frame_stats: {}",
         leak_out.display()
     );
-    cmd!(
-        sh,
-        "{command} watch --expect clean --out {clean_out} -- {fixed} 3000 0 1"
-    )
-    .run()?;
+    let clean = watch_step(&fixed, "clean", &scratch.join("clean"))?;
+    ensure!(
+        clean.status.success(),
+        "watch.sh on the fixed twin exited {:?}: {}",
+        clean.status.code(),
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    // The step fails when the outcome does: a leak expected clean exits 1.
+    let wrong = watch_step(&leaky, "clean", &scratch.join("wrong"))?;
+    ensure!(
+        wrong.status.code() == Some(1),
+        "watch.sh on a leak expected clean exited {:?}, not 1",
+        wrong.status.code()
+    );
     cmd!(sh, "{command} --version").run()?;
     let copies = std::fs::read_dir(scratch.join("cache/avsoak"))
         .map(|dir| dir.count())
