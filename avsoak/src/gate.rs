@@ -103,6 +103,35 @@ pub struct BaselineCase {
     pub held: Option<Held>,
 }
 
+/// How a gated figure is written in a row.
+#[derive(Debug, Clone, Copy)]
+enum Shown {
+    /// Allocations per iteration: `40.0`, `+39.0 (limit ±2.0)`.
+    Decimal,
+    /// Descriptors or threads: `7`, `+3 (limit ±2)`.
+    Count,
+    /// Bytes: `16.0 MiB`, `4.8 MiB (limit ±3.2 MiB)`.
+    Bytes,
+}
+
+impl Shown {
+    fn value(self, x: f64) -> String {
+        match self {
+            Shown::Decimal => format!("{x:.1}"),
+            Shown::Count => format!("{x}"),
+            Shown::Bytes => human_bytes(x),
+        }
+    }
+
+    fn change(self, more: f64, limit: f64) -> String {
+        match self {
+            Shown::Decimal => format!("{more:+.1} (limit ±{limit:.1})"),
+            Shown::Count => format!("{more:+} (limit ±{limit})"),
+            Shown::Bytes => format!("{} (limit ±{})", human_bytes(more), human_bytes(limit)),
+        }
+    }
+}
+
 /// The most a case's process held besides its heap, after any iteration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Held {
@@ -433,93 +462,73 @@ pub fn compare(run: &Report, baseline: &Baseline) -> Gate {
             // pipeline.
             continue;
         }
-        let allocs_limit = t.allocs_abs.max(t.allocs_rel * b.allocs_per_iter);
-        let allocs = r.heap.allocs_per_iter - b.allocs_per_iter;
-        if allocs.abs() > allocs_limit {
-            add(
-                &r.id,
+        // Each figure a clean case must not exceed the baseline's by more than its limit,
+        // in the baseline's order: allocations, the heap's peak, then what the process
+        // held besides its heap when both counted it.
+        let mut figures = vec![
+            (
                 "allocs/iter",
-                format!("{:.1}", b.allocs_per_iter),
-                format!("{:.1}", r.heap.allocs_per_iter),
-                format!("{allocs:+.1} (limit ±{allocs_limit:.1})"),
-                if allocs > 0.0 {
-                    Status::Regressed
-                } else {
-                    Status::Improved
-                },
-            );
-        }
-        let peak_limit = t.peak_abs.max(t.peak_rel * b.peak_live_bytes as f64);
-        let peak = (r.heap.peak_live_bytes - b.peak_live_bytes) as f64;
-        if peak.abs() > peak_limit {
-            add(
-                &r.id,
+                b.allocs_per_iter,
+                r.heap.allocs_per_iter,
+                t.allocs_abs.max(t.allocs_rel * b.allocs_per_iter),
+                Shown::Decimal,
+            ),
+            (
                 "peak live",
-                human_bytes(b.peak_live_bytes as f64),
-                human_bytes(r.heap.peak_live_bytes as f64),
-                format!("{} (limit ±{})", human_bytes(peak), human_bytes(peak_limit)),
-                if peak > 0.0 {
-                    Status::Regressed
-                } else {
-                    Status::Improved
-                },
-            );
-        }
+                b.peak_live_bytes as f64,
+                r.heap.peak_live_bytes as f64,
+                t.peak_abs.max(t.peak_rel * b.peak_live_bytes as f64),
+                Shown::Bytes,
+            ),
+        ];
         if let (Some(then), Some(now)) = (b.held, Held::of(r)) {
-            let counts = [
-                ("descriptors held", then.fds, now.fds),
-                ("threads held", then.threads, now.threads),
-            ];
-            for (figure, then, now) in counts {
-                let more = (now - then) as f64;
-                if more.abs() > t.held_abs {
-                    add(
-                        &r.id,
-                        figure,
-                        then.to_string(),
-                        now.to_string(),
-                        format!("{more:+} (limit ±{})", t.held_abs),
-                        if more > 0.0 {
-                            Status::Regressed
-                        } else {
-                            Status::Improved
-                        },
-                    );
-                }
-            }
-            let bytes = [
+            let bytes = |then: i64, rel: f64, abs: f64| abs.max(rel * then as f64);
+            figures.extend([
+                (
+                    "descriptors held",
+                    then.fds as f64,
+                    now.fds as f64,
+                    t.held_abs,
+                    Shown::Count,
+                ),
+                (
+                    "threads held",
+                    then.threads as f64,
+                    now.threads as f64,
+                    t.held_abs,
+                    Shown::Count,
+                ),
                 (
                     "peak mapped",
-                    then.mapped_bytes,
-                    now.mapped_bytes,
-                    t.mapped_rel,
-                    t.mapped_abs,
+                    then.mapped_bytes as f64,
+                    now.mapped_bytes as f64,
+                    bytes(then.mapped_bytes, t.mapped_rel, t.mapped_abs),
+                    Shown::Bytes,
                 ),
                 (
                     "peak resident",
-                    then.rss_bytes,
-                    now.rss_bytes,
-                    t.rss_rel,
-                    t.rss_abs,
+                    then.rss_bytes as f64,
+                    now.rss_bytes as f64,
+                    bytes(then.rss_bytes, t.rss_rel, t.rss_abs),
+                    Shown::Bytes,
                 ),
-            ];
-            for (figure, then, now, rel, abs) in bytes {
-                let limit = abs.max(rel * then as f64);
-                let more = (now - then) as f64;
-                if more.abs() > limit {
-                    add(
-                        &r.id,
-                        figure,
-                        human_bytes(then as f64),
-                        human_bytes(now as f64),
-                        format!("{} (limit ±{})", human_bytes(more), human_bytes(limit)),
-                        if more > 0.0 {
-                            Status::Regressed
-                        } else {
-                            Status::Improved
-                        },
-                    );
-                }
+            ]);
+        }
+        for (figure, then, now, limit, shown) in figures {
+            let more = now - then;
+            if more.abs() > limit {
+                add(
+                    &r.id,
+                    figure,
+                    shown.value(then),
+                    shown.value(now),
+                    shown.change(more, limit),
+                    if more > 0.0 {
+                        Status::Regressed
+                    } else {
+                        Status::Improved
+                    },
+                );
             }
         }
         let (figure, base_rate, rate) = if b.frames_per_s > 0.0 {

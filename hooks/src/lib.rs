@@ -50,19 +50,15 @@ pub use interpose::{hook_addresses, linked};
 
 pub use sample::{LiveSample, StackGrowth, StackRecord, MAX_FRAMES, STACK_SLOTS, TABLE_SLOTS};
 
-/// Writes into the hooks' tables so far (a sample, a descriptor's or a thread's or a
-/// mapping's stack): what can make more of their pages resident.
-static TABLE_WRITES: AtomicU64 = AtomicU64::new(0);
-/// [`tables_resident_bytes`]'s last answer, the writes it was counted at (+1; 0: none)
-/// and when (`CLOCK_MONOTONIC_COARSE`, ns).
-static RESIDENT_AT: AtomicU64 = AtomicU64::new(0);
+/// [`tables_resident_bytes`]'s last count, and when it was made
+/// (`CLOCK_MONOTONIC_COARSE`, ns; 0: never).
 static RESIDENT: AtomicU64 = AtomicU64::new(0);
 static RESIDENT_NS: AtomicU64 = AtomicU64::new(0);
 
 /// The least time between two counts of the tables' pages: a count walks ~4,500 pages
-/// (tens of µs), and a program that allocates fast writes a sample between almost any
-/// two readings. The tables grow by a few pages in this time at most, and a reading
-/// subtracts a count this old: the series lags by it and keeps its slope.
+/// (tens of µs), which at every reading cost 4-5 % of a program that allocates fast.
+/// The tables grow by a few pages in this time at most, and a reading subtracts a count
+/// this old: the series lags by it and keeps its slope.
 const RECOUNT_NS: u64 = 50_000_000;
 
 fn coarse_now_ns() -> u64 {
@@ -75,19 +71,12 @@ fn coarse_now_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-/// A write into one of the tables (see [`tables_resident_bytes`]).
-#[inline]
-pub(crate) fn touched() {
-    TABLE_WRITES.fetch_add(1, Relaxed);
-}
-
 /// The bytes of the hooks' own static tables (~18 MiB: live samples, stacks,
 /// descriptors, threads, mappings, all zeros in `.bss`) that are resident now. Their
 /// pages are made as samples and stacks land in them, so a process's resident memory
 /// less this is what the program holds: the tables never read as its growth. Counted
-/// with `mincore` over the tables' span, again only after a write into them and at
-/// most every [`RECOUNT_NS`]; a reading in between costs three loads and a coarse clock.
-/// `None` when the kernel refuses.
+/// with `mincore` over the tables' span at most every [`RECOUNT_NS`]; a reading in
+/// between costs two loads and a coarse clock. `None` when the kernel refuses.
 ///
 /// A page only ever read maps the shared zero page, which `mincore` reports and the
 /// resident count leaves out; the tables are written before they are read (a probe
@@ -95,10 +84,9 @@ pub(crate) fn touched() {
 pub fn tables_resident_bytes() -> Option<usize> {
     /// Pages asked about per call: a 4 KiB answer on the stack, no allocation.
     const CHUNK: usize = 4096;
-    let writes = TABLE_WRITES.load(Relaxed) + 1;
     let now = coarse_now_ns();
-    let counted = RESIDENT_AT.load(Relaxed);
-    if counted == writes || (counted != 0 && now < RESIDENT_NS.load(Relaxed) + RECOUNT_NS) {
+    let counted = RESIDENT_NS.load(Relaxed);
+    if counted != 0 && now < counted + RECOUNT_NS {
         return Some(RESIDENT.load(Relaxed) as usize);
     }
     // SAFETY: sysconf only reads a constant of the system.
@@ -130,7 +118,6 @@ pub fn tables_resident_bytes() -> Option<usize> {
         at += pages * page;
     }
     RESIDENT.store(resident as u64, Relaxed);
-    RESIDENT_AT.store(writes, Relaxed);
     RESIDENT_NS.store(now, Relaxed);
     Some(resident)
 }

@@ -111,7 +111,6 @@ fn here() -> u32 {
 /// Records `fd` as made here, now (the caller's stack, the current epoch).
 #[cold]
 pub(crate) fn opened(fd: i32) {
-    crate::touched();
     let Ok(at) = usize::try_from(fd) else {
         return;
     };
@@ -167,7 +166,6 @@ impl<const N: usize> Keyed<N> {
 
     /// Records `key` as held, `size` of it, made here and now.
     fn insert(&self, key: usize, size: usize) {
-        crate::touched();
         if key == 0 {
             return;
         }

@@ -461,7 +461,6 @@ fn record(ptr: usize, size: usize) {
             // `ptr` is published after the data with Release.
             unsafe { *slot.data.get() = data };
             slot.ptr.store(ptr, Ordering::Release);
-            crate::touched();
             HOMES[home].fetch_add(1, Ordering::Relaxed);
             LIVE.fetch_add(1, Ordering::Relaxed);
             TAKEN.fetch_add(1, Ordering::Relaxed);

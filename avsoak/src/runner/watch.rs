@@ -10,7 +10,7 @@ use super::Runner;
 use crate::fmt::file_stem;
 use crate::report::Report;
 use crate::soak::watch::{
-    default_preload, preflight, tick_for, too_short, watch, Watch, PRELOAD_LIBRARY,
+    default_preload, preflight, sized_flags, tick_for, too_short, watch, Watch, PRELOAD_LIBRARY,
 };
 use crate::soak::{self, attribution};
 
@@ -99,7 +99,8 @@ impl Runner {
         // A window the program left too short, on the defaults: the program once more
         // (assumed to repeat itself, as the exact re-run assumes), in time mode with a
         // tick sized to how long it ran, when it ran in time mode or never called the
-        // marker it links. A program that marked too few iterations is told what to use.
+        // marker it links. A program that marked too few iterations is told what to use
+        // (in the verdict's error).
         let defaults = args.every.is_none() && args.warmup.is_none() && !args.markers;
         let retime = spec.every.is_some() || result.iterations == 0;
         if too_short(&result) && defaults && retime && soak::interruption().is_none() {
@@ -114,11 +115,10 @@ impl Runner {
             };
             let again = format!(
                 "{why}; watched again in time mode at {} ms ticks, sized to its {:.2} s \
-                 (next time: --every {}ms --warmup {}ms)",
+                 (next time: {})",
                 tick.as_millis(),
                 result.wall_s,
-                tick.as_millis(),
-                10 * tick.as_millis()
+                sized_flags(tick)
             );
             eprintln!("{}: {again}", self.program);
             spec.every = Some(tick);
@@ -128,33 +128,6 @@ impl Runner {
                 Some(note) => format!("{again}; {note}"),
                 None => again,
             });
-        }
-        if too_short(&result) {
-            let hint = match spec.every {
-                Some(_) => {
-                    let tick = tick_for(Duration::from_secs_f64(result.wall_s));
-                    format!(
-                        "for a run of {:.2} s: --every {}ms --warmup {}ms",
-                        result.wall_s,
-                        tick.as_millis(),
-                        10 * tick.as_millis()
-                    )
-                }
-                None if result.iterations > soak::MIN_JUDGED => format!(
-                    "--warmup {} leaves {} judged",
-                    result.iterations - soak::MIN_JUDGED,
-                    soak::MIN_JUDGED
-                ),
-                None => format!(
-                    "run at least {} iterations ({} of them warm-up), or watch in time mode \
-                     with --every",
-                    spec.warmup + soak::MIN_JUDGED,
-                    spec.warmup
-                ),
-            };
-            if let Some(error) = result.error.as_mut() {
-                error.push_str(&format!(" ({hint})"));
-            }
         }
         if out.join(&profile).is_file() {
             result.profile = Some(profile);

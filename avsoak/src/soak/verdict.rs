@@ -410,6 +410,20 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
     }
 }
 
+/// A time-mode tick sized to a program that ran for `wall`: a hundredth of it, between 2
+/// and 100 ms, so that a run of the same length leaves about ninety judged ticks after
+/// ten of warm-up.
+pub fn tick_for(wall: Duration) -> Duration {
+    (wall / 100).clamp(Duration::from_millis(2), Duration::from_millis(100))
+}
+
+/// The options that watch a program in time mode at `tick`, with ten ticks of warm-up:
+/// `--every 9ms --warmup 90ms`.
+pub fn sized_flags(tick: Duration) -> String {
+    let ms = tick.as_millis();
+    format!("--every {ms}ms --warmup {}ms", 10 * ms)
+}
+
 /// How a watched result's error begins when its window was too short to judge.
 pub(crate) const TOO_SHORT: &str = "too short to judge";
 
@@ -462,10 +476,29 @@ pub(super) fn conclude_watched(
         };
         result.verdict = Verdict::Error;
         result.outcome = Outcome::Fail;
+        // What to change, exactly: the flags for a run of this length, or the warm-up
+        // that leaves enough judged.
+        let hint = match watched.every {
+            Some(_) => format!(
+                "for a run of {:.2} s: {}",
+                wall.as_secs_f64(),
+                sized_flags(tick_for(wall))
+            ),
+            None if result.iterations > MIN_JUDGED => format!(
+                "--warmup {} leaves {MIN_JUDGED} judged",
+                result.iterations - MIN_JUDGED
+            ),
+            None => format!(
+                "run at least {} iterations ({} of them warm-up), or watch in time mode with \
+                 --every",
+                plan.warmup + MIN_JUDGED,
+                plan.warmup
+            ),
+        };
         result.error = Some(format!(
             "{TOO_SHORT}: the program ended after {} {unit}, {} of them warm-up, \
              leaving {judged} judged (expected at least {MIN_JUDGED}); run it longer or \
-             shorten {shorten}",
+             shorten {shorten} ({hint})",
             result.iterations, result.warmup_iterations
         ));
     }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use super::supervise::{collect, signal_name, Contained, Stopping, Watchdog};
 use super::transport::{read_messages, watch_environment, Collected, WatchSettings};
 use super::verdict::{conclude_watched, Watched};
+pub use super::verdict::{sized_flags, tick_for};
 use super::Plan;
 use crate::protocol::Message;
 use crate::report::{CaseResult, CpuSeconds};
@@ -177,13 +178,6 @@ pub fn too_short(result: &CaseResult) -> bool {
         .error
         .as_deref()
         .is_some_and(|e| e.starts_with(super::verdict::TOO_SHORT))
-}
-
-/// A time-mode tick sized to a program that ran for `wall`: a hundredth of it, between 2
-/// and 100 ms, so that a run of the same length leaves about ninety judged ticks after
-/// ten of warm-up.
-pub fn tick_for(wall: Duration) -> Duration {
-    (wall / 100).clamp(Duration::from_millis(2), Duration::from_millis(100))
 }
 
 /// The preload library installed with the running executable: beside it (cargo puts a
