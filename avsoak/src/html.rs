@@ -293,9 +293,13 @@ fn case_section(r: &CaseResult) -> String {
              <ol class=\"suspects\">\n",
         );
         for s in suspects {
+            let held = s
+                .held_by_line(8)
+                .map(|h| format!("<br><span class=\"held\">{}</span>", escape(&h)))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "<li>{}: {}</li>",
+                "<li>{}: {}{held}</li>",
                 escape(&s.figures()),
                 escape(&s.stack(8))
             );

@@ -85,6 +85,11 @@ fn test_case(r: &CaseResult) -> TestCase {
                 message.push_str("; ");
                 message.push_str(error);
             }
+            // Who holds the top suspect's blocks, when FFmpeg reference-counts them.
+            if let Some(held) = r.summary_suspects().first().and_then(|s| s.held_by_line(4)) {
+                message.push_str("; ");
+                message.push_str(&held);
+            }
             // What leaked besides the heap, and where it was made.
             for leak in r
                 .resources
@@ -101,6 +106,9 @@ fn test_case(r: &CaseResult) -> TestCase {
             }
             for s in r.summary_suspects() {
                 description.push_str(&format!("{}: {}\n", s.figures(), s.stack(usize::MAX)));
+                if let Some(held) = s.held_by_line(usize::MAX) {
+                    description.push_str(&format!("  {held}\n"));
+                }
             }
             status.set_message(message).set_type(r.verdict.as_str());
             if !description.is_empty() {

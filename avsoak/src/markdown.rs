@@ -56,6 +56,9 @@ impl Report {
             }
             for s in r.summary_suspects() {
                 let _ = writeln!(md, "- {}: `{}`", s.figures(), s.stack(6));
+                if let Some(held) = s.held_by_line(6) {
+                    let _ = writeln!(md, "  - {held}");
+                }
             }
         }
         md

@@ -107,6 +107,15 @@ pub enum Naming {
     Watcher,
 }
 
+/// One frozen end of the growth window: the sampler's slot that holds it, the judged
+/// iterations it spans, and the live heap the sample that froze it read.
+#[derive(Debug, Clone, Copy)]
+struct End {
+    slot: usize,
+    judged: u64,
+    live_bytes: i64,
+}
+
 /// The measuring side of one soak or watch (see the module documentation).
 #[derive(Debug)]
 pub struct Probe {
@@ -123,8 +132,9 @@ pub struct Probe {
     base_at: Instant,
     /// The sampler's generation when the window's end was last frozen.
     snapped_generation: u64,
-    /// Judged iterations the frozen window spans.
-    snapped_judged: u64,
+    /// The window's last frozen ends, the latest at `ends_at`.
+    ends: [Option<End>; heap::SNAPSHOTS],
+    ends_at: usize,
     end_live_bytes: i64,
     /// `/proc/self`'s files, opened once; `None` where they cannot be.
     resources: Option<ResourceReader>,
@@ -153,7 +163,8 @@ impl Probe {
             base_cpu: process_cpu_ns(),
             base_at: now,
             snapped_generation: 0,
-            snapped_judged: 0,
+            ends: [None; heap::SNAPSHOTS],
+            ends_at: 0,
             end_live_bytes: 0,
             resources: ResourceReader::open(),
             last_resources: None,
@@ -282,11 +293,24 @@ impl Probe {
             // The window ends at the last quiescent point, before a program's own
             // teardown frees what it kept reachable.
             let generation = heap::stack_generation();
-            if generation != self.snapped_generation {
-                heap::snapshot_window();
-                self.snapped_generation = generation;
+            let judged = self.next - from;
+            match &mut self.ends[self.ends_at] {
+                // Nothing sampled changed: the last end stands for this point too.
+                Some(end) if generation == self.snapped_generation => {
+                    end.judged = judged;
+                    end.live_bytes = live_bytes;
+                }
+                _ => {
+                    let slot = heap::snapshot_window();
+                    self.snapped_generation = generation;
+                    self.ends_at = (self.ends_at + 1) % heap::SNAPSHOTS;
+                    self.ends[self.ends_at] = Some(End {
+                        slot,
+                        judged,
+                        live_bytes,
+                    });
+                }
             }
-            self.snapped_judged = self.next - from;
         }
         let live = reading.after.live_bytes;
         let cap = (live > 0 && live as u64 > self.heap_cap).then_some(Message::Cap {
@@ -294,6 +318,18 @@ impl Probe {
             live_bytes: live,
         });
         (sample, cap)
+    }
+
+    /// The end the window's growth is read at: of the last [`heap::SNAPSHOTS`] frozen,
+    /// the one whose sample read the most live heap, the latest among equals. A watched
+    /// program in time mode may tear down between its last two ticks, and a tick inside
+    /// the teardown must not end the window; choosing among a few ends at most multiplies
+    /// the chance of listing a stack at rest by their number.
+    fn window_end(&self) -> Option<End> {
+        (1..=heap::SNAPSHOTS)
+            .filter_map(|back| self.ends[(self.ends_at + back) % heap::SNAPSHOTS])
+            .filter(|end| end.judged > 0)
+            .max_by_key(|end| (end.live_bytes, end.judged))
     }
 
     /// The run is over: [`Message::Done`] with the stacks that grew over the judged
@@ -311,22 +347,27 @@ impl Probe {
         let peak = Snapshot::now().peak_live_bytes;
         let (samples_taken, samples_dropped) = heap::sampling_counts();
         heap::set_epoch(self.next);
-        let growth = (self.snapped_judged > 0).then(|| heap::window_growth(self.snapped_judged));
+        let growth = self
+            .window_end()
+            .map(|end| heap::window_growth_at(end.slot, end.judged));
         let raw_profile = profile.then(RawProfile::now);
         let mut origins = match self.judged_from {
             Some(from) => crate::resources::origins(from, self.suspects),
             None => Vec::new(),
         };
+        let holding = match (&growth, self.judged_from) {
+            (Some(_), Some(from)) => heap::Holding::now(from),
+            _ => heap::Holding::default(),
+        };
         teardown();
         let teardown_live_bytes = Snapshot::now().live_bytes;
-        let suspects = match (growth, naming) {
-            (None, _) => Vec::new(),
-            (Some(growth), Naming::Here) => growth.suspects(self.suspects),
-            (Some(growth), Naming::Watcher) => growth.unnamed_suspects(self.suspects),
-        };
+        let mut suspects = growth.map_or_else(Vec::new, |g| g.unnamed_suspects(self.suspects));
+        holding.attach(&mut suspects);
         let modules = match naming {
             Naming::Here => {
-                heap::name_origins(&mut origins, &mut heap::Symbolizer::default());
+                let mut symbolizer = heap::Symbolizer::default();
+                heap::name_suspects(&mut suspects, &mut symbolizer);
+                heap::name_origins(&mut origins, &mut symbolizer);
                 Vec::new()
             }
             Naming::Watcher => crate::modules::loaded_modules(),

@@ -122,7 +122,13 @@ impl fmt::Display for Soaked {
             write!(f, "; {error}")?;
         }
         match r.suspects.first() {
-            Some(top) => write!(f, "; top suspect: {}: {}", top.figures(), top.stack(8)),
+            Some(top) => {
+                write!(f, "; top suspect: {}: {}", top.figures(), top.stack(8))?;
+                match top.held_by_line(8) {
+                    Some(held) => write!(f, "; {held}"),
+                    None => Ok(()),
+                }
+            }
             None => write!(f, "; no suspect"),
         }
     }

@@ -12,7 +12,7 @@ use crate::origins::{closed, opened, thread_created, thread_released};
 
 /// The next definition of `name` (a NUL-terminated symbol) after this object's, cached in
 /// `slot`.
-fn next(slot: &AtomicUsize, name: &[u8]) -> usize {
+pub(crate) fn next(slot: &AtomicUsize, name: &[u8]) -> usize {
     let mut address = slot.load(Relaxed);
     if address == 0 {
         // SAFETY: `name` is NUL-terminated (every caller passes a literal ending in \0);

@@ -3,6 +3,7 @@
 //! soak, and the preload library, build with. Without it the crate still has its
 //! counters and sampler types, reading zeros.
 
+use crate::holders::{self, REF_BLOCK};
 use core::ffi::c_void;
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -48,6 +49,15 @@ fn note_alloc(ptr: *mut c_void) {
         return;
     }
     let size = usable_size(ptr);
+    count_alloc(size);
+    sample::on_alloc(ptr as usize, size);
+    if holders::TAKING.load(Relaxed) != 0 && (REF_BLOCK.0..=REF_BLOCK.1).contains(&size) {
+        holders::allocated(ptr as usize);
+    }
+}
+
+#[inline(always)]
+fn count_alloc(size: usize) {
     let live = LIVE_BYTES.fetch_add(size as i64, Relaxed) + size as i64;
     LIVE_BLOCKS.fetch_add(1, Relaxed);
     ALLOCS.fetch_add(1, Relaxed);
@@ -55,7 +65,6 @@ fn note_alloc(ptr: *mut c_void) {
     if live > PEAK_LIVE_BYTES.load(Relaxed) {
         PEAK_LIVE_BYTES.fetch_max(live, Relaxed);
     }
-    sample::on_alloc(ptr as usize, size);
 }
 
 /// Accounts for a block about to be released. Must run *before* glibc gets the pointer
@@ -65,7 +74,13 @@ fn note_free(ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
-    let size = usable_size(ptr);
+    count_free(usable_size(ptr));
+    sample::on_free(ptr as usize);
+    holders::freed(ptr as usize);
+}
+
+#[inline(always)]
+fn count_free(size: usize) {
     let live = LIVE_BYTES.fetch_sub(size as i64, Relaxed) - size as i64;
     let blocks = LIVE_BLOCKS.fetch_sub(1, Relaxed) - 1;
     FREES.fetch_add(1, Relaxed);
@@ -75,7 +90,6 @@ fn note_free(ptr: *mut c_void) {
     if blocks < TROUGH_LIVE_BLOCKS.load(Relaxed) {
         TROUGH_LIVE_BLOCKS.fetch_min(blocks, Relaxed);
     }
-    sample::on_free(ptr as usize);
 }
 
 /// `malloc(3)`, counted.
@@ -114,6 +128,8 @@ pub unsafe extern "C" fn calloc(nmemb: usize, size: usize) -> *mut c_void {
 }
 
 /// `realloc(3)`, counted as the free of the old block and the allocation of the new one.
+/// For sampling it is one block that moved: its samples follow it, and only the bytes it
+/// gained run the countdown down (see the sampler's module).
 ///
 /// # Safety
 /// As `realloc(3)`: `ptr` is null or a live block from this allocator.
@@ -123,19 +139,28 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         // SAFETY: realloc(NULL, n) is malloc(n).
         return unsafe { malloc(size) };
     }
-    // Account the old block before glibc may hand its address to another thread.
-    note_free(ptr);
-    // SAFETY: `ptr` is live (caller's guarantee) and was not released by `note_free`,
-    // which only updates counters.
+    // Account the old block, and take its samples aside, before glibc may hand its
+    // address to another thread.
+    let old = usable_size(ptr);
+    count_free(old);
+    holders::freed(ptr as usize);
+    let detached = sample::detach(ptr as usize);
+    // SAFETY: `ptr` is live (caller's guarantee) and was not released by the accounting
+    // above, which only updates counters and the sampler's tables.
     let new = unsafe { __libc_realloc(ptr, size) };
     if new.is_null() {
         if size != 0 {
             // Failure: glibc left the old block untouched, so it is live again.
-            note_alloc(ptr);
+            count_alloc(old);
+            sample::reattach(ptr as usize, detached, 0);
+        } else {
+            // size == 0: glibc freed `ptr` and returned NULL.
+            sample::reattach(0, detached, 0);
         }
-        // size == 0: glibc freed `ptr` and returned NULL, which `note_free` recorded.
     } else {
-        note_alloc(new);
+        let now = usable_size(new);
+        count_alloc(now);
+        sample::reattach(new as usize, detached, now.saturating_sub(old));
     }
     new
 }

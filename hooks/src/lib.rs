@@ -33,11 +33,16 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 #[cfg(feature = "interpose")]
 mod descriptors;
+mod holders;
 #[cfg(feature = "interpose")]
 mod interpose;
 mod mapping;
 mod origins;
+#[cfg(feature = "interpose")]
+mod references;
 mod sample;
+
+pub use holders::{holders, Holder, REF_SLOTS};
 
 pub use mapping::mapped;
 pub use origins::{
@@ -96,7 +101,8 @@ pub fn tables_resident_bytes() -> Option<usize> {
     };
     let ranges = sample::table_ranges()
         .into_iter()
-        .chain(origins::table_ranges());
+        .chain(origins::table_ranges())
+        .chain(holders::table_ranges());
     let (first, last) = ranges.fold((usize::MAX, 0), |(lo, hi), (start, len)| {
         (lo.min(start), hi.max(start + len))
     });
@@ -217,5 +223,5 @@ pub fn take_trough() -> (i64, i64) {
 pub use sample::{
     epoch, live_samples, open_window, sample_interval, sampling_stats, set_epoch,
     set_sample_interval, snapshot_window, stack_generation, stack_profile, window_growth,
-    SamplingStats, SAMPLE_INTERVAL_ENV,
+    window_growth_at, SamplingStats, SAMPLE_INTERVAL_ENV, SNAPSHOTS,
 };

@@ -72,7 +72,7 @@ fn unlock() {
 
 /// The caller's stack, kept in the stack table: its index + 1, or 0 when the table is
 /// full or the thread is already inside a hook.
-fn here() -> u32 {
+pub(crate) fn here() -> u32 {
     let Some(_inside) = Reentrancy::enter() else {
         return 0;
     };
@@ -337,6 +337,23 @@ fn origins_of(counts: &[u64; ORIGIN_STACKS]) -> Vec<FdOrigin> {
     }
     origins.sort_by_key(|o| std::cmp::Reverse(o.open));
     origins
+}
+
+/// The frames of the stack [`here`] kept as `stack` (index + 1); `None` for 0.
+/// Allocates.
+pub(crate) fn stack_frames(stack: u32) -> Option<Vec<usize>> {
+    let index = (stack as usize)
+        .checked_sub(1)
+        .filter(|&i| i < ORIGIN_STACKS)?;
+    lock();
+    // SAFETY: LOCK is held, the only guard of STACKS; what is copied lives on this
+    // thread's stack, and the vector is made after the lock is released.
+    let (depth, frames) = unsafe {
+        let entry = &(*STACKS.0.get())[index];
+        (entry.depth, entry.frames)
+    };
+    unlock();
+    Some(frames[..depth].to_vec())
 }
 
 /// Descriptors made whose stack could not be kept (a number above [`FD_SLOTS`], or the

@@ -7,6 +7,13 @@
 //! `1 / (1 - exp(-size / interval))` allocations of that size: its weight, computed when
 //! it is taken and kept with it.
 //!
+//! A `realloc` that grows a block draws the countdown over the bytes it adds, not the
+//! whole block: the block's own sample, if it has one, moves with it and keeps the stack
+//! that allocated it, and a sampled growth is kept in the block's slot as a sample of its
+//! own at the stack of the `realloc` that grew it ([`GROWTH_STACKS`] of them a block,
+//! each counting its samples). So a block that grows across a judged window gains samples
+//! at the call that grows it, and a bounded buffer freed or replaced loses them again.
+//!
 //! Every sample also adds to its stack's entry in a second static table
 //! ([`stack_profile`]): estimated bytes and blocks allocated from that stack over the whole
 //! process, live now, and at most live at once. That is what a heap profile (DHAT's
@@ -59,8 +66,41 @@ struct Slot {
     data: UnsafeCell<SlotData>,
 }
 
+/// Stacks whose growth samples one block keeps apart; a growth from a further stack is
+/// dropped (counted in [`SamplingStats::dropped`]).
+pub const GROWTH_STACKS: usize = 2;
+
+/// The sampled growths of one block from one `realloc` stack.
 #[derive(Clone, Copy)]
-struct SlotData {
+struct Grown {
+    /// The per-stack entry, or NO_STACK for an unused record.
+    stack: u32,
+    /// Samples taken, and of those the ones taken inside the open window.
+    samples: u32,
+    window: u32,
+    /// Estimated bytes and blocks (the samples' sizes and weights summed).
+    bytes: f64,
+    blocks: f64,
+    /// The epoch of its latest sample.
+    epoch: u64,
+}
+
+const NO_GROWTH: Grown = Grown {
+    stack: NO_STACK,
+    samples: 0,
+    window: 0,
+    bytes: 0.0,
+    blocks: 0.0,
+    epoch: 0,
+};
+
+#[derive(Clone, Copy)]
+pub(crate) struct SlotData {
+    /// Whether the block's allocation itself was sampled (`size`, `epoch`, `frames`,
+    /// `stack` and `weight` describe it); a slot may hold only growth samples.
+    primary: bool,
+    /// Samples of the bytes `realloc` added to the block.
+    growth: [Grown; GROWTH_STACKS],
     size: usize,
     epoch: u64,
     depth: usize,
@@ -94,13 +134,21 @@ struct StackData {
     /// Its live samples allocated in the window [`open_window`] opened, kept as samples
     /// come and go.
     window_samples: u64,
-    /// `live_bytes`, `live_blocks`, `live_samples` and `window_samples` at the last
-    /// [`snapshot_window`].
-    snap_bytes: f64,
-    snap_blocks: f64,
-    snap_samples: u64,
-    snap_window: u64,
+    /// `live_bytes`, `live_blocks`, `live_samples` and `window_samples` at each of the
+    /// last [`SNAPSHOTS`] [`snapshot_window`]s, by their slot.
+    snap_bytes: [f64; SNAPSHOTS],
+    snap_blocks: [f64; SNAPSHOTS],
+    snap_samples: [u64; SNAPSHOTS],
+    snap_window: [u64; SNAPSHOTS],
 }
+
+/// How many of the last window ends [`snapshot_window`] froze are kept: a program's own
+/// teardown may run between two of them, and the caller picks the end that came before
+/// it ([`window_growth_at`]).
+pub const SNAPSHOTS: usize = 4;
+
+/// The slot the last [`snapshot_window`] wrote.
+static SNAP_AT: AtomicUsize = AtomicUsize::new(0);
 
 const EMPTY_STACK: StackData = StackData {
     hash: 0,
@@ -118,10 +166,10 @@ const EMPTY_STACK: StackData = StackData {
     mark_blocks: 0.0,
     mark_samples: 0,
     window_samples: 0,
-    snap_bytes: 0.0,
-    snap_blocks: 0.0,
-    snap_samples: 0,
-    snap_window: 0,
+    snap_bytes: [0.0; SNAPSHOTS],
+    snap_blocks: [0.0; SNAPSHOTS],
+    snap_samples: [0; SNAPSHOTS],
+    snap_window: [0; SNAPSHOTS],
 };
 
 /// The per-stack table: only touched under LOCK.
@@ -151,6 +199,11 @@ unsafe impl Sync for Table {}
 const SLOT: Slot = Slot {
     ptr: AtomicUsize::new(EMPTY),
     data: UnsafeCell::new(SlotData {
+        primary: false,
+        growth: [Grown {
+            stack: 0,
+            ..NO_GROWTH
+        }; GROWTH_STACKS],
         size: 0,
         epoch: 0,
         depth: 0,
@@ -194,7 +247,9 @@ thread_local! {
 /// A live sampled allocation, copied out of the table.
 #[derive(Debug, Clone)]
 pub struct LiveSample {
-    /// Usable size of the sampled block.
+    /// The sampled block's address.
+    pub ptr: usize,
+    /// Usable size of the sampled block (of a growth, the bytes it added).
     pub size: usize,
     /// The epoch (see [`set_epoch`]) when it was allocated.
     pub epoch: u64,
@@ -385,11 +440,19 @@ fn draw(interval: u64) -> i64 {
 
 #[inline(always)]
 pub(crate) fn on_alloc(ptr: usize, size: usize) {
+    if countdown(size) {
+        record(ptr, size);
+    }
+}
+
+/// Runs this thread's countdown down by `size` bytes: whether they reach a sample.
+#[inline(always)]
+fn countdown(size: usize) -> bool {
     let interval = INTERVAL.load(Ordering::Relaxed);
     if interval == 0 {
-        return;
+        return false;
     }
-    let due = COUNTDOWN
+    COUNTDOWN
         .try_with(|countdown| {
             let (mut left, drawn_for) = countdown.get();
             if drawn_for != interval {
@@ -404,10 +467,7 @@ pub(crate) fn on_alloc(ptr: usize, size: usize) {
                 true
             }
         })
-        .unwrap_or(false);
-    if due {
-        record(ptr, size);
-    }
+        .unwrap_or(false)
 }
 
 /// The caller's stack, innermost first, into `frames`: how many were written. Call it
@@ -428,6 +488,18 @@ pub(crate) fn capture(frames: &mut [usize; MAX_FRAMES]) -> usize {
     depth
 }
 
+/// Allocations of `size` bytes a sample of that size stands for at the current interval:
+/// 1 / the chance such an allocation is sampled.
+fn weight_of(size: usize) -> f64 {
+    let interval = INTERVAL.load(Ordering::Relaxed).max(1);
+    let probability = 1.0 - (-(size as f64) / interval as f64).exp();
+    if probability > 0.0 {
+        1.0 / probability
+    } else {
+        1.0
+    }
+}
+
 #[cold]
 fn record(ptr: usize, size: usize) {
     let Some(_inside) = Reentrancy::enter() else {
@@ -435,14 +507,10 @@ fn record(ptr: usize, size: usize) {
     };
     let mut frames = [0usize; MAX_FRAMES];
     let depth = capture(&mut frames);
-    let interval = INTERVAL.load(Ordering::Relaxed).max(1);
-    let probability = 1.0 - (-(size as f64) / interval as f64).exp();
-    let weight = if probability > 0.0 {
-        1.0 / probability
-    } else {
-        1.0
-    };
+    let weight = weight_of(size);
     let mut data = SlotData {
+        primary: true,
+        growth: [NO_GROWTH; GROWTH_STACKS],
         size,
         epoch: EPOCH.load(Ordering::Relaxed),
         depth,
@@ -450,9 +518,16 @@ fn record(ptr: usize, size: usize) {
         stack: NO_STACK,
         weight,
     };
-    let home = slot_of(ptr);
     let _locked = LockGuard::acquire();
     data.stack = add_to_stack(&frames[..depth], size, weight, data.epoch);
+    TAKEN.fetch_add(1, Ordering::Relaxed);
+    insert(ptr, data);
+}
+
+/// Puts a slot's data in the table under `ptr`. Without a slot its free is never seen:
+/// what it holds counts as allocated from its stacks, not as live. Caller holds LOCK.
+fn insert(ptr: usize, data: SlotData) {
+    let home = slot_of(ptr);
     for probe in 0..MAX_PROBE {
         let slot = &TABLE.0[(home + probe) & (TABLE_SLOTS - 1)];
         let current = slot.ptr.load(Ordering::Relaxed);
@@ -463,14 +538,169 @@ fn record(ptr: usize, size: usize) {
             slot.ptr.store(ptr, Ordering::Release);
             HOMES[home].fetch_add(1, Ordering::Relaxed);
             LIVE.fetch_add(1, Ordering::Relaxed);
-            TAKEN.fetch_add(1, Ordering::Relaxed);
             return;
         }
     }
-    // Without a slot its free is never seen: it counts as allocated from its stack, not
-    // as live.
-    remove_from_stack(data.stack, size, weight, data.epoch);
+    release(&data);
     DROPPED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Takes everything a slot holds off its stacks' live sums. Caller holds LOCK.
+fn release(data: &SlotData) {
+    if data.primary {
+        let window = u64::from(data.epoch >= WINDOW_FROM.load(Ordering::Relaxed));
+        remove_from_stack(
+            data.stack,
+            data.size as f64 * data.weight,
+            data.weight,
+            1,
+            window,
+        );
+    }
+    for grown in data.growth.iter().filter(|g| g.stack != NO_STACK) {
+        remove_from_stack(
+            grown.stack,
+            grown.bytes,
+            grown.blocks,
+            u64::from(grown.samples),
+            u64::from(grown.window),
+        );
+    }
+}
+
+/// Takes `ptr`'s slot out of the table, if it has one, before `realloc` releases the
+/// block: glibc may hand the old address to another thread at once. [`reattach`] puts it
+/// back under the address the block lives at afterwards.
+#[inline(always)]
+pub(crate) fn detach(ptr: usize) -> Option<SlotData> {
+    if LIVE.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let home = slot_of(ptr);
+    if HOMES[home].load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    detach_slow(ptr, home)
+}
+
+#[cold]
+fn detach_slow(ptr: usize, home: usize) -> Option<SlotData> {
+    let _locked = LockGuard::acquire();
+    for probe in 0..MAX_PROBE {
+        let slot = &TABLE.0[(home + probe) & (TABLE_SLOTS - 1)];
+        let current = slot.ptr.load(Ordering::Relaxed);
+        if current == EMPTY {
+            return None;
+        }
+        if current == ptr {
+            // SAFETY: LOCK is held, so no other thread writes this slot's data.
+            let data = unsafe { *slot.data.get() };
+            slot.ptr.store(TOMBSTONE, Ordering::Relaxed);
+            HOMES[home].fetch_sub(1, Ordering::Relaxed);
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+            return Some(data);
+        }
+    }
+    None
+}
+
+/// A `realloc` finished: the block now lives at `ptr` (0: it was freed, as
+/// `realloc(p, 0)` does) and grew by `grown_by` bytes. The slot [`detach`] took goes back
+/// under `ptr`, and the added bytes run down this thread's countdown like an allocation
+/// of that size; when they reach a sample, it is kept in the block's slot at the stack
+/// of this `realloc`.
+#[inline(always)]
+pub(crate) fn reattach(ptr: usize, detached: Option<SlotData>, grown_by: usize) {
+    let due = ptr != 0 && grown_by > 0 && countdown(grown_by);
+    if due || detached.is_some() {
+        reattach_slow(ptr, detached, grown_by, due);
+    }
+}
+
+#[cold]
+fn reattach_slow(ptr: usize, detached: Option<SlotData>, grown_by: usize, due: bool) {
+    let mut frames = [0usize; MAX_FRAMES];
+    // Inside another hook (the unwinder's own allocations) nothing new is sampled, but a
+    // detached slot still goes back.
+    let inside = if due { Reentrancy::enter() } else { None };
+    let depth = if inside.is_some() {
+        capture(&mut frames)
+    } else {
+        0
+    };
+    let epoch = EPOCH.load(Ordering::Relaxed);
+    let _locked = LockGuard::acquire();
+    let mut data = detached.unwrap_or(SlotData {
+        primary: false,
+        growth: [NO_GROWTH; GROWTH_STACKS],
+        size: 0,
+        epoch,
+        depth: 0,
+        frames: [0; MAX_FRAMES],
+        stack: NO_STACK,
+        weight: 0.0,
+    });
+    if ptr == 0 {
+        release(&data);
+        return;
+    }
+    if inside.is_some() {
+        let weight = weight_of(grown_by);
+        let stack = add_to_stack(&frames[..depth], grown_by, weight, epoch);
+        let window = u32::from(epoch >= WINDOW_FROM.load(Ordering::Relaxed));
+        let record = data
+            .growth
+            .iter_mut()
+            .find(|g| g.stack == stack || g.stack == NO_STACK);
+        match record {
+            Some(grown) if stack != NO_STACK => {
+                grown.stack = stack;
+                grown.samples += 1;
+                grown.window += window;
+                grown.bytes += grown_by as f64 * weight;
+                grown.blocks += weight;
+                grown.epoch = epoch;
+                TAKEN.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                remove_from_stack(
+                    stack,
+                    grown_by as f64 * weight,
+                    weight,
+                    1,
+                    u64::from(window),
+                );
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if data.primary || data.growth.iter().any(|g| g.stack != NO_STACK) {
+        insert(ptr, data);
+    }
+}
+
+/// Whether `ptr` is a block the sampler holds a sample of now. Lock-free, as `on_free`'s
+/// lookup: a block is only asked about by a thread that holds a reference to it.
+pub(crate) fn is_sampled(ptr: usize) -> bool {
+    if LIVE.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let home = slot_of(ptr);
+    if HOMES[home].load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    for probe in 0..MAX_PROBE {
+        let current = TABLE.0[(home + probe) & (TABLE_SLOTS - 1)]
+            .ptr
+            .load(Ordering::Acquire);
+        if current == EMPTY {
+            return false;
+        }
+        if current == ptr {
+            return true;
+        }
+    }
+    false
 }
 
 #[inline(always)]
@@ -497,7 +727,7 @@ pub(crate) fn on_free(ptr: usize) {
             if slot.ptr.load(Ordering::Relaxed) == ptr {
                 // SAFETY: LOCK is held, so no other thread writes this slot's data.
                 let data = unsafe { *slot.data.get() };
-                remove_from_stack(data.stack, data.size, data.weight, data.epoch);
+                release(&data);
                 slot.ptr.store(TOMBSTONE, Ordering::Relaxed);
                 HOMES[home].fetch_sub(1, Ordering::Relaxed);
                 LIVE.fetch_sub(1, Ordering::Relaxed);
@@ -555,20 +785,19 @@ fn add_to_stack(frames: &[usize], size: usize, weight: f64, epoch: u64) -> u32 {
     NO_STACK
 }
 
-/// Takes a freed sample off its stack's live sums. Caller holds LOCK.
-fn remove_from_stack(stack: u32, size: usize, weight: f64, epoch: u64) {
+/// Takes freed samples off their stack's live sums: their estimated bytes and blocks,
+/// how many they are and how many of them the open window took. Caller holds LOCK.
+fn remove_from_stack(stack: u32, bytes: f64, blocks: f64, samples: u64, window: u64) {
     if stack == NO_STACK {
         return;
     }
     // SAFETY: the caller holds LOCK, the only guard of STACKS.
     let entry = unsafe { &mut (*STACKS.0.get())[stack as usize] };
     GENERATION.fetch_add(1, Ordering::Relaxed);
-    entry.live_bytes = (entry.live_bytes - size as f64 * weight).max(0.0);
-    entry.live_blocks = (entry.live_blocks - weight).max(0.0);
-    entry.live_samples = entry.live_samples.saturating_sub(1);
-    if epoch >= WINDOW_FROM.load(Ordering::Relaxed) {
-        entry.window_samples = entry.window_samples.saturating_sub(1);
-    }
+    entry.live_bytes = (entry.live_bytes - bytes).max(0.0);
+    entry.live_blocks = (entry.live_blocks - blocks).max(0.0);
+    entry.live_samples = entry.live_samples.saturating_sub(samples);
+    entry.window_samples = entry.window_samples.saturating_sub(window);
 }
 
 /// Copies out every stack's sums. Like [`live_samples`], it runs under the re-entrancy
@@ -612,36 +841,46 @@ pub fn open_window(epoch: u64) {
         entry.mark_blocks = entry.live_blocks;
         entry.mark_samples = entry.live_samples;
         entry.window_samples = 0;
-        entry.snap_bytes = entry.live_bytes;
-        entry.snap_blocks = entry.live_blocks;
-        entry.snap_samples = entry.live_samples;
-        entry.snap_window = 0;
+        entry.snap_bytes = [entry.live_bytes; SNAPSHOTS];
+        entry.snap_blocks = [entry.live_blocks; SNAPSHOTS];
+        entry.snap_samples = [entry.live_samples; SNAPSHOTS];
+        entry.snap_window = [0; SNAPSHOTS];
     }
     WINDOW_FROM.store(epoch, Ordering::Relaxed);
 }
 
-/// Freezes the end of the window [`open_window`] opened at the sums as they stand now,
-/// touching only the stacks in use (a few microseconds for hundreds of stacks). Nothing
-/// is allocated.
-pub fn snapshot_window() {
+/// Freezes an end of the window [`open_window`] opened at the sums as they stand now,
+/// touching only the stacks in use (a few microseconds for hundreds of stacks), and
+/// returns its slot for [`window_growth_at`]: the last [`SNAPSHOTS`] ends are kept.
+/// Nothing is allocated.
+pub fn snapshot_window() -> usize {
     let _locked = LockGuard::acquire();
+    let at = (SNAP_AT.load(Ordering::Relaxed) + 1) % SNAPSHOTS;
     // SAFETY: LOCK is held, the only guard of STACKS and USED; the references end with
     // this block.
     let (stacks, used) = unsafe { (&mut *STACKS.0.get(), &*USED.0.get()) };
-    for &at in &used.0[..used.1] {
-        let entry = &mut stacks[at as usize];
-        entry.snap_bytes = entry.live_bytes;
-        entry.snap_blocks = entry.live_blocks;
-        entry.snap_samples = entry.live_samples;
-        entry.snap_window = entry.window_samples;
+    for &entry_at in &used.0[..used.1] {
+        let entry = &mut stacks[entry_at as usize];
+        entry.snap_bytes[at] = entry.live_bytes;
+        entry.snap_blocks[at] = entry.live_blocks;
+        entry.snap_samples[at] = entry.live_samples;
+        entry.snap_window[at] = entry.window_samples;
     }
+    SNAP_AT.store(at, Ordering::Relaxed);
+    at
 }
 
-/// Every stack whose samples changed between [`open_window`] and the last
-/// [`snapshot_window`], with the sums at both ends and its samples from the window live
-/// at the snapshot (as `born_samples`). Runs under the re-entrancy guard and allocates
-/// only outside the lock.
+/// [`window_growth_at`] the last [`snapshot_window`].
 pub fn window_growth() -> Vec<StackGrowth> {
+    window_growth_at(SNAP_AT.load(Ordering::Relaxed))
+}
+
+/// Every stack whose samples changed between [`open_window`] and the window end frozen
+/// in `slot` (one of the last [`SNAPSHOTS`] [`snapshot_window`] returned), with the sums
+/// at both ends and its samples from the window live at that end (as `born_samples`).
+/// Runs under the re-entrancy guard and allocates only outside the lock.
+pub fn window_growth_at(slot: usize) -> Vec<StackGrowth> {
+    let at = slot % SNAPSHOTS;
     let _inside = Reentrancy::enter();
     let mut raw: Vec<StackData> = Vec::with_capacity(STACK_SLOTS);
     {
@@ -651,10 +890,10 @@ pub fn window_growth() -> Vec<StackGrowth> {
         raw.extend(
             used.0[..used.1]
                 .iter()
-                .map(|&at| stacks[at as usize])
+                .map(|&entry_at| stacks[entry_at as usize])
                 .filter(|e| {
-                    let kept = e.snap_samples.saturating_sub(e.snap_window);
-                    e.snap_window > 0 || e.mark_samples > kept
+                    let kept = e.snap_samples[at].saturating_sub(e.snap_window[at]);
+                    e.snap_window[at] > 0 || e.mark_samples > kept
                 }),
         );
     }
@@ -664,10 +903,10 @@ pub fn window_growth() -> Vec<StackGrowth> {
         start_bytes: e.mark_bytes,
         start_blocks: e.mark_blocks,
         start_samples: e.mark_samples,
-        end_bytes: e.snap_bytes,
-        end_blocks: e.snap_blocks,
-        end_samples: e.snap_samples,
-        born_samples: e.snap_window,
+        end_bytes: e.snap_bytes[at],
+        end_blocks: e.snap_blocks[at],
+        end_samples: e.snap_samples[at],
+        born_samples: e.snap_window[at],
     }));
     growth
 }
@@ -677,15 +916,21 @@ fn slot_of(ptr: usize) -> usize {
     ((ptr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) & (TABLE_SLOTS - 1)
 }
 
-/// Copies out the live samples allocated at `min_epoch` or later.
+/// Copies out the live samples allocated at `min_epoch` or later: a block's own sample,
+/// and each stack's samples of its growth (one [`LiveSample`] for them all, their sizes
+/// and weights summed).
 ///
 /// The copy is made under the re-entrancy guard, so the allocations it makes are counted
 /// but never sampled, and the table lock is never held while allocating.
 pub fn live_samples(min_epoch: u64) -> Vec<LiveSample> {
     let _inside = Reentrancy::enter();
-    let mut raw: Vec<SlotData> = Vec::with_capacity(LIVE.load(Ordering::Relaxed) + 64);
+    let room = LIVE.load(Ordering::Relaxed) * (1 + GROWTH_STACKS) + 64;
+    let mut raw: Vec<(usize, SlotData)> = Vec::with_capacity(room);
     {
         let _locked = LockGuard::acquire();
+        // SAFETY: LOCK is held, the only guard of STACKS; the reference ends with this
+        // block.
+        let stacks = unsafe { &*STACKS.0.get() };
         for slot in TABLE.0.iter() {
             let ptr = slot.ptr.load(Ordering::Relaxed);
             if ptr == EMPTY || ptr == TOMBSTONE {
@@ -693,13 +938,34 @@ pub fn live_samples(min_epoch: u64) -> Vec<LiveSample> {
             }
             // SAFETY: LOCK is held, so no writer touches the slot data while we read it.
             let data = unsafe { *slot.data.get() };
-            if data.epoch >= min_epoch && raw.len() < raw.capacity() {
-                raw.push(data);
+            if data.primary && data.epoch >= min_epoch && raw.len() < raw.capacity() {
+                raw.push((ptr, data));
+            }
+            for grown in data.growth.iter().filter(|g| g.stack != NO_STACK) {
+                if grown.epoch < min_epoch || raw.len() == raw.capacity() {
+                    continue;
+                }
+                let entry = &stacks[grown.stack as usize];
+                let blocks = grown.blocks.max(f64::MIN_POSITIVE);
+                raw.push((
+                    ptr,
+                    SlotData {
+                        primary: true,
+                        growth: [NO_GROWTH; GROWTH_STACKS],
+                        size: (grown.bytes / blocks).round() as usize,
+                        epoch: grown.epoch,
+                        depth: entry.depth,
+                        frames: entry.frames,
+                        stack: grown.stack,
+                        weight: blocks,
+                    },
+                ));
             }
         }
     }
     raw.into_iter()
-        .map(|data| LiveSample {
+        .map(|(ptr, data)| LiveSample {
+            ptr,
             size: data.size,
             epoch: data.epoch,
             weight: data.weight,

@@ -181,9 +181,53 @@ pub struct Suspect {
     /// after the program exited ([`name_suspects`]). Empty in a report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<u64>,
+    /// For blocks that FFmpeg reference-counts (`AVBufferRef`), the calls that took the
+    /// references still holding the suspect's blocks from the window, most blocks first:
+    /// the code that kept them, where the allocation is FFmpeg's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_by: Vec<HeldBy>,
+}
+
+/// A call that took references still holding a suspect's sampled blocks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeldBy {
+    /// The suspect's sampled blocks from the window its references hold.
+    pub blocks: u64,
+    /// Function names, the reference-taking function first (`av_frame_ref`), outermost
+    /// last.
+    pub frames: Vec<String>,
+    /// Raw return addresses while still to be named, as [`Suspect::addresses`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<u64>,
+}
+
+impl HeldBy {
+    /// `av_frame_ref ← ring_store ← thumbnail_loop`: the first `frames` frames.
+    pub fn stack(&self, frames: usize) -> String {
+        let shown: Vec<&str> = self
+            .frames
+            .iter()
+            .take(frames)
+            .map(String::as_str)
+            .collect();
+        shown.join(" ← ")
+    }
 }
 
 impl Suspect {
+    /// `held by: av_frame_ref ← ring_store ← … (58 of 60 sampled blocks)`: the call whose
+    /// references hold most of the suspect's blocks, when any was seen.
+    pub fn held_by_line(&self, frames: usize) -> Option<String> {
+        let first = self.held_by.first()?;
+        let sampled: u64 = self.gained.max(first.blocks);
+        Some(format!(
+            "held by: {} ({} of {} sampled blocks)",
+            first.stack(frames),
+            first.blocks,
+            sampled
+        ))
+    }
+
     /// `+460.8 KiB/iteration (100 % of the slope); ~43.9 MiB live in ~100 blocks;
     /// 58 samples gained, 0 lost (p = 3e-18)`.
     pub fn figures(&self) -> String {
@@ -211,12 +255,18 @@ impl Suspect {
 
     /// The frames from the first one past allocator plumbing (see [`is_plumbing`]): the
     /// call that allocated, then its callers. All of them when every frame is plumbing.
+    /// When that first frame has no name (a stripped library's `??`), the plumbing call
+    /// it made comes first: `av_reallocp_array ← ?? [libavformat.so.59] ← …` says more
+    /// than the `??` alone.
     pub fn readable(&self) -> &[String] {
-        let first = self
+        let mut first = self
             .frames
             .iter()
             .position(|f| !is_plumbing(f))
             .unwrap_or(0);
+        if first > 0 && self.frames[first].starts_with("??") {
+            first -= 1;
+        }
         &self.frames[first..]
     }
 
@@ -235,7 +285,7 @@ impl Suspect {
 
 /// Whether a frame only moves memory on for its caller: glibc's malloc family (the
 /// hooks), FFmpeg's `av_malloc`, `av_mallocz`, `av_realloc*`, `av_calloc`, x264's
-/// `x264_malloc`, C++'s `operator new`, and Rust's allocator layers (`alloc::…`,
+/// `x264_malloc`, x265's `x265_malloc`, C++'s `operator new`, and Rust's allocator layers (`alloc::…`,
 /// `<alloc::…>`, `<T as alloc::…>`, `RawVec`, `__rust_alloc`, `__rdl_alloc`). Reports start a stack past
 /// them; heap profiles keep them.
 pub fn is_plumbing(frame: &str) -> bool {
@@ -255,6 +305,7 @@ pub fn is_plumbing(frame: &str) -> bool {
         "av_malloc_array",
         "av_mallocz_array",
         "x264_malloc",
+        "x265::x265_malloc(unsigned long)",
         "operator new(unsigned long)",
         "operator new[](unsigned long)",
         "__rust_alloc",
@@ -274,9 +325,12 @@ pub fn is_plumbing(frame: &str) -> bool {
         || frame.starts_with("<std::alloc::System")
 }
 
-/// The chance, per case, that sampling noise lists a stack at rest as a suspect. Each
-/// stack's sign test is held to `SUSPECT_ALPHA / m`, `m` the stacks that gained or lost
-/// any sample (Bonferroni), so the whole list holds an innocent with chance at most this.
+/// The chance, per window end, that sampling noise lists a stack at rest as a suspect.
+/// Each stack's sign test is held to `SUSPECT_ALPHA / m`, `m` the stacks that changed by
+/// enough samples to ever reach that level (Tarone's Bonferroni for discrete tests, see
+/// [`StackGrowths::threshold`]), so the whole list holds an innocent with chance at most
+/// this; a probe that chooses among its last [`SNAPSHOTS`] ends, at most that many times
+/// this.
 pub const SUSPECT_ALPHA: f64 = 1e-9;
 
 /// Every sampled stack's live sums at the start of the window ([`open_window`]) and at
@@ -320,12 +374,21 @@ pub fn stack_generation() -> u64 {
     0
 }
 
-/// Freezes the end of the window [`open_window`] opened at the sampler's sums now.
-/// Allocates nothing; cheap enough for every quiescent point (it touches only the stacks
-/// in use).
-pub fn snapshot_window() {
+/// How many of the last window ends [`snapshot_window`] froze stay readable with
+/// [`window_growth_at`].
+pub const SNAPSHOTS: usize = 4;
+
+#[cfg(feature = "hooks")]
+const _: () = assert!(SNAPSHOTS == avsoak_hooks::SNAPSHOTS);
+
+/// Freezes an end of the window [`open_window`] opened at the sampler's sums now, and
+/// returns its slot for [`window_growth_at`] (0 without the hooks). Allocates nothing;
+/// cheap enough for every quiescent point (it touches only the stacks in use).
+pub fn snapshot_window() -> usize {
     #[cfg(feature = "hooks")]
-    avsoak_hooks::snapshot_window();
+    return avsoak_hooks::snapshot_window();
+    #[cfg(not(feature = "hooks"))]
+    0
 }
 
 /// The growth of every sampled stack from [`open_window`] to the last
@@ -338,6 +401,22 @@ pub fn window_growth(iterations: u64) -> StackGrowths {
     };
     #[cfg(feature = "hooks")]
     StackGrowths::from_hooks(avsoak_hooks::window_growth(), iterations)
+}
+
+/// The growth of every sampled stack from [`open_window`] to the end frozen in `slot`
+/// (one of the last [`SNAPSHOTS`] that [`snapshot_window`] returned), which came
+/// `iterations` judged iterations after the window opened.
+pub fn window_growth_at(slot: usize, iterations: u64) -> StackGrowths {
+    #[cfg(not(feature = "hooks"))]
+    {
+        let _ = slot;
+        StackGrowths {
+            stacks: Vec::new(),
+            iterations,
+        }
+    }
+    #[cfg(feature = "hooks")]
+    StackGrowths::from_hooks(avsoak_hooks::window_growth_at(slot), iterations)
 }
 
 impl StackGrowths {
@@ -367,57 +446,183 @@ impl StackGrowths {
 }
 
 impl StackGrowths {
-    /// Stacks whose samples changed across the window: the sign tests' family.
+    /// Stacks whose samples changed across the window.
     pub fn tested(&self) -> usize {
         self.stacks.iter().filter(|g| g.gained + g.lost > 0).count()
     }
 
-    /// The stacks that grew beyond sampling noise, most bytes per iteration first, at
-    /// most `top` of them, symbolized (slow, allocates: call after measuring). A stack is
-    /// one when its estimated live bytes rose and its sign test
-    /// ([`crate::stats::sign_test`]) is at most [`SUSPECT_ALPHA`] over
-    /// [`StackGrowths::tested`]: a stack at rest, however much it holds, gains about as
-    /// many samples as it loses, so it is listed with chance below `SUSPECT_ALPHA` in all.
+    /// The call sites the sign tests judge: every innermost part of every stack that
+    /// changed (its first frame, its first two, …, all of it) where stacks branch off,
+    /// and every whole stack, with the sums of the stacks that share it. A leak reached by two paths (a part kept from a write
+    /// callback and from a flush) splits its samples between two stacks, too few in
+    /// each; the call site the two share holds them all.
+    fn sites(&self) -> Vec<Site> {
+        let mut sites: HashMap<(usize, u64), Site> = HashMap::new();
+        for (index, g) in self.stacks.iter().enumerate() {
+            let mut hash = 0xcbf2_9ce4_8422_2325u64;
+            for (at, &ip) in g.frames.iter().enumerate() {
+                hash = (hash ^ ip as u64).wrapping_mul(0x0000_0100_0000_01b3);
+                let site = sites.entry((at + 1, hash)).or_insert_with(|| Site {
+                    depth: at + 1,
+                    hash,
+                    stacks: 0,
+                    member: index,
+                    sums: Growth {
+                        frames: Vec::new(),
+                        bytes: 0.0,
+                        blocks: 0.0,
+                        samples: 0,
+                        grew_bytes: 0.0,
+                        grew_blocks: 0.0,
+                        gained: 0,
+                        lost: 0,
+                    },
+                });
+                site.stacks += 1;
+                site.sums.bytes += g.bytes;
+                site.sums.blocks += g.blocks;
+                site.sums.samples += g.samples;
+                site.sums.grew_bytes += g.grew_bytes;
+                site.sums.grew_blocks += g.grew_blocks;
+                site.sums.gained += g.gained;
+                site.sums.lost += g.lost;
+                if g.grew_bytes > self.stacks[site.member].grew_bytes {
+                    site.member = index;
+                }
+            }
+        }
+        // A site with the same stacks as the longer one on its path is the same test:
+        // only the longest of such a run stays, so a stack's frames are one test up to
+        // where another stack branches off, not one per frame.
+        let same_as_longer = |site: &Site| {
+            let frames = &self.stacks[site.member].frames;
+            frames.get(site.depth).is_some_and(|&ip| {
+                let next = (site.hash ^ ip as u64).wrapping_mul(0x0000_0100_0000_01b3);
+                sites
+                    .get(&(site.depth + 1, next))
+                    .is_some_and(|longer| longer.stacks == site.stacks)
+            })
+        };
+        let distinct: Vec<Site> = sites
+            .values()
+            .filter(|site| !same_as_longer(site))
+            .cloned()
+            .collect();
+        distinct
+    }
+
+    /// The sign tests' family threshold over the call sites ([`StackGrowths::sites`]).
+    pub fn threshold(&self) -> f64 {
+        tarone(
+            self.sites()
+                .iter()
+                .map(|s| s.sums.gained + s.sums.lost)
+                .collect(),
+        )
+    }
+
+    /// The call sites that grew beyond sampling noise, most bytes per iteration first,
+    /// at most `top` of them, symbolized (slow, allocates: call after measuring). A site
+    /// is one when its estimated live bytes rose, its sign test
+    /// ([`crate::stats::sign_test`]) is at most the family threshold ([`tarone`] over
+    /// every site), and no longer site within it is one too: a leak is named by the most
+    /// of its stack all its growth shares, its whole stack when it has one path. A
+    /// stack at rest, however much it holds, gains about as many samples as it loses, and
+    /// so does any site made of such stacks: one is listed with chance below
+    /// `SUSPECT_ALPHA` in all.
     pub fn suspects(self, top: usize) -> Vec<Suspect> {
         let mut suspects = self.unnamed_suspects(top);
         name_suspects(&mut suspects, &mut Symbolizer::default());
         suspects
     }
 
-    /// [`StackGrowths::suspects`] with each stack's raw addresses instead of its names:
+    /// [`StackGrowths::suspects`] with each site's raw addresses instead of its names:
     /// cheap, for another process to name.
     pub fn unnamed_suspects(self, top: usize) -> Vec<Suspect> {
-        let threshold = SUSPECT_ALPHA / self.tested().max(1) as f64;
+        let sites = self.sites();
+        let threshold = tarone(sites.iter().map(|s| s.sums.gained + s.sums.lost).collect());
         let per_iter = self.iterations.max(1) as f64;
-        let mut grown: Vec<(Growth, f64)> = self
-            .stacks
+        let mut grown: Vec<(Site, f64)> = sites
             .into_iter()
-            .filter(|g| g.grew_bytes > 0.0)
-            .map(|g| {
-                let p = crate::stats::sign_test(g.gained, g.lost);
-                (g, p)
+            .filter(|s| s.sums.grew_bytes > 0.0)
+            .map(|s| {
+                let p = crate::stats::sign_test(s.sums.gained, s.sums.lost);
+                (s, p)
             })
             .filter(|&(_, p)| p <= threshold)
             .collect();
-        grown.sort_by(|a, b| b.0.grew_bytes.total_cmp(&a.0.grew_bytes));
-        grown.truncate(top);
-        grown
-            .into_iter()
-            .map(|(g, p)| Suspect {
-                bytes: g.bytes.round() as u64,
-                blocks: g.blocks.round() as u64,
-                samples: g.samples,
-                growth_bytes_per_iter: g.grew_bytes / per_iter,
-                growth_blocks_per_iter: g.grew_blocks / per_iter,
-                share: None,
-                gained: g.gained,
-                lost: g.lost,
-                p,
-                frames: Vec::new(),
-                addresses: g.frames.iter().map(|&ip| ip as u64).collect(),
+        // Longest first: a site is kept unless a longer one within it was.
+        grown.sort_by_key(|(site, _)| std::cmp::Reverse(site.depth));
+        let mut kept: Vec<(Site, f64)> = Vec::new();
+        for (site, p) in grown {
+            let frames = &self.stacks[site.member].frames[..site.depth];
+            let within = kept
+                .iter()
+                .any(|(longer, _)| self.stacks[longer.member].frames[..site.depth] == *frames);
+            if !within {
+                kept.push((site, p));
+            }
+        }
+        kept.sort_by(|a, b| b.0.sums.grew_bytes.total_cmp(&a.0.sums.grew_bytes));
+        kept.truncate(top);
+        kept.into_iter()
+            .map(|(site, p)| {
+                let g = &site.sums;
+                Suspect {
+                    bytes: g.bytes.round() as u64,
+                    blocks: g.blocks.round() as u64,
+                    samples: g.samples,
+                    growth_bytes_per_iter: g.grew_bytes / per_iter,
+                    growth_blocks_per_iter: g.grew_blocks / per_iter,
+                    share: None,
+                    gained: g.gained,
+                    lost: g.lost,
+                    p,
+                    frames: Vec::new(),
+                    addresses: self.stacks[site.member].frames[..site.depth]
+                        .iter()
+                        .map(|&ip| ip as u64)
+                        .collect(),
+                    held_by: Vec::new(),
+                }
             })
             .collect()
     }
+}
+
+/// One call site: the innermost `depth` frames of its `member` stack (the one that grew
+/// most of those sharing them), with the sums of the `stacks` that share them.
+#[derive(Debug, Clone)]
+struct Site {
+    depth: usize,
+    /// The hash of its frames, for finding the site one frame longer.
+    hash: u64,
+    stacks: usize,
+    member: usize,
+    sums: Growth,
+}
+
+/// The family threshold for one-sided sign tests that changed by `changed` samples
+/// each: `SUSPECT_ALPHA / k` for the smallest `k` at least as large as the number of
+/// tests that could reach `SUSPECT_ALPHA / k` at all (Tarone's modified Bonferroni for
+/// discrete tests). A test over `n` samples cannot fall below `2^-n`, so one that
+/// changed by too few to ever pass does not widen the family; the chance that any test
+/// of a site at rest passes stays at most `SUSPECT_ALPHA`. With dense sampling hundreds
+/// of stacks change by a sample or two, and a leak of 37 large blocks passes where a
+/// plain Bonferroni over them would ask for 45.
+pub fn tarone(mut changed: Vec<u64>) -> f64 {
+    changed.retain(|&n| n > 0);
+    changed.sort_unstable_by(|a, b| b.cmp(a));
+    for k in 1..=changed.len().max(1) {
+        let level = SUSPECT_ALPHA / k as f64;
+        // Tests whose smallest possible p, 2^-n, is at most the level.
+        let testable =
+            changed.partition_point(|&n| (-(n as f64) * std::f64::consts::LN_2).exp() <= level);
+        if testable <= k {
+            return level;
+        }
+    }
+    SUSPECT_ALPHA / changed.len().max(1) as f64
 }
 
 /// Names every suspect's raw [`Suspect::addresses`] into its frames, resolving each
@@ -427,11 +632,103 @@ pub fn name_suspects(suspects: &mut [Suspect], symbolizer: &mut Symbolizer) {
         .iter()
         .map(|s| s.addresses.iter().map(|&a| a as usize).collect())
         .collect();
-    symbolizer.learn(raw.iter().map(Vec::as_slice));
+    let held: Vec<Vec<usize>> = suspects
+        .iter()
+        .flat_map(|s| &s.held_by)
+        .map(|h| h.addresses.iter().map(|&a| a as usize).collect())
+        .collect();
+    symbolizer.learn(raw.iter().chain(&held).map(Vec::as_slice));
     for (suspect, ips) in suspects.iter_mut().zip(&raw) {
         if !ips.is_empty() {
             suspect.frames = symbolizer.frames(ips);
             suspect.addresses.clear();
+        }
+    }
+    let mut held = held.iter();
+    for holder in suspects.iter_mut().flat_map(|s| &mut s.held_by) {
+        if let Some(ips) = held.next().filter(|ips| !ips.is_empty()) {
+            holder.frames = symbolizer.frames(ips);
+            holder.addresses.clear();
+        }
+    }
+    // A call site named by allocator plumbing alone names no code to fix: after the
+    // others, in their order.
+    suspects.sort_by_key(|s| !s.frames.is_empty() && s.readable().iter().all(|f| is_plumbing(f)));
+}
+
+/// The sampled blocks live now and the references holding them, taken from an epoch on:
+/// read before a workload's teardown, matched to the suspects after
+/// ([`Holding::attach`]).
+#[derive(Debug, Clone, Default)]
+pub struct Holding {
+    /// Per sampled block: its address and its stack.
+    blocks: Vec<(usize, Vec<usize>)>,
+    /// Per data block a reference holds: the stacks that took them.
+    holders: HashMap<usize, Vec<Vec<usize>>>,
+}
+
+/// Holders listed per suspect.
+const HOLDERS_SHOWN: usize = 3;
+
+impl Holding {
+    /// Reads the sampled blocks allocated at `min_epoch` or later and the references to
+    /// them taken at `min_epoch` or later. Allocates; cheap when no reference is kept.
+    pub fn now(min_epoch: u64) -> Self {
+        #[cfg(not(feature = "hooks"))]
+        {
+            let _ = min_epoch;
+            Holding::default()
+        }
+        #[cfg(feature = "hooks")]
+        {
+            let mut holders: HashMap<usize, Vec<Vec<usize>>> = HashMap::new();
+            for h in avsoak_hooks::holders(min_epoch) {
+                holders.entry(h.data).or_default().push(h.frames);
+            }
+            if holders.is_empty() {
+                return Holding::default();
+            }
+            let blocks = avsoak_hooks::live_samples(min_epoch)
+                .into_iter()
+                .filter(|s| holders.contains_key(&s.ptr))
+                .map(|s| (s.ptr, s.frames))
+                .collect();
+            Holding { blocks, holders }
+        }
+    }
+
+    /// Gives each suspect the calls whose references hold its blocks: the blocks whose
+    /// stack starts with the suspect's (raw) addresses, grouped by the stack that took
+    /// each reference still holding them, most blocks first.
+    pub fn attach(&self, suspects: &mut [Suspect]) {
+        if self.holders.is_empty() {
+            return;
+        }
+        for suspect in suspects.iter_mut() {
+            let site: Vec<usize> = suspect.addresses.iter().map(|&a| a as usize).collect();
+            if site.is_empty() {
+                continue;
+            }
+            let mut by_stack: HashMap<&[usize], u64> = HashMap::new();
+            for (ptr, frames) in &self.blocks {
+                if !frames.starts_with(&site) {
+                    continue;
+                }
+                for stack in self.holders.get(ptr).into_iter().flatten() {
+                    *by_stack.entry(stack.as_slice()).or_default() += 1;
+                }
+            }
+            let mut ranked: Vec<(&[usize], u64)> = by_stack.into_iter().collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            suspect.held_by = ranked
+                .into_iter()
+                .take(HOLDERS_SHOWN)
+                .map(|(stack, blocks)| HeldBy {
+                    blocks,
+                    frames: Vec::new(),
+                    addresses: stack.iter().map(|&ip| ip as u64).collect(),
+                })
+                .collect();
         }
     }
 }
@@ -635,10 +932,142 @@ fn keep_shown(names: Vec<String>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::keep_shown;
+    use super::{keep_shown, Growth, HeldBy, StackGrowths, Suspect, SUSPECT_ALPHA};
 
     fn owned(names: &[&str]) -> Vec<String> {
         names.iter().map(|&n| n.to_owned()).collect()
+    }
+
+    /// Stacks of one frame each, all different, that changed by `counts`.
+    fn changed_by(counts: &[(u64, u64)]) -> StackGrowths {
+        StackGrowths {
+            stacks: counts
+                .iter()
+                .enumerate()
+                .map(|(i, &(gained, lost))| Growth {
+                    frames: vec![0x1000 + i],
+                    bytes: 0.0,
+                    blocks: 0.0,
+                    samples: gained,
+                    grew_bytes: gained as f64,
+                    grew_blocks: gained as f64,
+                    gained,
+                    lost,
+                })
+                .collect(),
+            iterations: 1,
+        }
+    }
+
+    #[test]
+    fn the_holder_line_names_the_call_that_took_most_references() {
+        let mut suspect = Suspect {
+            gained: 60,
+            frames: owned(&["memalign", "av_malloc", "av_buffer_alloc", "make_frame"]),
+            ..Suspect::default()
+        };
+        assert_eq!(suspect.held_by_line(3), None);
+        suspect.held_by = vec![
+            HeldBy {
+                blocks: 58,
+                frames: owned(&["av_frame_ref", "ring_store", "thumbnail_loop", "run"]),
+                addresses: Vec::new(),
+            },
+            HeldBy {
+                blocks: 2,
+                frames: owned(&["av_frame_clone", "preview"]),
+                addresses: Vec::new(),
+            },
+        ];
+        assert_eq!(
+            suspect.held_by_line(3).unwrap(),
+            "held by: av_frame_ref ← ring_store ← thumbnail_loop (58 of 60 sampled blocks)"
+        );
+    }
+
+    #[test]
+    fn stacks_that_could_never_be_listed_do_not_widen_the_family() {
+        // A thousand stacks that changed by a sample or two cannot test below 1/4: the
+        // one that gained 37 is alone in the family.
+        let mut counts = vec![(1, 1); 1000];
+        counts.push((37, 0));
+        let growths = changed_by(&counts);
+        assert_eq!(growths.tested(), 1001);
+        assert_eq!(growths.threshold(), SUSPECT_ALPHA);
+        assert_eq!(growths.unnamed_suspects(5).len(), 1);
+        // Five stacks that could each reach 1e-9 / 5 share it.
+        let growths = changed_by(&[(40, 0), (20, 20), (35, 5), (50, 0), (45, 1)]);
+        assert_eq!(growths.threshold(), SUSPECT_ALPHA / 5.0);
+        // Forty stacks that changed by 32 samples could each reach 1e-9 / 4 (2^-32 is
+        // 2.3e-10) but not 1e-9 / 5: four is too few for them, five makes it.
+        let growths = changed_by(&vec![(16, 16); 40]);
+        assert_eq!(growths.threshold(), SUSPECT_ALPHA / 5.0);
+        assert!(changed_by(&[]).threshold() > 0.0);
+    }
+
+    #[test]
+    fn a_leak_reached_by_two_paths_is_named_by_the_call_site_they_share() {
+        // malloc <- keep <- upload, then write or flush: 22 and 23 gained, none lost;
+        // each path alone misses the threshold (2^-22, 2^-23), the site they share holds
+        // 45. A stack at rest beside them shares only malloc, and keeps that site at
+        // rest too.
+        let stack = |frames: &[usize], gained, lost| Growth {
+            frames: frames.to_vec(),
+            bytes: 0.0,
+            blocks: 0.0,
+            samples: gained,
+            grew_bytes: (gained as f64 - lost as f64) * 1000.0,
+            grew_blocks: gained as f64 - lost as f64,
+            gained,
+            lost,
+        };
+        let growths = StackGrowths {
+            stacks: vec![
+                stack(&[1, 2, 3, 10, 11], 22, 0),
+                stack(&[1, 2, 3, 20, 21], 23, 0),
+                stack(&[1, 7, 8, 9], 300, 301),
+            ],
+            iterations: 10,
+        };
+        let suspects = growths.unnamed_suspects(5);
+        assert_eq!(suspects.len(), 1, "{suspects:?}");
+        assert_eq!(suspects[0].addresses, vec![1, 2, 3]);
+        assert_eq!((suspects[0].gained, suspects[0].lost), (45, 0));
+        assert_eq!(suspects[0].growth_bytes_per_iter, 4500.0);
+        // One path with enough samples is named whole.
+        let growths = StackGrowths {
+            stacks: vec![
+                stack(&[1, 2, 3, 10, 11], 60, 0),
+                stack(&[1, 7, 8, 9], 300, 301),
+            ],
+            iterations: 10,
+        };
+        let suspects = growths.unnamed_suspects(5);
+        assert_eq!(suspects.len(), 1, "{suspects:?}");
+        assert_eq!(suspects[0].addresses, vec![1, 2, 3, 10, 11]);
+    }
+
+    #[test]
+    fn a_stack_starts_past_the_plumbing_unless_its_first_caller_has_no_name() {
+        let suspect = |frames: &[&str]| Suspect {
+            frames: owned(frames),
+            ..Suspect::default()
+        };
+        let named = suspect(&["realloc", "av_realloc_f", "mov_grow", "av_write_frame"]);
+        assert_eq!(named.readable(), owned(&["mov_grow", "av_write_frame"]));
+        let stripped = suspect(&[
+            "realloc",
+            "av_realloc_f",
+            "av_reallocp_array",
+            "?? [libavformat.so.59]",
+            "av_write_frame",
+        ]);
+        assert_eq!(
+            stripped.stack(3),
+            "av_reallocp_array ← ?? [libavformat.so.59] ← av_write_frame"
+        );
+        let all_plumbing = suspect(&["malloc", "av_malloc"]);
+        assert_eq!(all_plumbing.readable(), owned(&["malloc", "av_malloc"]));
     }
 
     #[test]

@@ -8,6 +8,15 @@
 //! with chance ≥ 99 %, over a window long enough to hold about [`TARGET_SAMPLES`] of them.
 //! Its growth-ranked stacks replace the suspects; the verdict and every figure stay the
 //! first pass's.
+//!
+//! The window is sized by blocks and by bytes and time: a leak of one large block every
+//! few dozen iterations needs more than [`RERUN_JUDGED`]'s 200 iterations to gain 60
+//! blocks, and gets them as long as the re-run, at the first pass's CPU time per
+//! iteration, takes at most [`RERUN_SECONDS`] of CPU and leaks at most
+//! [`RERUN_LEAKED_BYTES`]. A leak that grows no blocks
+//! (one block grown by `realloc`) is sampled by the bytes its reallocations add, each
+//! growth sampled at the stack of the call that grew it; how often the block grows is not
+//! known, so its window is the longest the budget allows.
 
 use super::Plan;
 use crate::report::{Attribution, AttributionPass, CaseResult, Verdict};
@@ -20,8 +29,25 @@ pub const EXPLAINED: f64 = 0.5;
 /// family threshold (`SUSPECT_ALPHA` / the stacks that changed) for up to 10⁸ stacks.
 pub const TARGET_SAMPLES: f64 = 60.0;
 
-/// The fewest and most judged iterations a re-run soaks.
+/// The fewest judged iterations a re-run soaks, and the most it soaks whatever the
+/// budget ([`RERUN_SECONDS`], [`RERUN_LEAKED_BYTES`]) allows beyond.
 pub const RERUN_JUDGED: (u64, u64) = (40, 200);
+
+/// The CPU seconds a re-run's judged window may take beyond [`RERUN_JUDGED`]'s 200
+/// iterations, at the first pass's CPU time per iteration. CPU time, not wall time: a
+/// loaded host stretches the wall clock of both passes, but not the work an iteration
+/// is, so the window holds as many iterations on a busy host as on a quiet one.
+pub const RERUN_SECONDS: f64 = 30.0;
+
+/// The most a re-run's judged window may leak beyond [`RERUN_JUDGED`]'s 200 iterations,
+/// at the first pass's slope.
+pub const RERUN_LEAKED_BYTES: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// The most judged iterations a re-run soaks, whatever the budget.
+pub const RERUN_MOST: u64 = 20_000;
+
+/// Below this many blocks an iteration, a leak is taken to grow blocks it already has.
+const GROWS_BLOCKS: f64 = 0.05;
 
 /// The re-run for a result, when one is due: its plan and sampling interval.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +58,9 @@ pub struct Rerun {
     pub interval: u64,
 }
 
-/// The share of the measured slope the suspects explain (0 when nothing grew).
+/// The share of the measured slope the suspects explain (0 when nothing grew). A suspect
+/// named by allocator plumbing alone (`memalign ← posix_memalign ← av_malloc`: the call
+/// site many stacks share) explains nothing: it names no code to fix.
 pub fn explained(result: &CaseResult) -> f64 {
     let slope = result.heap.leak_bytes_per_iter;
     if slope <= 0.0 {
@@ -41,6 +69,7 @@ pub fn explained(result: &CaseResult) -> f64 {
     result
         .suspects
         .iter()
+        .filter(|s| !s.readable().iter().all(|f| crate::heap::is_plumbing(f)))
         .map(|s| s.growth_bytes_per_iter)
         .sum::<f64>()
         / slope
@@ -64,29 +93,39 @@ pub fn sampled(result: &CaseResult) -> Option<Attribution> {
     })
 }
 
-/// The re-run a `leak` needs, or why it needs none. A leak that grows no blocks (one
-/// block grown by `realloc`, say) has no count for the sign test to see at any interval,
-/// so it gets no re-run, and the note says so.
-pub fn plan(result: &CaseResult, plan: &Plan) -> Result<Option<Rerun>, String> {
-    let Some(sampling) = result.sampling else {
-        return Ok(None);
-    };
+/// The re-run a `leak` needs, if any.
+pub fn plan(result: &CaseResult, plan: &Plan) -> Option<Rerun> {
+    let sampling = result.sampling?;
     let slope = result.heap.leak_bytes_per_iter;
     if result.verdict != Verdict::Leak || slope <= 0.0 || explained(result) >= EXPLAINED {
-        return Ok(None);
+        return None;
     }
+    // What the budget allows: the first pass's CPU per iteration (its wall clock per
+    // iteration when no CPU was measured) and slope over the judged window.
+    let pace = match result.throughput.cpu_ms_per_iter {
+        cpu if cpu > 0.0 => cpu / 1000.0,
+        _ => result.wall_s / result.iterations.max(1) as f64,
+    };
+    let by_time = if pace > 0.0 {
+        RERUN_SECONDS / pace
+    } else {
+        f64::INFINITY
+    };
+    let allowed = by_time
+        .min(RERUN_LEAKED_BYTES / slope)
+        .clamp(RERUN_JUDGED.1 as f64, RERUN_MOST as f64) as u64;
     let blocks = result.heap.leak_blocks_per_iter;
-    if blocks < 0.05 {
-        return Err(format!(
-            "the leak grows existing blocks ({blocks:.3} blocks/iteration): no sampled \
-             count can name it"
-        ));
-    }
-    let judged = ((TARGET_SAMPLES / blocks).ceil() as u64).clamp(RERUN_JUDGED.0, RERUN_JUDGED.1);
-    // A block of the leak's mean size is sampled with chance 1 - e^-5 > 99 %.
-    let block_bytes = slope / blocks;
-    let interval = ((block_bytes / 5.0).floor() as u64).clamp(1, sampling.interval_bytes.max(1));
-    Ok(Some(Rerun {
+    let (judged, interval) = if blocks < GROWS_BLOCKS {
+        // Growth inside blocks: about five samples of the added bytes an iteration, over
+        // the longest window allowed, as the growths may be far apart.
+        (allowed, slope / 5.0)
+    } else {
+        // A block of the leak's mean size is sampled with chance 1 - e^-5 > 99 %.
+        let needed = (TARGET_SAMPLES / blocks).ceil() as u64;
+        (needed.clamp(RERUN_JUDGED.0, allowed), slope / blocks / 5.0)
+    };
+    let interval = (interval.floor() as u64).clamp(1, sampling.interval_bytes.max(1));
+    Some(Rerun {
         plan: Plan {
             iterations: plan.warmup + judged,
             warmup: plan.warmup,
@@ -94,7 +133,7 @@ pub fn plan(result: &CaseResult, plan: &Plan) -> Result<Option<Rerun>, String> {
             ..plan.clone()
         },
         interval,
-    }))
+    })
 }
 
 /// Takes the re-run's suspects into the first pass's result, with their share of the
@@ -149,17 +188,11 @@ pub fn attribute<E>(
     rerun: impl FnOnce(&Rerun) -> Result<Option<CaseResult>, E>,
 ) -> Result<CaseResult, E> {
     result.attribution = sampled(&result);
-    match plan(&result, case_plan) {
-        Ok(None) => Ok(result),
-        Err(why) => {
-            if let Some(a) = &mut result.attribution {
-                a.note = Some(why);
-            }
-            Ok(result)
-        }
-        Ok(Some(planned)) => Ok(match rerun(&planned)? {
-            Some(second) => adopt(result, &planned, second),
-            None => result,
-        }),
-    }
+    let Some(planned) = plan(&result, case_plan) else {
+        return Ok(result);
+    };
+    Ok(match rerun(&planned)? {
+        Some(second) => adopt(result, &planned, second),
+        None => result,
+    })
 }

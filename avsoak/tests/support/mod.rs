@@ -100,6 +100,7 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
                 "x264_picture_alloc".into(),
             ],
             addresses: Vec::new(),
+            held_by: Vec::new(),
         }],
         attribution: (verdict == Verdict::Leak).then_some(Attribution {
             pass: AttributionPass::Sampled,

@@ -11,6 +11,7 @@
 //! | `multipart` | a live camera → x264 → fMP4 → multipart sink; one GOP (one fragment) per iteration; a new object every [`OBJECT_FRAGMENTS`] fragments | clean |
 //! | `upload` | `multipart`, each part uploaded to a loopback store on a connection of its own; a refused part is sent again on a new connection, the refused one closed | clean |
 //! | `upload-abort-keeps-connection` | `upload`, but the abort path leaves the refused connection open | leak |
+//! | `multipart-keeps-parts` | `multipart` at 256 KiB parts, keeping a copy of each part for a resend that never comes: one every ~16 iterations | leak |
 //! | `endless-stream` | the same live stream cut into low-latency chunks of 5 frames, never finished | leak |
 //! | `segment-skips-io-free` | a whole fMP4 per iteration; teardown frees nothing of the custom I/O | leak |
 //!
@@ -51,6 +52,8 @@ pub enum Mode {
     Upload,
     /// Control: `Upload` whose abort path leaves the refused connection open.
     UploadAbortKeepsConnection,
+    /// Control: `Multipart` at 256 KiB parts keeping a copy of each part.
+    MultipartKeepsParts,
     /// Control: a live fMP4 stream in 5-frame chunks, never finished.
     EndlessStream,
     /// Control: a whole fMP4 per iteration, custom I/O never freed.
@@ -59,12 +62,13 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode, in report order.
-    pub const ALL: [Mode; 7] = [
+    pub const ALL: [Mode; 8] = [
         Mode::Fragmented,
         Mode::PlainMp4,
         Mode::Multipart,
         Mode::Upload,
         Mode::UploadAbortKeepsConnection,
+        Mode::MultipartKeepsParts,
         Mode::EndlessStream,
         Mode::SegmentSkipsIoFree,
     ];
@@ -77,6 +81,7 @@ impl Mode {
             Mode::Multipart => "multipart",
             Mode::Upload => "upload",
             Mode::UploadAbortKeepsConnection => "upload-abort-keeps-connection",
+            Mode::MultipartKeepsParts => "multipart-keeps-parts",
             Mode::EndlessStream => "endless-stream",
             Mode::SegmentSkipsIoFree => "segment-skips-io-free",
         }
@@ -97,6 +102,9 @@ impl Mode {
             Mode::UploadAbortKeepsConnection => {
                 "control: the upload's abort path leaves each refused part's connection open"
             }
+            Mode::MultipartKeepsParts => {
+                "control: multipart at 256 KiB parts, a copy of each part kept for a resend that never comes"
+            }
             Mode::EndlessStream => {
                 "control: live fMP4 in 5-frame chunks never finished; the muxer keeps an index entry per chunk"
             }
@@ -108,9 +116,10 @@ impl Mode {
 
     fn expect(self) -> Expect {
         match self {
-            Mode::SegmentSkipsIoFree | Mode::EndlessStream | Mode::UploadAbortKeepsConnection => {
-                Expect::Leak
-            }
+            Mode::SegmentSkipsIoFree
+            | Mode::EndlessStream
+            | Mode::UploadAbortKeepsConnection
+            | Mode::MultipartKeepsParts => Expect::Leak,
             _ => Expect::Clean,
         }
     }
@@ -165,17 +174,18 @@ impl Scenario for Fmp4Mux {
         let mode = crate::by_name(&Mode::ALL, Mode::name, "fmp4-mux variant", &case.variant)?;
         media::init()?;
         Ok(match mode {
-            Mode::Multipart => {
-                let part = crate::parse_bytes(case.param("part", "5m"))?;
+            Mode::Multipart | Mode::MultipartKeepsParts => {
+                let sink = match mode {
+                    Mode::Multipart => {
+                        MultipartSink::counting(crate::parse_bytes(case.param("part", "5m"))?)?
+                    }
+                    _ => MultipartSink::keeping_every(256 << 10, 1)?,
+                };
                 let plan = StreamPlan {
                     chunk_frames: Clip::STANDARD.keyint,
                     rotate_every: Some(OBJECT_FRAGMENTS),
                 };
-                Box::new(LiveStream::new(
-                    Clip::STANDARD,
-                    MultipartSink::counting(part)?,
-                    plan,
-                )?)
+                Box::new(LiveStream::new(Clip::STANDARD, sink, plan)?)
             }
             Mode::Upload | Mode::UploadAbortKeepsConnection => {
                 let on_abort = match mode {
@@ -205,6 +215,13 @@ impl Scenario for Fmp4Mux {
 enum Parts {
     /// Count them (soaks): the part buffer is reused, nothing is allocated per part.
     Counting,
+    /// Control: count them, but keep a copy of every `every`th part for a resend that
+    /// never comes.
+    KeepingEvery {
+        every: u64,
+        parts: u64,
+        kept: Vec<Vec<u8>>,
+    },
     /// Upload each to a loopback store on a connection of its own (the buffer reused).
     Uploading(Uploader),
     /// Keep them (tests): the parts of finished objects, and of the open one.
@@ -245,6 +262,18 @@ impl MultipartSink {
         MultipartSink::new(part_size, Parts::Counting)
     }
 
+    /// The control's sink: counts parts, but keeps a copy of every `every`th one.
+    pub fn keeping_every(part_size: usize, every: u64) -> Result<Self, BoxError> {
+        MultipartSink::new(
+            part_size,
+            Parts::KeepingEvery {
+                every,
+                parts: 0,
+                kept: Vec::new(),
+            },
+        )
+    }
+
     /// A sink that keeps every part of every object.
     pub fn keeping(part_size: usize) -> Result<Self, BoxError> {
         MultipartSink::new(
@@ -268,6 +297,13 @@ impl MultipartSink {
     fn upload(&mut self) -> io::Result<()> {
         match &mut self.parts {
             Parts::Counting => self.current.clear(),
+            Parts::KeepingEvery { every, parts, kept } => {
+                *parts += 1;
+                if parts.is_multiple_of(*every) {
+                    keep_for_resend(kept, &self.current);
+                }
+                self.current.clear();
+            }
             Parts::Uploading(client) => {
                 client.upload_part(&self.current)?;
                 self.current.clear();
@@ -301,7 +337,7 @@ impl MultipartSink {
     /// The parts of every completed object (empty when counting).
     pub fn into_objects(self) -> Vec<Vec<Vec<u8>>> {
         match self.parts {
-            Parts::Counting | Parts::Uploading(_) => Vec::new(),
+            Parts::Counting | Parts::KeepingEvery { .. } | Parts::Uploading(_) => Vec::new(),
             Parts::Keeping { objects, .. } => objects,
         }
     }
@@ -320,6 +356,12 @@ impl Write for MultipartSink {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// The control's mistake: a copy of a part kept for a resend, never released.
+#[inline(never)]
+fn keep_for_resend(kept: &mut Vec<Vec<u8>>, part: &[u8]) {
+    kept.push(part.to_vec());
 }
 
 /// Writes `clip` as one whole fragmented MP4 to a sink without a seek callback.
@@ -392,6 +434,7 @@ impl Workload for SegmentWorkload {
             Mode::Multipart
             | Mode::Upload
             | Mode::UploadAbortKeepsConnection
+            | Mode::MultipartKeepsParts
             | Mode::EndlessStream => Err("live streams run as LiveStream".into()),
         }
     }

@@ -10,12 +10,15 @@
 //! | `borrowed-planes` | no picture allocation: the image points at the camera's buffer | clean |
 //! | `resolution-switch` | the camera flips size every segment; picture and encoder rebuilt | clean |
 //! | `per-frame-alloc-leak` | `x264_picture_alloc` and never clean (the incident's leak) | leak |
+//! | `every-16th-frame-leak` | `per-frame-alloc-clean`, but every 16th frame's picture is never cleaned | leak |
 //! | `clean-after-repoint` | planes re-pointed at the camera buffer, then `x264_picture_clean` (the incident's crash) | crash |
 //!
 //! One iteration is one frame, except `resolution-switch`, where it is one segment of
 //! [`SEGMENT_FRAMES`] frames at one size: the sample then always falls at the same point
 //! of the cycle (the encoder just rebuilt for the new size), so the series is judged
-//! like any other. Every case runs at 640×480 and 1280×720.
+//! like any other. Every case runs at 640×480 and 1280×720, but `every-16th-frame-leak`,
+//! a sporadic large leak (one 460 KB picture every 16 frames) whose suspect needs the
+//! exact re-run's ~960 judged frames, at 640×480 only.
 
 use avsoak::scenario::{BoxError, Case, Expect, Scenario, Work, Workload};
 use avsoak_fixtures::{Camera, CameraConfig, Frame, Pattern, SizeChange};
@@ -44,18 +47,21 @@ pub enum Mode {
     ResolutionSwitch,
     /// Alloc every frame, never clean.
     PerFrameAllocLeak,
+    /// Alloc and clean every frame, but every 16th frame's picture is never cleaned.
+    Every16thFrameLeak,
     /// Re-point planes at the camera buffer, then clean.
     CleanAfterRepoint,
 }
 
 impl Mode {
     /// Every mode, in report order.
-    pub const ALL: [Mode; 6] = [
+    pub const ALL: [Mode; 7] = [
         Mode::Pooled,
         Mode::PerFrameAllocClean,
         Mode::BorrowedPlanes,
         Mode::ResolutionSwitch,
         Mode::PerFrameAllocLeak,
+        Mode::Every16thFrameLeak,
         Mode::CleanAfterRepoint,
     ];
 
@@ -67,13 +73,14 @@ impl Mode {
             Mode::BorrowedPlanes => "borrowed-planes",
             Mode::ResolutionSwitch => "resolution-switch",
             Mode::PerFrameAllocLeak => "per-frame-alloc-leak",
+            Mode::Every16thFrameLeak => "every-16th-frame-leak",
             Mode::CleanAfterRepoint => "clean-after-repoint",
         }
     }
 
     fn expect(self) -> Expect {
         match self {
-            Mode::PerFrameAllocLeak => Expect::Leak,
+            Mode::PerFrameAllocLeak | Mode::Every16thFrameLeak => Expect::Leak,
             Mode::CleanAfterRepoint => Expect::Crash,
             _ => Expect::Clean,
         }
@@ -92,6 +99,9 @@ impl Mode {
                 "camera flips size every segment; picture and encoder rebuilt"
             }
             Mode::PerFrameAllocLeak => "control: x264_picture_alloc every frame, never cleaned",
+            Mode::Every16thFrameLeak => {
+                "control: x264_picture_alloc and clean every frame, but every 16th picture never cleaned"
+            }
             Mode::CleanAfterRepoint => {
                 "control: planes re-pointed at the camera buffer, then x264_picture_clean"
             }
@@ -126,7 +136,11 @@ impl Scenario for PicturePool {
     fn cases(&self) -> Vec<Case> {
         let mut cases = Vec::new();
         for mode in Mode::ALL {
-            for (w, h) in SIZES {
+            let sizes = match mode {
+                Mode::Every16thFrameLeak => &SIZES[..1],
+                _ => &SIZES[..],
+            };
+            for &(w, h) in sizes {
                 cases.push(
                     Case::new(self.name(), mode.name(), mode.expect(), mode.about())
                         .with_param("size", &format!("{w}x{h}"))
@@ -259,12 +273,14 @@ impl PictureWorkload {
                 picture.fill_from(&self.frame)?;
                 ffi::x264::encode(encoder, index, pts, picture.image(), &mut self.sink)?
             }
-            Mode::PerFrameAllocClean | Mode::PerFrameAllocLeak => {
+            Mode::PerFrameAllocClean | Mode::PerFrameAllocLeak | Mode::Every16thFrameLeak => {
                 let mut picture = AllocatedPicture::new(self.frame.width(), self.frame.height())?;
                 picture.fill_from(&self.frame)?;
                 let out = ffi::x264::encode(encoder, index, pts, picture.image(), &mut self.sink)?;
-                if self.mode == Mode::PerFrameAllocLeak {
-                    picture.leak();
+                match self.mode {
+                    Mode::PerFrameAllocLeak => picture.leak(),
+                    Mode::Every16thFrameLeak if index % 16 == 15 => picture.leak(),
+                    _ => drop(picture),
                 }
                 out
             }

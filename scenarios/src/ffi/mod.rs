@@ -19,6 +19,18 @@ pub mod mapped;
 pub mod x264;
 pub mod x265;
 
+/// Moves `from`'s reference into a new packet with `av_packet_move_ref`, as ffplay's
+/// packet queue takes a packet in: `from` is left blank for the next read.
+pub fn move_packet(from: &mut ffmpeg_next::Packet) -> ffmpeg_next::Packet {
+    use ffmpeg_next::packet::Mut as _;
+    let mut taken = ffmpeg_next::Packet::empty();
+    // SAFETY: both are valid AVPackets, each owned by its ffmpeg_next::Packet; the move
+    // hands `from`'s references to `taken` and leaves `from` blank, which its owner
+    // unrefs or reuses as it would an empty packet.
+    unsafe { ffmpeg_next::ffi::av_packet_move_ref(taken.as_mut_ptr(), from.as_mut_ptr()) };
+    taken
+}
+
 /// Initialises FFmpeg for a scenario: registers everything, logs errors only.
 pub fn init() -> Result<(), ffmpeg_next::Error> {
     ffmpeg_next::init()?;

@@ -608,9 +608,10 @@ fn play<R>(
                 continue;
             }
             if packet.stream() == active {
-                let taken = std::mem::replace(&mut packet, ffmpeg::Packet::empty());
                 // Refused only after an abort, and then dropped (unref) on the way out.
-                let _ = shared.packets.put(Item::Packet(Packet::new(taken)));
+                let _ = shared
+                    .packets
+                    .put(Item::Packet(Packet::take_from(&mut packet)));
             }
             // A packet of another stream is released by the next read.
         }

@@ -66,6 +66,13 @@ impl Packet {
         Packet { inner, bytes }
     }
 
+    /// Takes `from`'s reference (`av_packet_move_ref`, as ffplay's queue put does),
+    /// leaving `from` blank for the next read.
+    #[inline(never)]
+    pub fn take_from(from: &mut ffmpeg::Packet) -> Self {
+        Packet::new(crate::ffi::move_packet(from))
+    }
+
     /// The `AVPacket`.
     pub fn get(&self) -> &ffmpeg::Packet {
         &self.inner
