@@ -5,9 +5,9 @@
 //! FFmpeg's libraries are linked `-Bsymbolic` on Debian: libavutil's `av_frame_ref` calls
 //! its own `av_buffer_ref` directly, so hooking `av_buffer_ref` alone would miss it
 //! (docs/design/holders.md). What is interposed instead are the public entry points a
-//! program or another library calls to take a reference: `av_buffer_ref`,
-//! `av_buffer_pool_get`, `av_frame_ref`, `av_frame_clone`, `av_packet_ref`,
-//! `av_packet_clone`, and `av_packet_move_ref`, which moves one. While the outermost of
+//! program calls to take a reference to a frame's or a packet's buffers: `av_frame_ref`,
+//! `av_frame_clone`, `av_packet_ref`, `av_packet_clone`, and `av_packet_move_ref`, which
+//! moves one (`crate::references` says why not `av_buffer_ref`). While the outermost of
 //! them runs on a thread, the small blocks that thread allocates are noted; when it
 //! returns, each that reads as an `AVBufferRef` (its public layout: the buffer, the data,
 //! the size) whose data is a sampled block is kept in a static table, with the stack of
@@ -22,7 +22,7 @@
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 
-use crate::origins::{here, stack_frames};
+use crate::origins::{here_up_to, stack_frames};
 
 /// Threads inside an interposed reference-taking call now: the allocation hooks look at
 /// their thread's state only while this is not 0.
@@ -33,6 +33,12 @@ pub(crate) static TAKING: AtomicUsize = AtomicUsize::new(0);
 const NOTED: usize = 24;
 /// The smallest and largest usable size an `AVBufferRef` (24 bytes) can have.
 pub(crate) const REF_BLOCK: (usize, usize) = (24, 64);
+
+/// Frames kept of a reference's stack: the call that took it and its callers a few
+/// levels up name the code that kept it, and a program that references its sampled
+/// buffers many times a frame (a decoder's reference lists) pays a walk each time, so
+/// the walk stops here.
+const HOLDER_FRAMES: usize = 7;
 
 /// References kept (a power of two).
 pub const REF_SLOTS: usize = 1 << 13;
@@ -202,7 +208,7 @@ pub(crate) fn leave(outermost: bool) {
             continue;
         }
         if stack == 0 {
-            stack = here();
+            stack = here_up_to(HOLDER_FRAMES);
             if stack == 0 {
                 return;
             }
@@ -230,7 +236,7 @@ pub(crate) fn moving(packet: usize) {
     if buffer == 0 || data == 0 || size == 0 || !crate::sample::is_sampled(data) {
         return;
     }
-    let stack = here();
+    let stack = here_up_to(HOLDER_FRAMES);
     if stack != 0 {
         keep(block, data, stack);
     }

@@ -18,7 +18,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use crate::sample::{capture, Reentrancy, MAX_FRAMES};
+use crate::sample::{capture_up_to, Reentrancy, MAX_FRAMES};
 
 /// Descriptor numbers tracked (a descriptor above has no stack).
 pub const FD_SLOTS: usize = 1 << 16;
@@ -73,11 +73,16 @@ fn unlock() {
 /// The caller's stack, kept in the stack table: its index + 1, or 0 when the table is
 /// full or the thread is already inside a hook.
 pub(crate) fn here() -> u32 {
+    here_up_to(MAX_FRAMES)
+}
+
+/// [`here`], at most `most` frames deep.
+pub(crate) fn here_up_to(most: usize) -> u32 {
     let Some(_inside) = Reentrancy::enter() else {
         return 0;
     };
     let mut frames = [0usize; MAX_FRAMES];
-    let depth = capture(&mut frames);
+    let depth = capture_up_to(&mut frames, most);
     let hash = frames[..depth]
         .iter()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, &ip| {

@@ -473,6 +473,12 @@ fn countdown(size: usize) -> bool {
 /// The caller's stack, innermost first, into `frames`: how many were written. Call it
 /// under the re-entrancy guard (the unwinder may allocate on its first use).
 pub(crate) fn capture(frames: &mut [usize; MAX_FRAMES]) -> usize {
+    capture_up_to(frames, MAX_FRAMES)
+}
+
+/// [`capture`], at most `most` frames: a walk's cost grows with its depth.
+pub(crate) fn capture_up_to(frames: &mut [usize; MAX_FRAMES], most: usize) -> usize {
+    let most = most.min(MAX_FRAMES);
     let mut depth = 0;
     // SAFETY: `trace_unsynchronized` requires that no other thread unwinds through the
     // same unsynchronized state at once; backtrace's Linux implementation calls libgcc's
@@ -482,7 +488,7 @@ pub(crate) fn capture(frames: &mut [usize; MAX_FRAMES]) -> usize {
         backtrace::trace_unsynchronized(|frame| {
             frames[depth] = frame.ip() as usize;
             depth += 1;
-            depth < MAX_FRAMES
+            depth < most
         });
     }
     depth
