@@ -79,10 +79,7 @@ static KEPT: AtomicUsize = AtomicUsize::new(0);
 
 /// Where the tables lie: start address and length of each.
 pub(crate) fn table_ranges() -> [(usize, usize); 2] {
-    fn range<T>(table: &T) -> (usize, usize) {
-        (table as *const T as usize, core::mem::size_of::<T>())
-    }
-    [range(&REFS), range(&HOMES)]
+    [crate::range_of(&REFS), crate::range_of(&HOMES)]
 }
 
 fn home(block: usize) -> usize {
@@ -172,6 +169,18 @@ fn keep(block: usize, data: usize, stack: u32) {
     }
 }
 
+/// The data block `block` refers to when it reads as an `AVBufferRef` (its public layout:
+/// the buffer, the data, the size, none of them 0) whose data the sampler holds.
+///
+/// # Safety
+/// `block` is a live block of at least three words; they are only compared, never
+/// followed.
+unsafe fn sampled_data(block: usize) -> Option<usize> {
+    // SAFETY: the caller's guarantee.
+    let [buffer, data, size] = unsafe { core::ptr::read(block as *const [usize; 3]) };
+    (buffer != 0 && data != 0 && size != 0 && crate::sample::is_sampled(data)).then_some(data)
+}
+
 /// Entering an interposed reference-taking call: whether it is this thread's outermost.
 pub(crate) fn enter() -> bool {
     let depth = DEPTH.try_with(|d| {
@@ -201,12 +210,10 @@ pub(crate) fn leave(outermost: bool) {
     let mut stack = 0;
     for &block in &blocks[..len] {
         // SAFETY: `block` was allocated by this thread inside this call with a usable
-        // size of at least 24 bytes and has not been freed since (a free forgets it), so
-        // its first three words are readable; they are only compared, never followed.
-        let [buffer, data, size] = unsafe { core::ptr::read(block as *const [usize; 3]) };
-        if buffer == 0 || data == 0 || size == 0 || !crate::sample::is_sampled(data) {
+        // size of at least 24 bytes and has not been freed since (a free forgets it).
+        let Some(data) = (unsafe { sampled_data(block) }) else {
             continue;
-        }
+        };
         if stack == 0 {
             stack = here_up_to(HOLDER_FRAMES);
             if stack == 0 {
@@ -230,12 +237,10 @@ pub(crate) fn moving(packet: usize) {
     if block == 0 {
         return;
     }
-    // SAFETY: a packet's `buf` is null or a live AVBufferRef the packet owns; its first
-    // three fields are the buffer, the data and the size.
-    let [buffer, data, size] = unsafe { core::ptr::read(block as *const [usize; 3]) };
-    if buffer == 0 || data == 0 || size == 0 || !crate::sample::is_sampled(data) {
+    // SAFETY: a packet's `buf` is a live AVBufferRef the packet owns.
+    let Some(data) = (unsafe { sampled_data(block) }) else {
         return;
-    }
+    };
     let stack = here_up_to(HOLDER_FRAMES);
     if stack != 0 {
         keep(block, data, stack);

@@ -55,6 +55,11 @@ pub use interpose::{hook_addresses, linked};
 
 pub use sample::{LiveSample, StackGrowth, StackRecord, MAX_FRAMES, STACK_SLOTS, TABLE_SLOTS};
 
+/// Where a static table lies: its start address and length.
+pub(crate) fn range_of<T>(table: &T) -> (usize, usize) {
+    (table as *const T as usize, core::mem::size_of::<T>())
+}
+
 /// [`tables_resident_bytes`]'s last count, and when it was made
 /// (`CLOCK_MONOTONIC_COARSE`, ns; 0: never).
 static RESIDENT: AtomicU64 = AtomicU64::new(0);

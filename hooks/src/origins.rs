@@ -233,14 +233,11 @@ static MAPPINGS: Keyed<{ 1 << 12 }> = Keyed::new();
 
 /// Where the origin tables lie: start address and length of each.
 pub(crate) fn table_ranges() -> [(usize, usize); 4] {
-    fn range<T>(table: &T) -> (usize, usize) {
-        (table as *const T as usize, core::mem::size_of::<T>())
-    }
     [
-        range(&FDS),
-        range(&STACKS),
-        range(&THREADS),
-        range(&MAPPINGS),
+        crate::range_of(&FDS),
+        crate::range_of(&STACKS),
+        crate::range_of(&THREADS),
+        crate::range_of(&MAPPINGS),
     ]
 }
 

@@ -229,10 +229,12 @@ static HOMES: [AtomicU8; TABLE_SLOTS] = [NO_HOMES; TABLE_SLOTS];
 
 /// Where the sampler's static tables lie: start address and length of each.
 pub(crate) fn table_ranges() -> [(usize, usize); 4] {
-    fn range<T>(table: &T) -> (usize, usize) {
-        (table as *const T as usize, core::mem::size_of::<T>())
-    }
-    [range(&TABLE), range(&STACKS), range(&USED), range(&HOMES)]
+    [
+        crate::range_of(&TABLE),
+        crate::range_of(&STACKS),
+        crate::range_of(&USED),
+        crate::range_of(&HOMES),
+    ]
 }
 
 thread_local! {
@@ -574,42 +576,6 @@ fn release(data: &SlotData) {
     }
 }
 
-/// Takes `ptr`'s slot out of the table, if it has one, before `realloc` releases the
-/// block: glibc may hand the old address to another thread at once. [`reattach`] puts it
-/// back under the address the block lives at afterwards.
-#[inline(always)]
-pub(crate) fn detach(ptr: usize) -> Option<SlotData> {
-    if LIVE.load(Ordering::Relaxed) == 0 {
-        return None;
-    }
-    let home = slot_of(ptr);
-    if HOMES[home].load(Ordering::Relaxed) == 0 {
-        return None;
-    }
-    detach_slow(ptr, home)
-}
-
-#[cold]
-fn detach_slow(ptr: usize, home: usize) -> Option<SlotData> {
-    let _locked = LockGuard::acquire();
-    for probe in 0..MAX_PROBE {
-        let slot = &TABLE.0[(home + probe) & (TABLE_SLOTS - 1)];
-        let current = slot.ptr.load(Ordering::Relaxed);
-        if current == EMPTY {
-            return None;
-        }
-        if current == ptr {
-            // SAFETY: LOCK is held, so no other thread writes this slot's data.
-            let data = unsafe { *slot.data.get() };
-            slot.ptr.store(TOMBSTONE, Ordering::Relaxed);
-            HOMES[home].fetch_sub(1, Ordering::Relaxed);
-            LIVE.fetch_sub(1, Ordering::Relaxed);
-            return Some(data);
-        }
-    }
-    None
-}
-
 /// A `realloc` finished: the block now lives at `ptr` (0: it was freed, as
 /// `realloc(p, 0)` does) and grew by `grown_by` bytes. The slot [`detach`] took goes back
 /// under `ptr`, and the added bytes run down this thread's countdown like an allocation
@@ -685,62 +651,72 @@ fn reattach_slow(ptr: usize, detached: Option<SlotData>, grown_by: usize, due: b
     }
 }
 
-/// Whether `ptr` is a block the sampler holds a sample of now. Lock-free, as `on_free`'s
-/// lookup: a block is only asked about by a thread that holds a reference to it.
-pub(crate) fn is_sampled(ptr: usize) -> bool {
-    if LIVE.load(Ordering::Relaxed) == 0 {
-        return false;
-    }
-    let home = slot_of(ptr);
-    if HOMES[home].load(Ordering::Relaxed) == 0 {
-        return false;
-    }
-    for probe in 0..MAX_PROBE {
-        let current = TABLE.0[(home + probe) & (TABLE_SLOTS - 1)]
-            .ptr
-            .load(Ordering::Acquire);
-        if current == EMPTY {
-            return false;
-        }
-        if current == ptr {
-            return true;
-        }
-    }
-    false
-}
-
+/// `ptr`'s slot and its home, read without the lock; `None` when `ptr` has no sample.
+/// A pointer is freed or reallocated after its allocation returned, so a sample of it,
+/// counted before that return, is visible here: no count at its home means no sample.
 #[inline(always)]
-pub(crate) fn on_free(ptr: usize) {
+fn find(ptr: usize) -> Option<(&'static Slot, usize)> {
     if LIVE.load(Ordering::Relaxed) == 0 {
-        return;
+        return None;
     }
     let home = slot_of(ptr);
-    // A pointer is freed after its allocation returned, so a sample of it, counted before
-    // that return, is visible here: no count means no sample of this pointer.
     if HOMES[home].load(Ordering::Relaxed) == 0 {
-        return;
+        return None;
     }
     for probe in 0..MAX_PROBE {
         let slot = &TABLE.0[(home + probe) & (TABLE_SLOTS - 1)];
         let current = slot.ptr.load(Ordering::Acquire);
         if current == EMPTY {
-            return;
+            return None;
         }
         if current == ptr {
-            let _locked = LockGuard::acquire();
-            // Re-check under the lock: the lock-free read above may have raced with a
-            // `live_samples` copy or an insert into a neighbouring slot.
-            if slot.ptr.load(Ordering::Relaxed) == ptr {
-                // SAFETY: LOCK is held, so no other thread writes this slot's data.
-                let data = unsafe { *slot.data.get() };
-                release(&data);
-                slot.ptr.store(TOMBSTONE, Ordering::Relaxed);
-                HOMES[home].fetch_sub(1, Ordering::Relaxed);
-                LIVE.fetch_sub(1, Ordering::Relaxed);
-            }
-            return;
+            return Some((slot, home));
         }
     }
+    None
+}
+
+/// Takes `ptr`'s slot out of the table under the lock, its samples taken off their
+/// stacks' live sums when `release` asks, and returns what it held. Re-checked under the
+/// lock: the lock-free read in [`find`] may have raced with a `live_samples` copy or an
+/// insert into a neighbouring slot.
+#[cold]
+fn take(slot: &Slot, home: usize, ptr: usize, release_it: bool) -> Option<SlotData> {
+    let _locked = LockGuard::acquire();
+    if slot.ptr.load(Ordering::Relaxed) != ptr {
+        return None;
+    }
+    // SAFETY: LOCK is held, so no other thread writes this slot's data.
+    let data = unsafe { *slot.data.get() };
+    if release_it {
+        release(&data);
+    }
+    slot.ptr.store(TOMBSTONE, Ordering::Relaxed);
+    HOMES[home].fetch_sub(1, Ordering::Relaxed);
+    LIVE.fetch_sub(1, Ordering::Relaxed);
+    Some(data)
+}
+
+/// Whether `ptr` is a block the sampler holds a sample of now. Lock-free, as a free's
+/// lookup: a block is only asked about by a thread that holds a reference to it.
+pub(crate) fn is_sampled(ptr: usize) -> bool {
+    find(ptr).is_some()
+}
+
+#[inline(always)]
+pub(crate) fn on_free(ptr: usize) {
+    if let Some((slot, home)) = find(ptr) {
+        take(slot, home, ptr, true);
+    }
+}
+
+/// Takes `ptr`'s slot out of the table, if it has one, before `realloc` releases the
+/// block: glibc may hand the old address to another thread at once. [`reattach`] puts it
+/// back under the address the block lives at afterwards.
+#[inline(always)]
+pub(crate) fn detach(ptr: usize) -> Option<SlotData> {
+    let (slot, home) = find(ptr)?;
+    take(slot, home, ptr, false)
 }
 
 /// Adds a sample to its stack's entry and returns the entry (NO_STACK when the table has

@@ -341,7 +341,7 @@ pub struct StackGrowths {
     iterations: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Growth {
     frames: Vec<usize>,
     bytes: f64,
@@ -467,16 +467,7 @@ impl StackGrowths {
                     hash,
                     stacks: 0,
                     member: index,
-                    sums: Growth {
-                        frames: Vec::new(),
-                        bytes: 0.0,
-                        blocks: 0.0,
-                        samples: 0,
-                        grew_bytes: 0.0,
-                        grew_blocks: 0.0,
-                        gained: 0,
-                        lost: 0,
-                    },
+                    sums: Growth::default(),
                 });
                 site.stacks += 1;
                 site.sums.bytes += g.bytes;
