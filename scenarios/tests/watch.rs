@@ -127,12 +127,12 @@ fn repro(name: &str) -> PathBuf {
 
 /// Compiles `source` with `cc` (`c++` for a `.cpp` file) into a fresh temporary folder,
 /// with `flags`.
-fn compile(source: &str, out: &str, flags: &[&str]) -> PathBuf {
+fn compile(source: &str, out: &str, flags: &[&str]) -> Scratch {
     compile_with(source, out, flags, &[])
 }
 
 /// Compiles `source` against the pkg-config packages `packages`.
-fn compile_with(source: &str, out: &str, flags: &[&str], packages: &[&str]) -> PathBuf {
+fn compile_with(source: &str, out: &str, flags: &[&str], packages: &[&str]) -> Scratch {
     let pkg = if packages.is_empty() {
         String::new()
     } else {
@@ -144,9 +144,7 @@ fn compile_with(source: &str, out: &str, flags: &[&str], packages: &[&str]) -> P
         assert!(output.status.success(), "pkg-config {packages:?}");
         String::from_utf8(output.stdout).unwrap()
     };
-    let dir = std::env::temp_dir().join(format!("avsoak-watch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exe = dir.join(out);
+    let exe = scratch(&format!("bin-{out}"));
     let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../include");
     let compiler = if source.ends_with(".cpp") {
         "c++"
@@ -160,7 +158,7 @@ fn compile_with(source: &str, out: &str, flags: &[&str], packages: &[&str]) -> P
         .arg(repro(source))
         .args(pkg.split_whitespace())
         .arg("-o")
-        .arg(&exe)
+        .arg(&*exe)
         .status()
         .unwrap_or_else(|e| panic!("the system compiler ({compiler}) runs: {e}"));
     assert!(status.success(), "{compiler} failed on {source}");
@@ -203,8 +201,44 @@ fn result(out: &Path) -> Value {
     report["results"][0].clone()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("avsoak-watch-{}-{name}", std::process::id()))
+/// A path of this test's own in the temporary directory (a file or a folder), removed
+/// when the test is done with it; a failing test leaves it for a look.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept for a look: {}", self.0.display());
+        } else if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
+    Scratch(std::env::temp_dir().join(format!("avsoak-watch-{}-{name}", std::process::id())))
 }
 
 fn assert_leak_named(output: &Output, out: &Path, leak: &Leak) {
@@ -402,7 +436,7 @@ fn programs_that_cannot_be_preloaded_are_refused_before_anything_runs() {
     for (program, expected) in [
         (missing.as_path(), "no such program"),
         (script.as_path(), "not an ELF executable (a script)"),
-        (stat.as_path(), "statically linked"),
+        (&*stat, "statically linked"),
     ] {
         let out = dir.join("out");
         let output = watch(&out, &[], program, &[]);
@@ -427,7 +461,7 @@ fn leaky_and_fixed(
     leak: &Leak,
     args: &[&str],
     program_args: &[&str],
-) -> PathBuf {
+) -> Scratch {
     let name = source.split('.').next().unwrap();
     let leaky = compile_with(source, name, &[], packages);
     let fixed = compile_with(source, &format!("{name}_fixed"), &["-DFIXED"], packages);
@@ -470,7 +504,7 @@ fn x264_pictures_allocated_per_frame_are_flagged_in_time_mode_and_the_pool_is_cl
 
 /// The MP4 fixture the FFmpeg reproductions read: 2 s of the synthetic camera at
 /// 320x240, 25 fps, from the scenarios' media cache.
-fn mp4_fixture() -> PathBuf {
+fn mp4_fixture() -> Scratch {
     let bytes = media::fixture(Clip::STANDARD, Container::Mp4).expect("the MP4 fixture");
     let path = scratch("clip.mp4");
     std::fs::write(&path, &bytes).unwrap();
@@ -479,7 +513,7 @@ fn mp4_fixture() -> PathBuf {
 
 /// Runs the leaky and the fixed build of an FFmpeg reproduction in `mode`
 /// (`marker`, or `time` with a 30-per-second pace) and checks both.
-fn leaky_and_fixed_ffmpeg(source: &str, leak: &Leak, mode: &str, iterations: &str) -> PathBuf {
+fn leaky_and_fixed_ffmpeg(source: &str, leak: &Leak, mode: &str, iterations: &str) -> Scratch {
     let file = mp4_fixture();
     let file = file.to_str().unwrap();
     let (args, program_args): (&[&str], Vec<&str>) = match mode {
