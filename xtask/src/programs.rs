@@ -7,7 +7,9 @@
 //! run has a plain run of its own right beside it (before it in one pair, after it in the
 //! next). Every round also runs the program plain a second time (`plain again`), paired
 //! the same way: the control, whose ratio is what the host's noise alone makes of two
-//! identical runs.
+//! identical runs. `--against LIBRARY` adds a row for another build of the preload
+//! library (an older commit's), paired the same way in the same rounds: what a change to
+//! the instrument costs, side by side.
 //!
 //! Why pairs: the host's speed drifts over seconds, and one plain run per round put a
 //! minute of memcheck between it and some of the runs it was divided into. With the
@@ -158,15 +160,19 @@ enum Tool {
     /// noise alone, the least a tool's ratio can be told apart by.
     Again,
     Avsoak,
+    /// avsoak watch with another build of the preload library (`--against`): the two
+    /// libraries' rows measured side by side, in the same rounds.
+    Against,
     Heaptrack,
     Memcheck,
 }
 
 impl Tool {
-    const ALL: [Tool; 5] = [
+    const ALL: [Tool; 6] = [
         Tool::Plain,
         Tool::Again,
         Tool::Avsoak,
+        Tool::Against,
         Tool::Heaptrack,
         Tool::Memcheck,
     ];
@@ -184,6 +190,7 @@ impl Tool {
             Tool::Plain => "plain",
             Tool::Again => "plain again",
             Tool::Avsoak => "avsoak watch",
+            Tool::Against => "avsoak against",
             Tool::Heaptrack => "heaptrack",
             Tool::Memcheck => "memcheck",
         }
@@ -220,6 +227,10 @@ pub struct WatchOverhead {
     /// and plain again, in minutes instead of an hour).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// Another build of `libavsoak_preload.so` (an older commit's, say) to watch with as
+    /// well: its row, `avsoak against`, is measured in the same rounds as this build's.
+    #[arg(long, value_name = "LIBRARY")]
+    against: Option<PathBuf>,
 }
 
 impl WatchOverhead {
@@ -231,11 +242,30 @@ impl WatchOverhead {
                 "invalid --skip {tool:?} (expected heaptrack or memcheck)"
             );
         }
-        run(sh, self.rounds, &self.workload, &self.skip)
+        if let Some(library) = &self.against {
+            ensure!(
+                library.is_file(),
+                "invalid --against {} (expected a built libavsoak_preload.so)",
+                library.display()
+            );
+        }
+        run(
+            sh,
+            self.rounds,
+            &self.workload,
+            &self.skip,
+            self.against.as_deref(),
+        )
     }
 }
 
-fn run(sh: &Shell, rounds: u32, only: &[String], skip: &[String]) -> Result<()> {
+fn run(
+    sh: &Shell,
+    rounds: u32,
+    only: &[String],
+    skip: &[String],
+    against: Option<&Path>,
+) -> Result<()> {
     let programs: Vec<&Program> = if only.is_empty() {
         PROGRAMS.iter().collect()
     } else {
@@ -269,6 +299,9 @@ fn run(sh: &Shell, rounds: u32, only: &[String], skip: &[String]) -> Result<()> 
     .run()
     .context("making the MP4 the FFmpeg reproductions read (Debian's ffmpeg)")?;
     let mut tools = vec![Tool::Plain, Tool::Again, Tool::Avsoak];
+    if against.is_some() {
+        tools.push(Tool::Against);
+    }
     let mut skipped = Vec::new();
     for (tool, binary) in [(Tool::Heaptrack, "heaptrack"), (Tool::Memcheck, "valgrind")] {
         if skip.iter().any(|s| s == tool.name()) {
@@ -345,8 +378,17 @@ fn run(sh: &Shell, rounds: u32, only: &[String], skip: &[String]) -> Result<()> 
                     for run in order {
                         let scratch =
                             dir.join(format!("{}-{}", program.name, run.name().replace(' ', "-")));
+                        let options = match (run, against) {
+                            (Tool::Against, Some(library)) => {
+                                let mut o = vec!["--preload".to_owned()];
+                                o.push(library.display().to_string());
+                                o.extend(ticks[p].iter().cloned());
+                                o
+                            }
+                            _ => ticks[p].clone(),
+                        };
                         let finding =
-                            measure(run, &runner, path, args, program, &ticks[p], &scratch)
+                            measure(run, &runner, path, args, program, &options, &scratch)
                                 .with_context(|| {
                                     format!("{} under {}", program.name, run.name())
                                 })?;
@@ -535,7 +577,7 @@ fn measure(
     std::fs::create_dir_all(scratch)?;
     let mut command = match tool {
         Tool::Plain | Tool::Again => Command::new(path),
-        Tool::Avsoak => {
+        Tool::Avsoak | Tool::Against => {
             let mut c = Command::new(runner);
             c.arg("watch").arg("--out").arg(scratch.join("run"));
             if program.function.is_some() {
@@ -571,7 +613,7 @@ fn measure(
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = avsoak::soak::children_cpu_s() - cpu_before;
     // avsoak-run exits 1 for a failed outcome, which the table shows.
-    let judged = tool == Tool::Avsoak && output.status.code() == Some(1);
+    let judged = matches!(tool, Tool::Avsoak | Tool::Against) && output.status.code() == Some(1);
     if !output.status.success() && !judged {
         bail!(
             "exited with {}: {}",
@@ -587,7 +629,7 @@ fn measure(
             cpu,
             ..Finding::default()
         },
-        Tool::Avsoak => {
+        Tool::Avsoak | Tool::Against => {
             let file = scratch.join("run/report.json");
             let report: serde_json::Value = serde_json::from_slice(
                 &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
