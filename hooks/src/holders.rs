@@ -53,7 +53,8 @@ thread_local! {
 }
 
 /// One kept reference: its block (0: free), the data block it refers to, the stack that
-/// took it (index + 1 in the origins' stack table) and the epoch it was taken in.
+/// took it (index + 1 in the origins' stack table, below [`CALL_SHIFT`]) and the call
+/// (above it), and the epoch it was taken in.
 struct Ref {
     block: AtomicUsize,
     data: AtomicUsize,
@@ -78,8 +79,12 @@ static HOMES: [AtomicU8; REF_SLOTS] = [NO_HOMES; REF_SLOTS];
 static KEPT: AtomicUsize = AtomicUsize::new(0);
 
 /// Where the tables lie: start address and length of each.
-pub(crate) fn table_ranges() -> [(usize, usize); 2] {
-    [crate::range_of(&REFS), crate::range_of(&HOMES)]
+pub(crate) fn table_ranges() -> [(usize, usize); 3] {
+    [
+        crate::range_of(&REFS),
+        crate::range_of(&HOMES),
+        crate::range_of(&SITE_STACKS),
+    ]
 }
 
 fn home(block: usize) -> usize {
@@ -143,9 +148,10 @@ fn drop_ref(block: usize, at: usize) {
     }
 }
 
-/// Keeps `block`, a reference to `data`, as taken at `stack` now; an existing entry for
-/// it takes the new stack.
-fn keep(block: usize, data: usize, stack: u32) {
+/// Keeps `block`, a reference to `data`, as taken at `stack` by `call` now; an existing
+/// entry for it takes the new stack.
+fn keep(block: usize, data: usize, stack: u32, call: u8) {
+    let stack = stack | u32::from(call) << CALL_SHIFT;
     let at = home(block);
     let epoch = crate::sample::epoch();
     for probe in 0..MAX_PROBE {
@@ -198,9 +204,88 @@ pub(crate) fn enter() -> bool {
     }
 }
 
-/// Leaving an interposed reference-taking call; the outermost one keeps the references
-/// to sampled data among the blocks it noted, with its stack.
-pub(crate) fn leave(outermost: bool) {
+/// Where a reference-taking call was made: its return address and the caller's stack
+/// pointer at the call (both 0: not known). A code path reached the same way makes the
+/// same pair every time, so the pair stands for the path's stack ([`stack_at`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Site {
+    /// Which function was called: its index in [`CALLS`].
+    pub call: u8,
+    pub caller: usize,
+    pub sp: usize,
+}
+
+/// The interposed reference-taking functions, by the index a [`Site`] names them with.
+pub(crate) const CALLS: [&str; 5] = [
+    "av_frame_ref",
+    "av_frame_clone",
+    "av_packet_ref",
+    "av_packet_clone",
+    "av_packet_move_ref",
+];
+
+/// The index of `name` in [`CALLS`]; a name not there fails the build.
+pub(crate) const fn call_index(name: &str) -> u8 {
+    let mut i = 0;
+    while i < CALLS.len() {
+        let (a, b) = (CALLS[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i as u8;
+            }
+        }
+        i += 1;
+    }
+    panic!("not an interposed reference-taking function")
+}
+
+/// A kept reference's stack and call in one word: the call's index above bit 24.
+const CALL_SHIFT: u32 = 24;
+const _: () = assert!(crate::origins::ORIGIN_STACKS < 1 << CALL_SHIFT);
+
+/// Call sites remembered (a power of two).
+const SITES: usize = 1 << 10;
+
+/// Per call site's hash: its tag in the upper 32 bits, its stack (index + 1 in the
+/// origins' stack table) in the lower, 0 for none yet. One word, so a reader never sees
+/// one site's tag with another's stack.
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_SITE: AtomicU64 = AtomicU64::new(0);
+static SITE_STACKS: [AtomicU64; SITES] = [NO_SITE; SITES];
+
+/// The stack of a reference-taking call made at `site`: walked once per site and
+/// remembered (a decoder references its sampled pictures from the same few sites frame
+/// after frame). Two paths that reach one call with the same stack pointer share the
+/// first one's stack: the call's own frame and its caller are the site's, the frames
+/// above them may be the other path's. A tag is 32 bits of the site's hash, so two sites
+/// on one entry are told apart but for a chance of 2⁻³² a look-up; an entry taken by
+/// another site is walked again.
+fn stack_at(site: Site) -> u32 {
+    if site.caller == 0 {
+        return here_up_to(HOLDER_FRAMES);
+    }
+    let hash =
+        (site.caller as u64 ^ (site.sp as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let entry = &SITE_STACKS[(hash >> 54) as usize & (SITES - 1)];
+    let tag = (hash >> 16) & 0xFFFF_FFFF;
+    let known = entry.load(Relaxed);
+    if known >> 32 == tag && known as u32 != 0 {
+        return known as u32;
+    }
+    let stack = here_up_to(HOLDER_FRAMES);
+    if stack != 0 {
+        entry.store(tag << 32 | u64::from(stack), Relaxed);
+    }
+    stack
+}
+
+/// Leaving an interposed reference-taking call made at `site`; the outermost one keeps
+/// the references to sampled data among the blocks it noted, with its stack.
+pub(crate) fn leave(outermost: bool, site: Site) {
     let _ = DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
     if !outermost {
         return;
@@ -215,19 +300,20 @@ pub(crate) fn leave(outermost: bool) {
             continue;
         };
         if stack == 0 {
-            stack = here_up_to(HOLDER_FRAMES);
+            stack = stack_at(site);
             if stack == 0 {
                 return;
             }
         }
-        keep(block, data, stack);
+        keep(block, data, stack, site.call);
     }
 }
 
 /// A packet's reference moves to another packet: when it refers to a sampled block, it
 /// is kept with the stack of the move (a queue's put, say), whether or not it was kept
-/// before. `packet` is the source `AVPacket`, whose first field is its `buf`.
-pub(crate) fn moving(packet: usize) {
+/// before. `packet` is the source `AVPacket`, whose first field is its `buf`; `site` is
+/// where the move was made.
+pub(crate) fn moving(packet: usize, site: Site) {
     if packet == 0 {
         return;
     }
@@ -241,9 +327,9 @@ pub(crate) fn moving(packet: usize) {
     let Some(data) = (unsafe { sampled_data(block) }) else {
         return;
     };
-    let stack = here_up_to(HOLDER_FRAMES);
+    let stack = stack_at(site);
     if stack != 0 {
-        keep(block, data, stack);
+        keep(block, data, stack, site.call);
     }
 }
 
@@ -253,6 +339,8 @@ pub(crate) fn moving(packet: usize) {
 pub struct Holder {
     /// The sampled data block the reference holds.
     pub data: usize,
+    /// The interposed function that took it (`av_frame_ref`).
+    pub call: &'static str,
     /// Raw return addresses of the call that took it, innermost first.
     pub frames: Vec<usize>,
     /// The epoch it was taken in.
@@ -267,10 +355,11 @@ pub fn holders(min_epoch: u64) -> Vec<Holder> {
         if slot.block.load(Relaxed) == 0 || slot.epoch.load(Relaxed) < min_epoch {
             continue;
         }
-        let stack = slot.stack.load(Relaxed);
-        if let Some(frames) = stack_frames(stack) {
+        let packed = slot.stack.load(Relaxed);
+        if let Some(frames) = stack_frames(packed & ((1 << CALL_SHIFT) - 1)) {
             held.push(Holder {
                 data: slot.data.load(Relaxed),
+                call: CALLS[(packed >> CALL_SHIFT) as usize % CALLS.len()],
                 frames,
                 epoch: slot.epoch.load(Relaxed),
             });

@@ -196,7 +196,8 @@ pub struct HeldBy {
     /// Function names, the reference-taking function first (`av_frame_ref`), outermost
     /// last.
     pub frames: Vec<String>,
-    /// Raw return addresses while still to be named, as [`Suspect::addresses`].
+    /// Raw return addresses of the code that made the call, while still to be named (as
+    /// [`Suspect::addresses`]): their names follow the call's in `frames`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<u64>,
 }
@@ -638,7 +639,8 @@ pub fn name_suspects(suspects: &mut [Suspect], symbolizer: &mut Symbolizer) {
     let mut held = held.iter();
     for holder in suspects.iter_mut().flat_map(|s| &mut s.held_by) {
         if let Some(ips) = held.next().filter(|ips| !ips.is_empty()) {
-            holder.frames = symbolizer.frames(ips);
+            // The reference-taking call, named already, then the code that called it.
+            holder.frames.extend(symbolizer.frames(ips));
             holder.addresses.clear();
         }
     }
@@ -654,8 +656,8 @@ pub fn name_suspects(suspects: &mut [Suspect], symbolizer: &mut Symbolizer) {
 pub struct Holding {
     /// Per sampled block: its address and its stack.
     blocks: Vec<(usize, Vec<usize>)>,
-    /// Per data block a reference holds: the stacks that took them.
-    holders: HashMap<usize, Vec<Vec<usize>>>,
+    /// Per data block a reference holds: the calls that took them and their stacks.
+    holders: HashMap<usize, Vec<(&'static str, Vec<usize>)>>,
 }
 
 /// Holders listed per suspect.
@@ -672,9 +674,9 @@ impl Holding {
         }
         #[cfg(feature = "hooks")]
         {
-            let mut holders: HashMap<usize, Vec<Vec<usize>>> = HashMap::new();
+            let mut holders: HashMap<usize, Vec<(&'static str, Vec<usize>)>> = HashMap::new();
             for h in avsoak_hooks::holders(min_epoch) {
-                holders.entry(h.data).or_default().push(h.frames);
+                holders.entry(h.data).or_default().push((h.call, h.frames));
             }
             if holders.is_empty() {
                 return Holding::default();
@@ -700,23 +702,24 @@ impl Holding {
             if site.is_empty() {
                 continue;
             }
-            let mut by_stack: HashMap<&[usize], u64> = HashMap::new();
+            let mut by_stack: HashMap<(&str, &[usize]), u64> = HashMap::new();
             for (ptr, frames) in &self.blocks {
                 if !frames.starts_with(&site) {
                     continue;
                 }
-                for stack in self.holders.get(ptr).into_iter().flatten() {
-                    *by_stack.entry(stack.as_slice()).or_default() += 1;
+                for (call, stack) in self.holders.get(ptr).into_iter().flatten() {
+                    *by_stack.entry((call, stack.as_slice())).or_default() += 1;
                 }
             }
-            let mut ranked: Vec<(&[usize], u64)> = by_stack.into_iter().collect();
-            ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            let mut ranked: Vec<((&str, &[usize]), u64)> = by_stack.into_iter().collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             suspect.held_by = ranked
                 .into_iter()
                 .take(HOLDERS_SHOWN)
-                .map(|(stack, blocks)| HeldBy {
+                .map(|((call, stack), blocks)| HeldBy {
                     blocks,
-                    frames: Vec::new(),
+                    // The call first; its callers are named from `addresses`.
+                    frames: vec![call.to_owned()],
                     addresses: stack.iter().map(|&ip| ip as u64).collect(),
                 })
                 .collect();
