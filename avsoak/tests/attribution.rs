@@ -3,7 +3,9 @@
 use avsoak::heap::Suspect;
 use avsoak::report::{AttributionPass, CaseResult, Outcome, Sampling, Verdict};
 use avsoak::scenario::{Case, Expect};
-use avsoak::soak::attribution::{self, RERUN_JUDGED, RERUN_LEAKED_BYTES, RERUN_SECONDS};
+use avsoak::soak::attribution::{
+    self, RERUN_GROWTH_JUDGED, RERUN_JUDGED, RERUN_LEAKED_BYTES, RERUN_SECONDS,
+};
 use avsoak::soak::Plan;
 
 /// A finished `leak` of `bytes` and `blocks` per iteration, sampled every 512 KiB, whose
@@ -90,6 +92,11 @@ fn a_leak_inside_one_block_is_re_run_over_the_longest_window_sampling_its_growth
     busy.throughput.cpu_ms_per_iter = 10.0;
     let busy = attribution::plan(&busy, &plan).unwrap();
     assert_eq!(busy.plan.iterations, grown.plan.iterations);
+    // A cheap iteration (0.1 ms) stops at the growth window's own cap.
+    let mut cheap = leak(200.0, 0.0, 0.0);
+    cheap.throughput.cpu_ms_per_iter = 0.1;
+    let cheap = attribution::plan(&cheap, &plan).unwrap();
+    assert_eq!(cheap.plan.iterations, plan.warmup + RERUN_GROWTH_JUDGED);
 }
 
 #[test]

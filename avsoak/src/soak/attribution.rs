@@ -16,7 +16,7 @@
 //! [`RERUN_LEAKED_BYTES`]. A leak that grows no blocks
 //! (one block grown by `realloc`) is sampled by the bytes its reallocations add, each
 //! growth sampled at the stack of the call that grew it; how often the block grows is not
-//! known, so its window is the longest the budget allows.
+//! known, so its window is the longest the budget allows, up to [`RERUN_GROWTH_JUDGED`].
 
 use super::Plan;
 use crate::report::{Attribution, AttributionPass, CaseResult, Verdict};
@@ -45,6 +45,11 @@ pub const RERUN_LEAKED_BYTES: f64 = 1024.0 * 1024.0 * 1024.0;
 
 /// The most judged iterations a re-run soaks, whatever the budget.
 pub const RERUN_MOST: u64 = 20_000;
+
+/// The most judged iterations a re-run of a leak that grows no blocks soaks: a block
+/// grown at least once every 80 iterations is grown about 60 times in it, and growths
+/// rarer than that are not what a few minutes of soak can name.
+pub const RERUN_GROWTH_JUDGED: u64 = 5_000;
 
 /// Below this many blocks an iteration, a leak is taken to grow blocks it already has.
 const GROWS_BLOCKS: f64 = 0.05;
@@ -118,7 +123,7 @@ pub fn plan(result: &CaseResult, plan: &Plan) -> Option<Rerun> {
     let (judged, interval) = if blocks < GROWS_BLOCKS {
         // Growth inside blocks: about five samples of the added bytes an iteration, over
         // the longest window allowed, as the growths may be far apart.
-        (allowed, slope / 5.0)
+        (allowed.min(RERUN_GROWTH_JUDGED), slope / 5.0)
     } else {
         // A block of the leak's mean size is sampled with chance 1 - e^-5 > 99 %.
         let needed = (TARGET_SAMPLES / blocks).ceil() as u64;
