@@ -107,6 +107,10 @@ pub struct HeapFigures {
     pub leak_bytes_per_iter: f64,
     /// Theil–Sen slope of live blocks, blocks per iteration.
     pub leak_blocks_per_iter: f64,
+    /// The live heap itself grows (or hit the cap): a case that leaks only descriptors,
+    /// threads or mappings has `false`, and no heap suspect can explain its verdict.
+    #[serde(default)]
+    pub grows: bool,
     /// One-sided Mann–Kendall p-value for increasing live bytes.
     pub trend_p: f64,
     /// The same for live blocks.

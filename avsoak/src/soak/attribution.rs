@@ -102,7 +102,13 @@ pub fn sampled(result: &CaseResult) -> Option<Attribution> {
 pub fn plan(result: &CaseResult, plan: &Plan) -> Option<Rerun> {
     let sampling = result.sampling?;
     let slope = result.heap.leak_bytes_per_iter;
-    if result.verdict != Verdict::Leak || slope <= 0.0 || explained(result) >= EXPLAINED {
+    // A case that leaks only descriptors, threads or mappings has nothing for the heap's
+    // suspects to explain: its heap slope is noise.
+    if result.verdict != Verdict::Leak
+        || !result.heap.grows
+        || slope <= 0.0
+        || explained(result) >= EXPLAINED
+    {
         return None;
     }
     // What the budget allows: the first pass's CPU per iteration (its wall clock per

@@ -274,6 +274,8 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
         fit_blocks: fit(judgement.blocks.slope, |b| b.live_blocks.last),
         leak_bytes_per_iter: judgement.bytes.slope,
         leak_blocks_per_iter: judgement.blocks.slope,
+        // Set with the verdict, below.
+        grows: false,
         trend_p: judgement.bytes.p,
         trend_blocks_p: judgement.blocks.p,
         late_bytes_per_iter: judgement.bytes.late_slope,
@@ -355,7 +357,13 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
             })
         })
         .flatten();
-    let heap = HeapFigures { onset, ..heap };
+    let grows = c.cap.is_some()
+        || (judgement.trend != Trend::Flat && residual.trend == Trend::Growing);
+    let heap = HeapFigures {
+        onset,
+        grows,
+        ..heap
+    };
     let mut notes: Vec<String> = Vec::new();
     if verdict == Verdict::Upstream {
         notes.push(format!(

@@ -51,6 +51,7 @@ pub fn result(variant: &str, expect: Expect, verdict: Verdict, slope: f64) -> Ca
         heap: HeapFigures {
             leak_bytes_per_iter: slope,
             leak_blocks_per_iter: if slope > 0.0 { 1.0 } else { 0.0 },
+            grows: slope > 0.0 && verdict == Verdict::Leak,
             trend_p: if slope > 0.0 { 1.8e-49 } else { 0.5 },
             trend_blocks_p: 0.5,
             late_bytes_per_iter: slope,
