@@ -238,7 +238,12 @@ impl Drop for Scratch {
 }
 
 fn scratch(name: &str) -> Scratch {
-    Scratch(std::env::temp_dir().join(format!("avsoak-watch-{}-{name}", std::process::id())))
+    Scratch(scratch_of(std::process::id(), name))
+}
+
+/// Where the test process `pid` keeps its scratch `name`.
+fn scratch_of(pid: u32, name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("avsoak-watch-{pid}-{name}"))
 }
 
 fn assert_leak_named(output: &Output, out: &Path, leak: &Leak) {
@@ -986,11 +991,20 @@ fn the_same_c_code_soaked_in_process_and_watched_has_one_slope_and_one_suspect()
     // iteration with nothing else live changing (the frame's scratch buffer is freed
     // within it), so both Theil-Sen slopes are 72 B to the byte; both top suspects come
     // from the exact re-run (every record sampled with chance >= 1 - e^-5, p < 1e-500).
-    let library = compile(
-        "list_growth.c",
-        "liblist_growth.so",
-        &["-shared", "-fPIC", "-DAVSOAK_LIBRARY"],
-    );
+    //
+    // The soak's children run this test again up to the soak and exit inside it: they
+    // load the copy their parent (this test's process) compiled, which the parent removes.
+    let (library, _compiled) = if std::env::var_os(avsoak::testing::CHILD_ENV).is_some() {
+        let parent = std::os::unix::process::parent_id();
+        (scratch_of(parent, "bin-liblist_growth.so"), None)
+    } else {
+        let compiled = compile(
+            "list_growth.c",
+            "liblist_growth.so",
+            &["-shared", "-fPIC", "-DAVSOAK_LIBRARY"],
+        );
+        (compiled.to_path_buf(), Some(compiled))
+    };
     let plan = Plan {
         warmup: 20,
         ..Plan::new(2000)
