@@ -357,8 +357,8 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
             })
         })
         .flatten();
-    let grows = c.cap.is_some()
-        || (judgement.trend != Trend::Flat && residual.trend == Trend::Growing);
+    let grows =
+        c.cap.is_some() || (judgement.trend != Trend::Flat && residual.trend == Trend::Growing);
     let heap = HeapFigures {
         onset,
         grows,
