@@ -269,13 +269,21 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
         })
     };
     let resources = judge_resources(&c, judgement.bytes.slope);
+    // The heap's own verdict, for a child that finished.
+    let heap_verdict = match (judgement.trend, residual.trend) {
+        (Trend::Flat, _) => Verdict::Clean,
+        // The residual differs from the raw series only by the declared loss, so a flat
+        // residual under a rising series is that loss.
+        (_, Trend::Flat) => Verdict::Upstream,
+        (_, Trend::Bounded) => Verdict::Bounded,
+        (_, Trend::Growing) => Verdict::Leak,
+    };
     let heap = HeapFigures {
         fit_bytes: fit(judgement.bytes.slope, |b| b.live_bytes.last),
         fit_blocks: fit(judgement.blocks.slope, |b| b.live_blocks.last),
         leak_bytes_per_iter: judgement.bytes.slope,
         leak_blocks_per_iter: judgement.blocks.slope,
-        // Set with the verdict, below.
-        grows: false,
+        grows: c.cap.is_some() || heap_verdict == Verdict::Leak,
         trend_p: judgement.bytes.p,
         trend_blocks_p: judgement.blocks.p,
         late_bytes_per_iter: judgement.bytes.late_slope,
@@ -331,19 +339,11 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
             )),
         )
     } else {
-        let verdict = match (judgement.trend, residual.trend) {
-            (Trend::Flat, _) => Verdict::Clean,
-            // The residual differs from the raw series only by the declared loss, so a
-            // flat residual under a rising series is that loss.
-            (_, Trend::Flat) => Verdict::Upstream,
-            (_, Trend::Bounded) => Verdict::Bounded,
-            (_, Trend::Growing) => Verdict::Leak,
-        };
         // Descriptors and threads are judged as the heap is: either growing is a leak.
         let verdict = match &resources {
             Some(r) if !r.leaks().is_empty() => Verdict::Leak,
-            Some(r) if r.bounded() && verdict == Verdict::Clean => Verdict::Bounded,
-            _ => verdict,
+            Some(r) if r.bounded() && heap_verdict == Verdict::Clean => Verdict::Bounded,
+            _ => heap_verdict,
         };
         (verdict, None)
     };
@@ -357,13 +357,7 @@ pub(super) fn conclude(case: &Case, plan: &Plan, c: Collected, wall: Duration) -
             })
         })
         .flatten();
-    let grows =
-        c.cap.is_some() || (judgement.trend != Trend::Flat && residual.trend == Trend::Growing);
-    let heap = HeapFigures {
-        onset,
-        grows,
-        ..heap
-    };
+    let heap = HeapFigures { onset, ..heap };
     let mut notes: Vec<String> = Vec::new();
     if verdict == Verdict::Upstream {
         notes.push(format!(
